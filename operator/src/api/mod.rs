@@ -1,0 +1,4 @@
+//! The Mizzen API types, one module per version and one file per kind.
+
+pub mod crd;
+pub mod v1alpha1;

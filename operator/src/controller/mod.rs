@@ -1,0 +1,284 @@
+//! The controllers: one kube-runtime Controller per kind, sharing one [`Context`].
+//!
+//! Each kind plugs into the same driver through [`Kind`]: the children it owns, and the status it writes.
+//! At this stage a reconcile records an honest initial condition (`NotImplemented`); the pipelines that
+//! build and apply children come with each kind's own issue.
+
+pub mod feature_set;
+pub mod model_deployment;
+pub mod training_job;
+
+use crate::api::v1alpha1::common::Condition;
+use crate::api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
+use crate::conditions::{self, Desired};
+use crate::metrics::Metrics;
+use crate::server::State;
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "mizzen-operator";
+/// The label every child carries, which also scopes the operator's child watches.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mizzen-operator");
+
+/// What every reconcile gets: the client, one shared event recorder and the metrics.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+/// Errors of a reconcile. Each has a static label for the failure metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid object: {0}")]
+    InvalidObject(&'static str),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::InvalidObject(_) => "invalid_object",
+        }
+    }
+}
+
+/// A Mizzen kind, as the shared driver sees it.
+pub trait Kind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// The conditions in the object's status.
+    fn conditions(&self) -> &[Condition];
+    /// The conditions the controller can vouch for now.
+    fn desired_conditions(&self) -> Vec<Desired<'static>>;
+    /// The status to apply, holding `conditions` and every other status field the controller owns.
+    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value;
+    /// Adds watches on the children this kind owns.
+    fn owns(controller: Controller<Self>, children: &Children) -> Controller<Self>;
+}
+
+/// Writes the desired conditions if the object does not already carry them for its generation.
+async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = kind_name::<K>();
+    let _timer = ctx.metrics.reconcile_started(kind);
+    let generation = obj.meta().generation;
+    let desired = obj.desired_conditions();
+    if conditions::up_to_date(obj.conditions(), &desired, generation) {
+        return Ok(Action::await_change());
+    }
+    let namespace = obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let merged = conditions::merge(obj.conditions(), &desired, generation, now);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": obj.status(merged),
+    });
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    tracing::info!(kind, namespace, name = %obj.name_any(), "status written");
+    Ok(Action::await_change())
+}
+
+fn error_policy<K: Kind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = kind_name::<K>();
+    tracing::warn!(kind, name = %obj.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(kind, error.metric_label());
+    match error {
+        // A bad object waits for a change; anything else is retried.
+        Error::InvalidObject(_) => Action::await_change(),
+        Error::Kube(_) => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+fn kind_name<K: Kind>() -> &'static str {
+    // `Resource::kind` borrows from a static for derived kinds; match keeps the metric label static.
+    match K::kind(&()).as_ref() {
+        "ModelDeployment" => "ModelDeployment",
+        "TrainingJob" => "TrainingJob",
+        "FeatureSet" => "FeatureSet",
+        _ => "Unknown",
+    }
+}
+
+/// Where the controllers look: every namespace, or one.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    fn api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(&self, client: &Client) -> Api<K> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Polls until all three kinds are served. `/ready` stays 503 meanwhile, so a missing CRD is visible in
+/// the pod's readiness instead of a crash loop.
+pub async fn wait_for_crds(
+    client: &Client,
+    scope: &Scope,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        let missing = missing_kinds(client, scope).await;
+        if missing.is_empty() {
+            return true;
+        }
+        tracing::warn!(?missing, "waiting for CRDs; install them with `kubectl apply -f crds/`");
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+async fn missing_kinds(client: &Client, scope: &Scope) -> Vec<String> {
+    let lp = ListParams::default().limit(1);
+    let mut missing = Vec::new();
+    if let Err(e) = scope.api::<ModelDeployment>(client).list_metadata(&lp).await {
+        missing.push(format!("ModelDeployment ({e})"));
+    }
+    if let Err(e) = scope.api::<TrainingJob>(client).list_metadata(&lp).await {
+        missing.push(format!("TrainingJob ({e})"));
+    }
+    if let Err(e) = scope.api::<FeatureSet>(client).list_metadata(&lp).await {
+        missing.push(format!("FeatureSet ({e})"));
+    }
+    missing
+}
+
+/// Settings of [`run`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub scope: Scope,
+    /// Reconciles running at once per kind (0: unbounded).
+    pub concurrency: u16,
+    pub crd_poll_interval: Duration,
+}
+
+/// Waits for the CRDs, starts the three controllers, marks the operator ready once their caches have
+/// synced, and returns when `shutdown` fires and in-flight reconciles have finished.
+pub async fn run(
+    client: Client,
+    state: State,
+    metrics: Metrics,
+    settings: Settings,
+    shutdown: CancellationToken,
+) {
+    if !wait_for_crds(&client, &settings.scope, settings.crd_poll_interval, &shutdown).await {
+        return;
+    }
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+    let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);
+    let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &shutdown);
+    let (fs, fs_store) = controller::<FeatureSet>(&client, &settings, &ctx, &shutdown);
+    let ready = async {
+        let synced = tokio::try_join!(md_store, tj_store, fs_store);
+        if synced.is_ok() {
+            tracing::info!("caches synced; ready");
+            state.set_ready(true);
+        }
+    };
+    tokio::join!(md, tj, fs, ready);
+    state.set_ready(false);
+}
+
+type Synced = std::pin::Pin<
+    Box<dyn Future<Output = Result<(), kube::runtime::reflector::store::WriterDropped>> + Send>,
+>;
+
+fn controller<K: Kind>(
+    client: &Client,
+    settings: &Settings,
+    ctx: &Arc<Context>,
+    shutdown: &CancellationToken,
+) -> (impl Future<Output = ()> + use<K>, Synced) {
+    let children = Children {
+        client: client.clone(),
+        scope: settings.scope.clone(),
+        config: watcher::Config::default()
+            .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+            .any_semantic(),
+    };
+    let controller =
+        Controller::new(settings.scope.api::<K>(client), watcher::Config::default().any_semantic())
+            .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
+    let controller = K::owns(controller, &children).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    let store = controller.store();
+    let synced: Synced = Box::pin(async move { store.wait_until_ready().await });
+    let ctx = ctx.clone();
+    let run = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "controller event");
+        }
+    });
+    (run, synced)
+}
+
+/// The initial condition of a kind whose reconciler is not written yet: honest, and stable across passes.
+pub(crate) fn not_implemented(type_: &'static str, what: &str) -> Vec<Desired<'static>> {
+    vec![Desired {
+        type_,
+        status: crate::api::v1alpha1::common::status::UNKNOWN,
+        reason: "NotImplemented",
+        message: format!(
+            "the operator does not reconcile {what} yet; the object is stored and validated only"
+        ),
+    }]
+}
+
+/// How a controller watches its children: in its scope, only objects with the operator's label.
+pub struct Children {
+    client: Client,
+    scope: Scope,
+    config: watcher::Config,
+}
+
+impl Children {
+    /// Adds an owned-child watch for the child kind `C`.
+    pub fn watch<K: Kind, C>(&self, controller: Controller<K>) -> Controller<K>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        controller.owns(self.scope.api::<C>(&self.client), self.config.clone())
+    }
+}

@@ -1,0 +1,34 @@
+//! ModelDeployment: one Deployment per revision, the Services NAME and NAME-preview, and an HPA.
+
+use super::{Children, Kind, not_implemented};
+use crate::api::v1alpha1::common::Condition;
+use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentPhase};
+use crate::conditions::Desired;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::controller::Controller;
+
+impl Kind for ModelDeployment {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+    }
+
+    fn desired_conditions(&self) -> Vec<Desired<'static>> {
+        not_implemented("Ready", "ModelDeployments")
+    }
+
+    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
+        serde_json::json!({
+            "observedGeneration": self.metadata.generation,
+            "phase": ModelDeploymentPhase::Pending,
+            "conditions": conditions,
+        })
+    }
+
+    fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {
+        let c = children.watch::<Self, Deployment>(c);
+        let c = children.watch::<Self, Service>(c);
+        children.watch::<Self, HorizontalPodAutoscaler>(c)
+    }
+}

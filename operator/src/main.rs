@@ -1,0 +1,145 @@
+//! `mizzen-operator`: prints the CRDs, or runs the controllers.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use mizzen_operator::{api::crd, controller, metrics::Metrics, server, telemetry};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The Mizzen operator: trains, serves, scales and rolls out ML models on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "mizzen-operator", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions of ModelDeployment, TrainingJob and FeatureSet as YAML
+    /// (pipe into `kubectl apply -f -`), or write one file per CRD with --out-dir.
+    Crd {
+        /// Write PLURAL.GROUP.yaml files into this directory instead of printing one stream.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Run the controllers against a cluster.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file to use. Default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use. Default: the file's current context.
+    #[arg(long, env = "MIZZEN_CONTEXT", value_name = "NAME")]
+    context: Option<String>,
+    /// Watch only this namespace. Default: every namespace.
+    #[arg(long, env = "MIZZEN_NAMESPACE", value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the HTTP server for /metrics, /health and /ready.
+    #[arg(long, env = "MIZZEN_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
+    /// Log filter in RUST_LOG syntax, e.g. `info,kube=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
+    log_filter: String,
+    /// Reconciles running at once per kind (0 means no limit).
+    #[arg(long, env = "MIZZEN_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Seconds between checks for the CRDs while they are missing.
+    #[arg(long, env = "MIZZEN_CRD_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    crd_poll_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd { out_dir: None } => print!("{}", crd::all_yaml()?),
+        Command::Crd { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for c in crd::all() {
+                let path = dir.join(crd::file_name(&c));
+                std::fs::write(&path, crd::to_yaml(&c)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Command::Run(args) => run(args).await?,
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
+    };
+    let client = kube::Client::try_from(config)?;
+
+    let mut registry = Registry::with_prefix("mizzen_operator");
+    let metrics = Metrics::default().register(&mut registry);
+    let state = server::State::new(registry);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
+    let web = axum::serve(listener, server::router(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+    let settings = controller::Settings {
+        scope: controller::Scope { namespace: args.namespace },
+        concurrency: args.concurrency,
+        crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),
+    };
+    let controllers = async {
+        controller::run(client, state, metrics, settings, shutdown.clone()).await;
+        // If the controllers stop for any reason, stop the web server too.
+        shutdown.cancel();
+    };
+    let (web, ()) = tokio::join!(web, controllers);
+    web?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}

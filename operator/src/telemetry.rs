@@ -1,0 +1,24 @@
+//! Logging: tracing with an env filter, as text or JSON.
+
+use clap::ValueEnum;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`.
+pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry.with(fmt::layer().compact()).try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
