@@ -623,3 +623,40 @@ fn every_rule_compiles_within_the_cost_budget() {
     }
     assert!(count >= 30, "only {count} rules found");
 }
+
+#[test]
+fn every_kind_refuses_names_that_cannot_name_children() {
+    for (crd, base, children) in [
+        (TrainingJob::crd(), TJOB, "it names the Job and its pods"),
+        (FeatureSet::crd(), FSET, "it names the StatefulSet, its Service and its Jobs"),
+        (ModelDeployment::crd(), MDEP, "it names the Services NAME and NAME-preview"),
+    ] {
+        assert_valid(&crd, base, serde_json::json!({"metadata": {"name": "a".repeat(52)}}));
+        for bad in ["a".repeat(53), "9lives".into(), "under_score".into(), "trailing-".into()] {
+            assert_refused(&crd, base, serde_json::json!({"metadata": {"name": bad}}), children);
+        }
+    }
+}
+
+#[test]
+fn data_uris_take_pvc_only_with_a_path() {
+    let pvc = "a pvc URI is pvc://CLAIM/PATH";
+    let tjob = TrainingJob::crd();
+    assert_valid(&tjob, TJOB, serde_json::json!({"spec": {"dataset": {"uri": "pvc://data/iris.csv"}}}));
+    assert_refused(&tjob, TJOB, serde_json::json!({"spec": {"dataset": {"uri": "pvc://data"}}}), pvc);
+    assert_refused(
+        &tjob,
+        TJOB,
+        serde_json::json!({"spec": {"dataset": {"uri": null, "featureSet": {"name": "c", "labelsUri": "pvc://x"}}}}),
+        pvc,
+    );
+    assert_valid(&tjob, TJOB, serde_json::json!({"spec": {"output": {"uri": "pvc://models/iris/"}}}));
+    assert_refused(&tjob, TJOB, serde_json::json!({"spec": {"output": {"uri": "pvc://models"}}}), pvc);
+    let fset = FeatureSet::crd();
+    assert_refused(
+        &fset,
+        FSET,
+        serde_json::json!({"spec": {"sources": [{"name": "daily", "uri": "pvc://features"}]}}),
+        pvc,
+    );
+}
