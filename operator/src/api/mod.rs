@@ -2,3 +2,4 @@
 
 pub mod crd;
 pub mod v1alpha1;
+pub mod validation_cases;

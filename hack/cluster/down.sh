@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Stops the local cluster that up.sh started and removes its state. Safe to run when nothing is running.
+#   --keep-logs  keep $CLUSTER_DIR/logs for a post-mortem
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CLUSTER_DIR=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
+[[ -d $CLUSTER_DIR ]] || exit 0
+
+stop() {
+  local name=$1 pidfile=$CLUSTER_DIR/$1.pid pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
+
+# Reverse start order: clients of the API server first, etcd last.
+for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+if [[ ${1:-} == --keep-logs ]]; then
+  find "$CLUSTER_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
+else
+  rm -rf "$CLUSTER_DIR"
+fi
+echo "[cluster] down" >&2
