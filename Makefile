@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(MIZZEN_CACHE)/target
 CARGO ?= cargo
 OPERATOR := $(CARGO_TARGET_DIR)/debug/mizzen-operator
 
-.PHONY: help build test lint fmt unit crds check-crds
+.PHONY: help build test lint fmt unit e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ help: ## List the targets
 build: ## Build every binary
 	$(CARGO) build --workspace --all-targets
 
-test: lint unit ## Everything CI runs: format and lint checks, unit tests
+test: lint unit e2e ## Everything CI runs: format and lint checks, unit tests, e2e on a fresh cluster
 
 lint: ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check
@@ -28,7 +28,23 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 unit: ## Unit tests (API types, CEL rules, generated CRDs, operator pieces)
-	$(CARGO) test --workspace
+	$(CARGO) test -p mizzen-operator
+
+e2e: ## The e2e suite on a fresh local cluster, torn down afterwards (MIZZEN_CLUSTER=kind: on kind)
+	hack/e2e.sh
+
+e2e-on-running-cluster: ## The e2e suite against the cluster that is up now (fast iteration)
+	$(CARGO) build -p mizzen-operator
+	$(CARGO) test -p mizzen-e2e --test e2e
+
+cluster-up: ## Start the local cluster (kubeconfig in .cluster/kubeconfig); idempotent
+	hack/cluster/up.sh
+
+cluster-down: ## Stop the local cluster and remove its state
+	hack/cluster/down.sh
+
+cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries into the cache
+	hack/cluster/build.sh
 
 crds: ## Regenerate crds/ from the Rust types
 	$(CARGO) run -q -p mizzen-operator -- crd --out-dir crds

@@ -20,6 +20,10 @@ stop() {
 
 # Reverse start order: clients of the API server first, etcd last.
 for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+if [[ -f $CLUSTER_DIR/kind-cluster ]]; then
+  kind_bin=${MIZZEN_CACHE:-$HOME/.cache/mizzen}/bin/kind-${KIND_VERSION:-v0.32.0}/kind
+  "$kind_bin" delete cluster --name "$(cat "$CLUSTER_DIR/kind-cluster")" || true
+fi
 if [[ ${1:-} == --keep-logs ]]; then
   find "$CLUSTER_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
 else

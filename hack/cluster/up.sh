@@ -3,6 +3,9 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, each a plain process whose pid,
 # log and state live in $CLUSTER_DIR (default .cluster/, git-ignored). Writes $CLUSTER_DIR/kubeconfig.
 #
+# MIZZEN_CLUSTER=kind starts a kind cluster from kind-config.yaml instead (needs Docker), and adds the same
+# kwok fake nodes to it, so the same e2e suite runs there.
+#
 # Idempotent: if the cluster is already up and healthy it returns at once. If a start fails or is
 # interrupted, everything started so far is stopped again.
 set -euo pipefail
@@ -13,6 +16,8 @@ CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.cluster}
 ETCD_PORT=${MIZZEN_ETCD_PORT:-23790}
 API_PORT=${MIZZEN_API_PORT:-16443}
 KWOK_NODES=${MIZZEN_KWOK_NODES:-2}
+MODE=${MIZZEN_CLUSTER:-local}
+KIND_VERSION=${KIND_VERSION:-v0.32.0}
 SERVICE_CIDR=10.96.0.0/16
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -32,9 +37,13 @@ export KUBECONFIG=$KUBECONFIG_FILE
 
 alive() { [[ -f $CLUSTER_DIR/$1.pid ]] && kill -0 "$(cat "$CLUSTER_DIR/$1.pid")" 2>/dev/null; }
 
+components() {
+  if [[ $MODE == kind ]]; then echo kwok; else echo etcd kube-apiserver kube-controller-manager kube-scheduler kwok; fi
+}
+
 healthy() {
   local c
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do alive "$c" || return 1; done
+  for c in $(components); do alive "$c" || return 1; done
   kubectl get --raw /readyz >/dev/null 2>&1
 }
 
@@ -64,6 +73,26 @@ trap 'exit 130' INT TERM
 
 t0=$(date +%s%N)
 
+# --- processes ----------------------------------------------------------------------------------------
+start() { # name args...
+  local name=$1
+  shift
+  # setsid: the component gets its own process group, so down.sh can stop it and all it spawned.
+  setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$CLUSTER_DIR/$name.pid"
+}
+
+wait_for() { # what seconds command...
+  local what=$1 secs=$2
+  shift 2
+  local deadline=$(($(date +%s) + secs))
+  until "$@" >/dev/null 2>&1; do
+    (($(date +%s) < deadline)) || die "$what not ready after ${secs}s"
+    sleep 0.2
+  done
+}
+
+start_local_control_plane() {
 # --- certificates -----------------------------------------------------------------------------------
 pki=$CLUSTER_DIR/pki
 gen_cert() { # name subject [san]
@@ -99,25 +128,6 @@ kubectl config set-credentials mizzen-admin --client-certificate="$pki/admin.crt
 kubectl config set-context mizzen --cluster=mizzen --user=mizzen-admin >/dev/null
 kubectl config use-context mizzen >/dev/null
 
-# --- processes ----------------------------------------------------------------------------------------
-start() { # name args...
-  local name=$1
-  shift
-  # setsid: the component gets its own process group, so down.sh can stop it and all it spawned.
-  setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER_DIR/$name.pid"
-}
-
-wait_for() { # what seconds command...
-  local what=$1 secs=$2
-  shift 2
-  local deadline=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    (($(date +%s) < deadline)) || die "$what not ready after ${secs}s"
-    sleep 0.2
-  done
-}
-
 start etcd etcd --name mizzen --data-dir "$CLUSTER_DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
@@ -146,6 +156,22 @@ start kube-controller-manager kube-controller-manager "${common[@]}" --secure-po
   --kube-api-qps 500 --kube-api-burst 1000 --concurrent-deployment-syncs 20 \
   --concurrent-replicaset-syncs 20 --concurrent-job-syncs 20 --concurrent-gc-syncs 40 --v 1
 start kube-scheduler kube-scheduler "${common[@]}" --secure-port 0 --kube-api-qps 500 --kube-api-burst 1000 --v 1
+
+}
+
+start_kind() {
+  case $MODE in kind) ;; *) die "MIZZEN_CLUSTER must be local or kind, not $MODE" ;; esac
+  command -v docker >/dev/null || die "MIZZEN_CLUSTER=kind needs Docker"
+  local kind_bin=${MIZZEN_CACHE:-$HOME/.cache/mizzen}/bin/kind-$KIND_VERSION
+  if [[ ! -x $kind_bin/kind ]]; then
+    log "building kind $KIND_VERSION"
+    GOBIN=$kind_bin go install "sigs.k8s.io/kind@$KIND_VERSION"
+  fi
+  echo mizzen >"$CLUSTER_DIR/kind-cluster"
+  "$kind_bin/kind" create cluster --config "$ROOT/kind-config.yaml" --kubeconfig "$KUBECONFIG_FILE" --wait 180s
+}
+
+if [[ $MODE == local ]]; then start_local_control_plane; else start_kind; fi
 
 # kwok: upstream node stages from the pinned module, and our own pod stages.
 stages=$CLUSTER_DIR/kwok-stages.yaml

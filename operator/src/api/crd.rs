@@ -3,10 +3,54 @@
 use super::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 /// Every CRD of the project, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ModelDeployment::crd(), TrainingJob::crd(), FeatureSet::crd()]
+    [ModelDeployment::crd(), TrainingJob::crd(), FeatureSet::crd()].into_iter().map(tidy).collect()
+}
+
+/// Makes the generated schema read well in `kubectl explain`: doc comments are wrapped at the source's
+/// line length, so single line breaks are joined (paragraphs and list items are kept), and the `null`
+/// that schemars adds to optional enums (shown as `<no value>`) is dropped; `nullable` still admits null.
+fn tidy(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(d)) = map.get_mut("description") {
+                    *d = reflow(d);
+                }
+                if let Some(Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|e| !e.is_null());
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let original = crd.clone();
+    let mut value = match serde_json::to_value(&crd) {
+        Ok(v) => v,
+        Err(_) => return original,
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(original)
+}
+
+/// Joins the lines of each paragraph, keeping blank lines and lines that start a list item.
+fn reflow(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if i > 0 {
+            let new_block =
+                line.is_empty() || out.ends_with('\n') || line.starts_with("- ") || line.starts_with("* ");
+            out.push(if new_block { '\n' } else { ' ' });
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The file name a CRD is committed under in `crds/`: `PLURAL.GROUP.yaml`.
@@ -60,6 +104,18 @@ mod tests {
             let parsed: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
             assert_eq!(parsed, crd);
         }
+    }
+
+    #[test]
+    fn reflow_joins_wrapped_lines_and_keeps_paragraphs_and_lists() {
+        assert_eq!(reflow("a b\nc\n\nd\n- e\n- f"), "a b c\n\nd\n- e\n- f");
+        assert_eq!(reflow("one line"), "one line");
+    }
+
+    #[test]
+    fn optional_enums_list_no_null() {
+        let yaml = all_yaml().unwrap();
+        assert!(!yaml.contains("- null"), "an enum still lists null");
     }
 
     #[test]

@@ -82,10 +82,64 @@ fn examples_in_manifests_are_valid() {
             let obj: Value = serde_saphyr::from_str(doc).unwrap();
             let errs = errors(&obj);
             assert!(errs.is_empty(), "{} is refused: {errs:?}", path.display());
+            let unknown = unknown_fields(&schema(&crd_of(obj["kind"].as_str().unwrap())), &obj, "");
+            assert!(
+                unknown.is_empty(),
+                "{}: unknown fields {unknown:?} (kubectl would refuse them)",
+                path.display()
+            );
             seen.insert(obj["kind"].as_str().unwrap().to_string());
         }
     }
     assert_eq!(seen.len(), 3, "expected an example of each kind in {}, saw {seen:?}", dir.display());
+}
+
+/// Paths of fields in `value` that `schema` does not declare: `kubectl apply` refuses them (strict field
+/// validation), and CEL never sees them, so the CEL check alone would miss a misspelt field.
+fn unknown_fields(schema: &Value, value: &Value, path: &str) -> Vec<String> {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return vec![];
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties").filter(|v| v.is_object());
+            map.iter()
+                .filter(|(k, _)| {
+                    !(path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                })
+                .flat_map(|(k, v)| {
+                    let child = format!("{path}.{k}");
+                    match props.and_then(|p| p.get(k)).or(extra) {
+                        Some(s) => unknown_fields(s, v, &child),
+                        None => vec![child],
+                    }
+                })
+                .collect()
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(s) => items.iter().flat_map(|v| unknown_fields(s, v, &format!("{path}[]"))).collect(),
+            None => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+#[test]
+fn validation_cases_name_only_declared_fields() {
+    for case in cases() {
+        let unknown = unknown_fields(&schema(&crd_of(&case.kind)), &case.object, "");
+        assert!(unknown.is_empty(), "{case}: unknown fields {unknown:?}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_found() {
+    let crd = ModelDeployment::crd();
+    let obj = serde_json::json!({"kind": "ModelDeployment", "spec": {"model": {"uri": "x", "url": "y"}, "replica": 2}});
+    let mut unknown = unknown_fields(&schema(&crd), &obj, "");
+    unknown.sort();
+    assert_eq!(unknown, [".spec.model.url", ".spec.replica"]);
 }
 
 /// Walks a schema and calls `f` with each node that has CEL rules, and each rule.

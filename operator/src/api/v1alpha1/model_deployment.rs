@@ -116,7 +116,7 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
     /// Target average CPU utilization, in percent of the CPU request. Default: 80 when no other metric is
     /// given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetCPUUtilizationPercentage")]
     #[schemars(range(min = 1, max = 1000))]
     pub target_cpu_utilization_percentage: Option<i32>,
     /// Target average number of in-flight inference requests per pod (the server's
@@ -258,7 +258,7 @@ pub struct ExpectedOutput {
 }
 
 /// The inference server's container and its tuning.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSpec {
     /// Image, pull policy, resources, environment, node selector and service account of the serving pods.
@@ -274,6 +274,17 @@ pub struct ServerSpec {
     #[serde(default = "default_max_body_bytes")]
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_request_bytes: i64,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        Self {
+            container: ContainerSpec::default(),
+            batching: BatchingSpec::default(),
+            threads: ThreadsSpec::default(),
+            max_request_bytes: default_max_body_bytes(),
+        }
+    }
 }
 
 fn default_max_body_bytes() -> i64 {

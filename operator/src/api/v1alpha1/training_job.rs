@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {
-    /// The training data.
+    /// The training data: exactly one of `uri` and `featureSet`, the label column and the feature columns.
     pub dataset: DatasetSpec,
     /// What to fit: `logisticRegression` (binary or multinomial classifier), `linearRegression` (ridge
     /// regressor) or `mlp` (multi-layer perceptron classifier).

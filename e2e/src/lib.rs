@@ -1,0 +1,306 @@
+//! The e2e harness: a real cluster (the local one from `make cluster-up`, or kind), the real `kubectl`,
+//! the operator as a real process, one namespace per test, bounded waits, and a recorder that samples
+//! Service selectors and ReplicaSet readiness over time for rollout invariants.
+//!
+//! Tests read Given / When / Then: given objects, when something is applied or changed, then what
+//! `kubectl` would show.
+
+pub mod recorder;
+pub mod runner;
+
+use anyhow::{Context as _, Result, bail};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+}
+
+/// A connection to the test cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Connects with `$MIZZEN_KUBECONFIG`, else the local cluster's `.cluster/kubeconfig`.
+    pub async fn connect() -> Result<Self> {
+        let kubeconfig = std::env::var_os("MIZZEN_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"));
+        if !kubeconfig.exists() {
+            bail!("no kubeconfig at {}: start a cluster with `make cluster-up`", kubeconfig.display());
+        }
+        let config = Kubeconfig::read_from(&kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
+        let client = Client::try_from(config)?;
+        client.apiserver_version().await.context("the cluster does not answer")?;
+        Ok(Self { client, kubeconfig })
+    }
+
+    /// Runs `kubectl` against the cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Kubectl {
+        self.kubectl_with_input(args, None)
+    }
+
+    /// Runs `kubectl` with `input` on its standard input.
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Kubectl {
+        let mut cmd = Command::new(kubectl_bin());
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.spawn().and_then(|mut child| {
+            if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+                stdin.write_all(text.as_bytes())?;
+            }
+            child.wait_with_output()
+        });
+        match out {
+            Ok(o) => Kubectl {
+                args: args.join(" "),
+                success: o.status.success(),
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            },
+            Err(e) => Kubectl {
+                args: args.join(" "),
+                success: false,
+                stdout: String::new(),
+                stderr: format!("cannot run kubectl: {e}"),
+            },
+        }
+    }
+
+    /// A fresh namespace for one test, deleted when dropped.
+    pub fn namespace(&self, test: &str) -> Result<Namespace> {
+        let suffix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() % 1_000_000;
+        let name = format!("e2e-{}-{suffix}", test.replace('_', "-").chars().take(40).collect::<String>());
+        self.kubectl(&["create", "namespace", &name]).ok()?;
+        Ok(Namespace { name, cluster: self.clone() })
+    }
+}
+
+/// `kubectl` from `$KUBECTL`, else the one `make cluster-up` built, else the one on PATH.
+pub fn kubectl_bin() -> PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(k);
+    }
+    let out = Command::new(repo_root().join("hack/cluster/build.sh")).arg("--print-bin-dirs").output();
+    if let Ok(out) = out {
+        for dir in String::from_utf8_lossy(&out.stdout).trim().split(':') {
+            let candidate = Path::new(dir).join("kubectl");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("kubectl")
+}
+
+/// What one `kubectl` run did.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    pub args: String,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    /// Its standard output if it succeeded, else an error with what it printed.
+    pub fn ok(self) -> Result<String> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            bail!("kubectl {} failed: {}{}", self.args, self.stderr, self.stdout)
+        }
+    }
+
+    /// Its standard error if it failed; an error if it succeeded.
+    pub fn refused(self) -> Result<String> {
+        if self.success {
+            bail!("kubectl {} succeeded, expected a refusal: {}", self.args, self.stdout)
+        } else {
+            Ok(self.stderr)
+        }
+    }
+}
+
+/// A namespace that lives as long as one test.
+pub struct Namespace {
+    pub name: String,
+    cluster: Cluster,
+}
+
+impl Namespace {
+    /// `kubectl -n NS ARGS`.
+    pub fn kubectl(&self, args: &[&str]) -> Kubectl {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        self.cluster.kubectl(&all)
+    }
+
+    /// Given: `kubectl apply -f -` of `yaml` in this namespace.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        self.cluster.kubectl_with_input(&["-n", &self.name, "apply", "-f", "-"], Some(yaml)).ok()
+    }
+
+    /// `kubectl apply` that must be refused; returns what kubectl printed.
+    pub fn apply_refused(&self, yaml: &str) -> Result<String> {
+        self.cluster.kubectl_with_input(&["-n", &self.name, "apply", "-f", "-"], Some(yaml)).refused()
+    }
+
+    /// `kubectl get KIND NAME -o jsonpath=PATH`.
+    pub fn jsonpath(&self, kind: &str, name: &str, path: &str) -> Result<String> {
+        self.kubectl(&["get", kind, name, "-o", &format!("jsonpath={path}")]).ok()
+    }
+
+    /// Then: waits until condition `type_` of KIND/NAME has `status`, and returns its reason.
+    pub async fn wait_for_condition(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+    ) -> Result<String> {
+        let path = format!(
+            "{{.status.conditions[?(@.type==\"{type_}\")].status}}/{{.status.conditions[?(@.type==\"{type_}\")].reason}}"
+        );
+        wait_until(&format!("{kind}/{name} {type_}={status}"), Duration::from_secs(30), || async {
+            let got = self.jsonpath(kind, name, &path).ok()?;
+            let (s, reason) = got.split_once('/')?;
+            (s == status).then(|| reason.to_string())
+        })
+        .await
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Do not wait: deletion finishes in the background, and the next cluster-up starts clean anyway.
+        let _ = self.cluster.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator as a real process against the cluster; stopped with SIGTERM when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `mizzen-operator run` with the cluster's kubeconfig on a free loopback port.
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> Result<Self> {
+        let bin = operator_bin()?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = std::env::temp_dir().join(format!("mizzen-operator-e2e-{}.log", addr.port()));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["--listen", &addr.to_string(), "--crd-poll-seconds", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self { child, addr, log })
+    }
+
+    /// `GET path` on the operator's HTTP server: status code and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.addr, path).await
+    }
+
+    /// What the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                bail!("the operator did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate(Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The operator binary: `$MIZZEN_OPERATOR_BIN`, else next to this test binary's target directory.
+fn operator_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MIZZEN_OPERATOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // This test runs from TARGET/debug/deps/; the operator is TARGET/debug/mizzen-operator.
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("mizzen-operator"));
+    match bin {
+        Some(b) if b.exists() => Ok(b),
+        _ => bail!("mizzen-operator is not built: run `cargo build -p mizzen-operator` (make e2e does)"),
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough for health endpoints, without pulling an HTTP client into the tests.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code =
+        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("malformed HTTP response")?;
+    Ok((code, body.to_string()))
+}

@@ -1,0 +1,375 @@
+//! End-to-end tests against a real Kubernetes API server: the local cluster from `make cluster-up` (or kind,
+//! with MIZZEN_CLUSTER=kind). Run with `make e2e`; `cargo test -p mizzen-e2e --test e2e -- NAME` runs one.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
+use kube::core::ApiResource;
+use mizzen_e2e::recorder::Recorder;
+use mizzen_e2e::runner::{Test, TestFuture};
+use mizzen_e2e::{Cluster, Operator, repo_root, wait_until};
+use mizzen_operator::api::crd;
+use mizzen_operator::api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
+use mizzen_operator::api::validation_cases::cases;
+use std::process::ExitCode;
+use std::time::Duration;
+
+macro_rules! tests {
+    ($($serial:literal $name:ident),* $(,)?) => {
+        vec![$(Test { name: stringify!($name), run: |c| -> TestFuture { Box::pin($name(c)) }, serial: $serial }),*]
+    };
+}
+
+fn main() -> ExitCode {
+    mizzen_e2e::runner::main(tests![
+        true operator_is_unready_until_the_crds_exist,
+        false crds_are_established_and_explained,
+        false api_server_judges_every_validation_case,
+        false kubectl_shows_cel_messages,
+        false kubectl_scale_uses_the_scale_subresource,
+        false get_mizzen_lists_every_kind_with_columns,
+        false operator_records_an_honest_initial_status,
+        false operator_stops_cleanly_on_sigterm,
+        false fake_nodes_run_deployments_and_jobs,
+        false chosen_pods_can_be_held_unready_or_failed,
+        false recorder_samples_selectors_and_readiness,
+    ])
+}
+
+const MDEP: &str = r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: iris}
+spec:
+  model: {uri: "registry://iris@champion"}
+"#;
+
+fn crd_names() -> Vec<String> {
+    crd::all().iter().filter_map(|c| c.metadata.name.clone()).collect()
+}
+
+/// Given no CRDs, the operator runs but is not ready; when the CRDs are applied, it becomes ready.
+async fn operator_is_unready_until_the_crds_exist(cluster: Cluster) -> Result<()> {
+    let crds = repo_root().join("crds");
+    let crds = crds.to_string_lossy();
+    cluster.kubectl(&["delete", "-f", &crds, "--ignore-not-found", "--wait=true"]).ok()?;
+
+    let operator = Operator::start(&cluster, &[])?;
+    wait_until("the operator's /health", Duration::from_secs(20), || async {
+        operator.get("/health").await.ok().filter(|(code, _)| *code == 200)
+    })
+    .await?;
+    // It keeps polling for the CRDs; over several polls it must stay unready, and keep running.
+    for _ in 0..3 {
+        let (code, body) = operator.get("/ready").await?;
+        ensure!(code == 503, "/ready answered {code} {body} without CRDs");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    ensure!(operator.log().contains("waiting for CRDs"), "no hint in the log:\n{}", operator.log());
+
+    cluster.kubectl(&["apply", "--server-side", "-f", &crds]).ok()?;
+    for name in crd_names() {
+        cluster
+            .kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=30s"])
+            .ok()?;
+    }
+    wait_until("the operator's /ready to answer 200", Duration::from_secs(30), || async {
+        operator.get("/ready").await.ok().filter(|(code, _)| *code == 200)
+    })
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.log()))?;
+    let (code, metrics) = operator.get("/metrics").await?;
+    ensure!(code == 200 && metrics.ends_with("# EOF\n"), "metrics:\n{metrics}");
+    Ok(())
+}
+
+/// Then: every CRD is Established, and `kubectl explain` shows the field docs.
+async fn crds_are_established_and_explained(cluster: Cluster) -> Result<()> {
+    for name in crd_names() {
+        cluster
+            .kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=30s"])
+            .ok()?;
+    }
+    let explain = |path: &str| cluster.kubectl(&["explain", path]).ok();
+    let spec = explain("modeldeployment.spec")?;
+    for want in ["model", "replicas", "autoscaling", "strategy", "paused", "server", "kubectl scale"] {
+        ensure!(spec.contains(want), "`kubectl explain modeldeployment.spec` lacks {want:?}:\n{spec}");
+    }
+    let field = explain("modeldeployment.spec.strategy.blueGreen.scaleDownDelaySeconds")?;
+    ensure!(field.contains("Seconds the old revision stays at full size"), "{field}");
+    ensure!(field.contains("<integer>"), "{field}");
+    let dataset = explain("trainingjob.spec.dataset")?;
+    ensure!(dataset.contains("exactly one of `uri` and `featureSet`"), "{dataset}");
+    ensure!(dataset.contains("enum: csv, parquet\n"), "optional enums list null: {dataset}");
+    let ttl = explain("fset.spec.ttl")?;
+    ensure!(ttl.contains("OUTSIDE_MAX_AGE"), "{ttl}");
+    Ok(())
+}
+
+/// Every case of the shared validation table, judged by the real API server (server-side dry run).
+async fn api_server_judges_every_validation_case(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("validation")?;
+    let resources = [
+        ("ModelDeployment", ApiResource::erase::<ModelDeployment>(&())),
+        ("TrainingJob", ApiResource::erase::<TrainingJob>(&())),
+        ("FeatureSet", ApiResource::erase::<FeatureSet>(&())),
+    ];
+    let dry_run = PostParams { dry_run: true, field_manager: Some("mizzen-e2e".into()) };
+    let mut failures = Vec::new();
+    let all = cases();
+    for case in &all {
+        let ar = &resources.iter().find(|(k, _)| *k == case.kind).context("unknown kind")?.1;
+        let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), &ns.name, ar);
+        let object: DynamicObject = serde_json::from_value(case.object.clone())?;
+        let result = api.create(&dry_run, &object).await;
+        match (&case.refused, result) {
+            (None, Ok(_)) => {}
+            (None, Err(e)) => failures.push(format!("{case}: expected accepted, got {e}")),
+            (Some(msg), Ok(_)) => {
+                failures.push(format!("{case}: expected refused with {msg:?}, was accepted"))
+            }
+            (Some(msg), Err(kube::Error::Api(status))) if status.message.contains(msg.as_str()) => {}
+            (Some(msg), Err(e)) => failures.push(format!("{case}: expected refused with {msg:?}, got {e}")),
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// When a user applies a bad object with kubectl, kubectl prints the rules' messages.
+async fn kubectl_shows_cel_messages(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("cel-messages")?;
+    let err = ns.apply_refused(
+        r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: iris}
+spec:
+  model: {uri: "ftp://models/iris.onnx"}
+  autoscaling: {minReplicas: 5, maxReplicas: 2}
+"#,
+    )?;
+    for want in [
+        "spec.model.uri",
+        "uri must start with registry://",
+        "spec.autoscaling",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    ] {
+        ensure!(err.contains(want), "kubectl's error lacks {want:?}:\n{err}");
+    }
+    let err = ns.apply_refused(
+        r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: both}
+spec:
+  dataset: {uri: "s3://d/a.csv", featureSet: {name: c, labelsUri: "s3://d/l.csv"}, label: species}
+  algorithm: logisticRegression
+"#,
+    )?;
+    ensure!(err.contains("set exactly one of dataset.uri and dataset.featureSet"), "{err}");
+    Ok(())
+}
+
+/// When `kubectl scale mdep/iris --replicas 3` runs, spec.replicas changes through the scale subresource.
+async fn kubectl_scale_uses_the_scale_subresource(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("scale")?;
+    ns.apply(MDEP)?;
+    ensure!(ns.jsonpath("mdep", "iris", "{.spec.replicas}")? == "1", "default replicas is not 1");
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "3"]).ok()?;
+    ensure!(ns.jsonpath("mdep", "iris", "{.spec.replicas}")? == "3");
+    let scale = ns.kubectl(&["get", "mdep", "iris", "--subresource", "scale", "-o", "json"]).ok()?;
+    let scale: serde_json::Value = serde_json::from_str(&scale)?;
+    ensure!(scale["kind"] == "Scale" && scale["spec"]["replicas"] == 3, "{scale}");
+    // An invalid scale is refused by the same schema.
+    let err = ns.kubectl(&["scale", "mdep/iris", "--replicas", "-1"]).refused()?;
+    ensure!(err.contains("replicas"), "{err}");
+    Ok(())
+}
+
+/// `kubectl get mizzen` lists all three kinds with their printer columns.
+async fn get_mizzen_lists_every_kind_with_columns(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("get-mizzen")?;
+    let examples = repo_root().join("manifests/examples");
+    ns.kubectl(&["apply", "-f", &examples.to_string_lossy()]).ok()?;
+    let out = ns.kubectl(&["get", "mizzen"]).ok()?;
+    for want in
+        ["modeldeployment.mizzen.dev/iris", "trainingjob.mizzen.dev/iris", "featureset.mizzen.dev/customers"]
+    {
+        ensure!(out.contains(want), "`kubectl get mizzen` lacks {want}:\n{out}");
+    }
+    let mdep = ns.kubectl(&["get", "mdep"]).ok()?;
+    let header: Vec<&str> = mdep.lines().next().unwrap_or_default().split_whitespace().collect();
+    ensure!(
+        header == ["NAME", "READY", "PHASE", "ACTIVE", "PREVIEW", "DESIRED", "AVAILABLE", "AGE"],
+        "{mdep}"
+    );
+    ensure!(mdep.contains("churn") && mdep.contains("iris"), "{mdep}");
+    let wide = ns.kubectl(&["get", "mdep", "-o", "wide"]).ok()?;
+    ensure!(wide.contains("MODEL") && wide.contains("registry://iris@champion"), "{wide}");
+    let tjob = ns.kubectl(&["get", "tjob"]).ok()?;
+    ensure!(
+        tjob.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>()
+            == ["NAME", "STATUS", "METRIC", "VALUE", "MODEL", "AGE"],
+        "{tjob}"
+    );
+    let fset = ns.kubectl(&["get", "fset"]).ok()?;
+    ensure!(fset.lines().next().unwrap_or_default().contains("LAST MATERIALIZATION"), "{fset}");
+    Ok(())
+}
+
+/// Given a running operator, when objects are created, then each gets an honest Unknown condition that
+/// names the generation it describes, and a spec change is observed again.
+async fn operator_records_an_honest_initial_status(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("initial-status")?;
+    let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.kubectl(&["apply", "-f", &repo_root().join("manifests/examples").to_string_lossy()]).ok()?;
+    for (kind, name, condition) in
+        [("mdep", "iris", "Ready"), ("tjob", "iris", "Succeeded"), ("fset", "customers", "Ready")]
+    {
+        let reason = ns.wait_for_condition(kind, name, condition, "Unknown").await?;
+        ensure!(reason == "NotImplemented", "{kind}/{name}: reason {reason}");
+        ensure!(ns.jsonpath(kind, name, "{.status.observedGeneration}")? == "1");
+    }
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.phase}")? == "Pending");
+    ns.kubectl(&["patch", "mdep", "iris", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]).ok()?;
+    wait_until("observedGeneration 2", Duration::from_secs(20), || async {
+        (ns.jsonpath("mdep", "iris", "{.status.observedGeneration}").ok()? == "2").then_some(())
+    })
+    .await?;
+    let condition_gen = ns.jsonpath("mdep", "iris", "{.status.conditions[0].observedGeneration}")?;
+    ensure!(condition_gen == "2", "condition observedGeneration {condition_gen}");
+    let (_, metrics) = operator.get("/metrics").await?;
+    for kind in ["ModelDeployment", "TrainingJob", "FeatureSet"] {
+        let line = format!("mizzen_operator_reconciles_total{{kind=\"{kind}\"}}");
+        ensure!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+    Ok(())
+}
+
+/// SIGTERM stops the operator promptly and cleanly.
+async fn operator_stops_cleanly_on_sigterm(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("sigterm")?;
+    let mut operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    wait_until("ready", Duration::from_secs(30), || async {
+        operator.get("/ready").await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await?;
+    let status = operator.terminate(Duration::from_secs(10))?;
+    ensure!(status.success(), "exit status {status}; log:\n{}", operator.log());
+    ensure!(operator.log().contains("stopped"), "{}", operator.log());
+    Ok(())
+}
+
+/// The fake nodes make a Deployment's pods Ready and a Job's pods succeed.
+async fn fake_nodes_run_deployments_and_jobs(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("fake-nodes")?;
+    ns.kubectl(&["create", "deployment", "web", "--image=example.invalid/web:1", "--replicas=3"]).ok()?;
+    ns.kubectl(&["create", "job", "once", "--image=example.invalid/job:1"]).ok()?;
+    ns.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]).ok()?;
+    ns.kubectl(&["wait", "--for=condition=Complete", "job/once", "--timeout=60s"]).ok()?;
+    let nodes =
+        ns.kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.nodeName}"]).ok()?;
+    ensure!(nodes.split_whitespace().all(|n| n.starts_with("kwok-node-")), "pods on {nodes}");
+    Ok(())
+}
+
+/// The label mizzen.dev/e2e-pod holds a pod unready (and releases it), or fails a Job's pod with the
+/// termination message from its annotation.
+async fn chosen_pods_can_be_held_unready_or_failed(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("hold")?;
+    ns.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: held}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata: {labels: {app: held, mizzen.dev/e2e-pod: unready}}
+    spec: {containers: [{name: c, image: example.invalid/c:1}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {mizzen.dev/e2e-pod: fail}
+      annotations: {mizzen.dev/e2e-termination-message: '{"error":"label column missing"}'}
+    spec: {restartPolicy: Never, containers: [{name: c, image: example.invalid/c:1}]}
+"#,
+    )?;
+    let ready_of = |status: &'static str| {
+        let ns = &ns;
+        async move {
+            let out = ns
+                .kubectl(&["get", "pods", "-l", "app=held", "-o", r#"jsonpath={range .items[*]}{.status.phase}/{.status.conditions[?(@.type=="Ready")].status} {end}"#])
+                .ok()
+                .ok()?;
+            let states: Vec<&str> = out.split_whitespace().collect();
+            (states.len() == 2 && states.iter().all(|s| *s == format!("Running/{status}"))).then_some(())
+        }
+    };
+    wait_until("held pods running and unready", Duration::from_secs(30), || ready_of("False")).await?;
+    // Still unready a while later: the hold is not a race.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ready_of("False").await.context("a held pod became ready")?;
+    ns.kubectl(&["label", "pods", "-l", "app=held", "mizzen.dev/e2e-pod-"]).ok()?;
+    wait_until("released pods ready", Duration::from_secs(30), || ready_of("True")).await?;
+    ns.kubectl(&["label", "pods", "-l", "app=held", "mizzen.dev/e2e-pod=unready"]).ok()?;
+    wait_until("ready pods held unready again", Duration::from_secs(30), || ready_of("False")).await?;
+
+    ns.kubectl(&["wait", "--for=condition=Failed", "job/broken", "--timeout=60s"]).ok()?;
+    let message = ns
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "job-name=broken",
+            "-o",
+            "jsonpath={.items[0].status.containerStatuses[0].state.terminated.message}",
+        ])
+        .ok()?;
+    ensure!(message == r#"{"error":"label column missing"}"#, "termination message {message:?}");
+    Ok(())
+}
+
+/// The recorder sees a Service's selector change and the ReplicaSets' readiness.
+async fn recorder_samples_selectors_and_readiness(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("recorder")?;
+    ns.kubectl(&["create", "deployment", "blue", "--image=example.invalid/blue:1", "--replicas=2"]).ok()?;
+    ns.kubectl(&["create", "service", "clusterip", "active", "--tcp=80:8080"]).ok()?;
+    ns.kubectl(&["set", "selector", "service/active", "app=blue"]).ok()?;
+    let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["active"], Duration::from_millis(50));
+    ns.kubectl(&["rollout", "status", "deployment/blue", "--timeout=60s"]).ok()?;
+    ns.kubectl(&["set", "selector", "service/active", "app=green"]).ok()?;
+    wait_until("the selector change", Duration::from_secs(10), || async {
+        (ns.jsonpath("service", "active", "{.spec.selector.app}").ok()? == "green").then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let samples = recorder.finish().await;
+    ensure!(samples.len() >= 5, "only {} samples", samples.len());
+    let selector_of = |s: &mizzen_e2e::recorder::Sample| {
+        s.selectors["active"].as_ref().and_then(|m| m.get("app").cloned()).unwrap_or_default()
+    };
+    ensure!(selector_of(&samples[0]) == "blue" && selector_of(samples.last().unwrap()) == "green");
+    let blue_ready = samples.iter().any(|s| {
+        let sel = s.selectors["active"].clone().unwrap_or_default();
+        s.selected(&sel).any(|rs| rs.available == 2 && rs.desired == 2)
+    });
+    ensure!(blue_ready, "never saw the blue ReplicaSet fully available behind the selector");
+    if samples.windows(2).any(|w| w[1].at < w[0].at) {
+        bail!("samples out of order");
+    }
+    Ok(())
+}
