@@ -67,7 +67,7 @@ async fn operator_is_unready_until_the_crds_exist(cluster: Cluster) -> Result<()
     }
     ensure!(operator.log().contains("waiting for CRDs"), "no hint in the log:\n{}", operator.log());
 
-    cluster.kubectl(&["apply", "--server-side", "-f", &crds]).ok()?;
+    cluster.kubectl(&["apply", "-f", &crds]).ok()?;
     for name in crd_names() {
         cluster
             .kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=30s"])

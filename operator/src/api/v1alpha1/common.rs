@@ -67,38 +67,10 @@ pub struct ContainerSpec {
     pub service_account_name: Option<String>,
 }
 
-/// Where a model lives: `registry://NAME@ALIAS`, `registry://NAME/VERSION`, `s3://`, `gs://`, `az://`,
-/// `http(s)://`, `file:///` or `pvc://CLAIM/PATH`.
-///
-/// The schema carries the rules, so the API server refuses a bad URI wherever the type is used.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[serde(transparent)]
-pub struct ModelUri(pub String);
-
-/// Where data lives: `s3://`, `gs://`, `az://`, `http(s)://`, `file:///` or `pvc://CLAIM/PATH`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[serde(transparent)]
-pub struct DataUri(pub String);
-
 const PVC_RULE: &str =
     "!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+')";
 const PVC_MESSAGE: &str =
     "a pvc URI is pvc://CLAIM/PATH, with CLAIM the name of a PersistentVolumeClaim in the same namespace";
-const REGISTRY_RULE: &str = "!self.startsWith('registry://') || \
-     self.matches('^registry://[a-z0-9]([-a-z0-9]*[a-z0-9])?(@[a-z0-9]([-a-z0-9]*[a-z0-9])?|/[1-9][0-9]*)$')";
-const REGISTRY_MESSAGE: &str =
-    "a registry URI is registry://NAME@ALIAS or registry://NAME/VERSION, with VERSION a positive integer";
-
-/// Where a trained model is published: `registry://NAME`, `registry://NAME@ALIAS` (the registry assigns
-/// the version), or a directory URI such as `s3://BUCKET/PREFIX/`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[serde(transparent)]
-pub struct OutputUri(pub String);
-
-const OUTPUT_REGISTRY_RULE: &str = "!self.startsWith('registry://') || \
-     self.matches('^registry://[a-z0-9]([-a-z0-9]*[a-z0-9])?(@[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$')";
-const OUTPUT_REGISTRY_MESSAGE: &str =
-    "a registry output is registry://NAME or registry://NAME@ALIAS: the registry assigns the version";
 
 /// A string schema for a URI: the allowed schemes, the `pvc://CLAIM/PATH` form and an optional extra rule.
 fn uri_schema(schemes: &str, extra: Option<(&str, &str)>) -> Schema {
@@ -120,53 +92,65 @@ fn uri_schema(schemes: &str, extra: Option<(&str, &str)>) -> Schema {
     })
 }
 
-impl JsonSchema for ModelUri {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "ModelUri".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        uri_schema("registry|s3|gs|az|https?|file|pvc", Some((REGISTRY_RULE, REGISTRY_MESSAGE)))
-    }
+/// A URI string type whose schema carries its rules, so the API server refuses a bad URI wherever the
+/// type is used.
+macro_rules! uri_type {
+    ($(#[$doc:meta])* $name:ident, schemes = $schemes:literal, extra = $extra:expr) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                uri_schema($schemes, $extra)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl JsonSchema for DataUri {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "DataUri".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        uri_schema("s3|gs|az|https?|file|pvc", None)
-    }
-}
+uri_type!(
+    /// Where a model lives: `registry://NAME@ALIAS`, `registry://NAME/VERSION`, `s3://`, `gs://`, `az://`,
+    /// `http(s)://`, `file:///` or `pvc://CLAIM/PATH`.
+    ModelUri,
+    schemes = "registry|s3|gs|az|https?|file|pvc",
+    extra = Some((
+        "!self.startsWith('registry://') || \
+         self.matches('^registry://[a-z0-9]([-a-z0-9]*[a-z0-9])?(@[a-z0-9]([-a-z0-9]*[a-z0-9])?|/[1-9][0-9]*)$')",
+        "a registry URI is registry://NAME@ALIAS or registry://NAME/VERSION, with VERSION a positive integer",
+    ))
+);
 
-impl JsonSchema for OutputUri {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "OutputUri".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        uri_schema("registry|s3|gs|az|file|pvc", Some((OUTPUT_REGISTRY_RULE, OUTPUT_REGISTRY_MESSAGE)))
-    }
-}
+uri_type!(
+    /// Where data lives: `s3://`, `gs://`, `az://`, `http(s)://`, `file:///` or `pvc://CLAIM/PATH`.
+    DataUri,
+    schemes = "s3|gs|az|https?|file|pvc",
+    extra = None
+);
 
-impl std::fmt::Display for ModelUri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::fmt::Display for DataUri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+uri_type!(
+    /// Where a trained model is published: `registry://NAME`, `registry://NAME@ALIAS` (the registry assigns
+    /// the version), or a directory URI such as `s3://BUCKET/PREFIX/`.
+    OutputUri,
+    schemes = "registry|s3|gs|az|file|pvc",
+    extra = Some((
+        "!self.startsWith('registry://') || \
+         self.matches('^registry://[a-z0-9]([-a-z0-9]*[a-z0-9])?(@[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$')",
+        "a registry output is registry://NAME or registry://NAME@ALIAS: the registry assigns the version",
+    ))
+);
 
 /// A file format for tabular data.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
