@@ -27,8 +27,8 @@ lint: ## cargo fmt --check and clippy with -D warnings
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-unit: ## Unit tests (API types, CEL rules, generated CRDs, operator pieces)
-	$(CARGO) test -p mizzen-operator
+unit: ## Unit and service tests: API types, CEL rules, CRDs, operator; mizzen-serve with real ONNX Runtime
+	$(CARGO) test
 
 e2e: ## The e2e suite on a fresh local cluster, torn down afterwards (MIZZEN_CLUSTER=kind: on kind)
 	hack/e2e.sh

@@ -5,4 +5,3 @@ pub mod conditions;
 pub mod controller;
 pub mod metrics;
 pub mod server;
-pub mod telemetry;

@@ -3,12 +3,12 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use mizzen_operator::{api::crd, controller, metrics::Metrics, server, telemetry};
+use mizzen_common::{shutdown, telemetry};
+use mizzen_operator::{api::crd, controller, metrics::Metrics, server};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The Mizzen operator: trains, serves, scales and rolls out ML models on Kubernetes.
 #[derive(Parser, Debug)]
@@ -93,8 +93,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default().register(&mut registry);
     let state = server::State::new(registry);
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let shutdown = shutdown::on_signal();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -117,29 +116,4 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     web?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C.
-async fn signal_shutdown(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(%e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                token.cancel();
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
-    token.cancel();
 }

@@ -1,0 +1,6 @@
+//! What every Mizzen binary shares: logging ([`telemetry`]), graceful shutdown ([`shutdown`]) and reading
+//! artifacts from storage URIs ([`storage`]).
+
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;

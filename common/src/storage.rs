@@ -1,0 +1,79 @@
+//! Reads artifacts (models, datasets) from storage URIs through one layer built on `object_store`:
+//! `file://`, `http(s)://`, `s3://`, `gs://` and `az://`. Cloud credentials come from the usual
+//! environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt as _;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{uri:?} is not a valid URI: {reason}")]
+    InvalidUri { uri: String, reason: String },
+    #[error("{scheme}:// URIs are not supported here: {hint}")]
+    Unsupported { scheme: String, hint: &'static str },
+    #[error("reading {uri}: {source}")]
+    Read {
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// Reads the whole object at `uri`.
+pub async fn read(uri: &str) -> Result<Bytes, StorageError> {
+    let url =
+        Url::parse(uri).map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
+    match url.scheme() {
+        "file" | "http" | "https" | "s3" | "gs" | "az" | "abfs" | "abfss" => {}
+        "registry" => {
+            return Err(StorageError::Unsupported {
+                scheme: "registry".into(),
+                hint: "resolve registry:// URIs through mizzen-registry first",
+            });
+        }
+        "pvc" => {
+            return Err(StorageError::Unsupported {
+                scheme: "pvc".into(),
+                hint: "the operator mounts the claim and passes a file:// URI",
+            });
+        }
+        other => {
+            return Err(StorageError::Unsupported {
+                scheme: other.into(),
+                hint: "use file://, http(s)://, s3://, gs:// or az://",
+            });
+        }
+    }
+    let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let (store, path) = object_store::parse_url_opts(&url, options)
+        .map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
+    let result = store.get(&path).await.map_err(|source| StorageError::Read { uri: uri.into(), source })?;
+    result.bytes().await.map_err(|source| StorageError::Read { uri: uri.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_a_local_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::write(&path, b"bytes").unwrap();
+        let got = read(&format!("file://{}", path.display())).await.unwrap();
+        assert_eq!(&got[..], b"bytes");
+    }
+
+    #[tokio::test]
+    async fn missing_files_and_bad_schemes_are_clear_errors() {
+        let err = read("file:///definitely/not/here.onnx").await.unwrap_err().to_string();
+        assert!(err.contains("/definitely/not/here.onnx"), "{err}");
+        let err = read("ftp://host/x").await.unwrap_err().to_string();
+        assert!(err.contains("ftp:// URIs are not supported"), "{err}");
+        let err = read("registry://iris@champion").await.unwrap_err().to_string();
+        assert!(err.contains("mizzen-registry"), "{err}");
+        let err = read("not a uri").await.unwrap_err().to_string();
+        assert!(err.contains("not a valid URI"), "{err}");
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors a request can meet, with Triton's mapping to HTTP status codes and gRPC codes.
+
+/// What went wrong, which decides the status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The request is malformed or does not fit the model: 400 / INVALID_ARGUMENT.
+    Invalid,
+    /// Unknown model or version: 404 / NOT_FOUND.
+    NotFound,
+    /// The body is over the limit: 413 / RESOURCE_EXHAUSTED.
+    TooLarge,
+    /// Not ready, queue full, timed out, shutting down: 503 / UNAVAILABLE.
+    Unavailable,
+    /// A fault inside the server or ONNX Runtime: 500 / INTERNAL.
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InferError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl InferError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Kind::Invalid, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Kind::Unavailable, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, message)
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self.kind {
+            Kind::Invalid => 400,
+            Kind::NotFound => 404,
+            Kind::TooLarge => 413,
+            Kind::Unavailable => 503,
+            Kind::Internal => 500,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.kind {
+            Kind::Invalid => tonic::Code::InvalidArgument,
+            Kind::NotFound => tonic::Code::NotFound,
+            Kind::TooLarge => tonic::Code::ResourceExhausted,
+            Kind::Unavailable => tonic::Code::Unavailable,
+            Kind::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// A short static label for the request metric.
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            Kind::Invalid => "invalid_argument",
+            Kind::NotFound => "not_found",
+            Kind::TooLarge => "too_large",
+            Kind::Unavailable => "unavailable",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+impl From<InferError> for tonic::Status {
+    fn from(e: InferError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.message)
+    }
+}

@@ -1,0 +1,381 @@
+//! The model: ONNX Runtime sessions and the model's signature, with every request checked against the
+//! signature before ONNX Runtime sees it.
+
+use crate::error::InferError;
+use crate::tensor::{Data, DataType, Tensor, element_count};
+use half::f16;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::value::{DynValue, TensorElementType, ValueType};
+use std::path::Path;
+
+/// One input or output of the model. `-1` marks a variable dimension.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// The model's name, version and signature.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub inputs: Vec<TensorSpec>,
+    /// Tensor outputs only: non-tensor outputs (such as scikit-learn's ZipMap) cannot travel over the
+    /// protocol, so they are neither listed nor computed.
+    pub outputs: Vec<TensorSpec>,
+    /// Every input and output has a variable first dimension, so requests can be joined along it.
+    pub batchable: bool,
+}
+
+/// A checked request: inputs in the model's input order, and the indexes of the outputs to return.
+#[derive(Debug)]
+pub struct Checked {
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<usize>,
+    /// Rows along the first dimension (1 when the model is not batchable).
+    pub rows: usize,
+}
+
+/// Whether `name` and `version` (empty: any) address the model served as `served`/`served_version`.
+pub fn addresses(served: &str, served_version: &str, name: &str, version: &str) -> Result<(), InferError> {
+    if name != served {
+        return Err(InferError::not_found(format!("unknown model {name:?}; this server serves {served:?}")));
+    }
+    if !version.is_empty() && version != served_version {
+        return Err(InferError::not_found(format!(
+            "unknown version {version:?} of model {name:?}; this server serves version {served_version:?}"
+        )));
+    }
+    Ok(())
+}
+
+impl ModelInfo {
+    /// Checks names, datatypes, shapes and element counts against the signature, and orders the inputs.
+    pub fn check(&self, inputs: Vec<Tensor>, requested: &[String]) -> Result<Checked, InferError> {
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
+        for t in inputs {
+            let i = self.inputs.iter().position(|s| s.name == t.name).ok_or_else(|| {
+                let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+                InferError::invalid(format!("unknown input {:?}; the model takes {names:?}", t.name))
+            })?;
+            let spec = &self.inputs[i];
+            if t.datatype() != spec.datatype {
+                return Err(InferError::invalid(format!(
+                    "input {:?} has datatype {}, the model takes {}",
+                    t.name,
+                    t.datatype(),
+                    spec.datatype
+                )));
+            }
+            let fits = t.shape.len() == spec.shape.len()
+                && t.shape.iter().zip(&spec.shape).all(|(&got, &want)| want < 0 || got == want);
+            if !fits {
+                return Err(InferError::invalid(format!(
+                    "input {:?} has shape {:?}, the model takes {:?} (-1: any size)",
+                    t.name, t.shape, spec.shape
+                )));
+            }
+            if element_count(&t.shape)? != t.data.len() {
+                return Err(InferError::invalid(format!(
+                    "input {:?} has {} elements for shape {:?}",
+                    t.name,
+                    t.data.len(),
+                    t.shape
+                )));
+            }
+            if slots[i].replace(t).is_some() {
+                return Err(InferError::invalid(format!("input {:?} is given twice", spec.name)));
+            }
+        }
+        let missing: Vec<&str> = self
+            .inputs
+            .iter()
+            .zip(&slots)
+            .filter(|(_, t)| t.is_none())
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(InferError::invalid(format!("missing inputs {missing:?}")));
+        }
+        let inputs: Vec<Tensor> = slots.into_iter().flatten().collect();
+        let rows = if self.batchable {
+            inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(1)
+        } else {
+            1
+        };
+        if self.batchable && inputs.iter().any(|t| t.shape.first() != Some(&rows)) {
+            return Err(InferError::invalid("all inputs must have the same first (batch) dimension"));
+        }
+        let outputs = if requested.is_empty() {
+            (0..self.outputs.len()).collect()
+        } else {
+            requested
+                .iter()
+                .map(|name| {
+                    self.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
+                        let names: Vec<&str> = self.outputs.iter().map(|s| s.name.as_str()).collect();
+                        InferError::invalid(format!("unknown output {name:?}; the model has {names:?}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Checked { inputs, outputs, rows: rows.max(0) as usize })
+    }
+}
+
+fn datatype_of(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Uint16 => DataType::U16,
+        TensorElementType::Uint32 => DataType::U32,
+        TensorElementType::Uint64 => DataType::U64,
+        TensorElementType::Int8 => DataType::I8,
+        TensorElementType::Int16 => DataType::I16,
+        TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int64 => DataType::I64,
+        TensorElementType::Float16 => DataType::F16,
+        TensorElementType::Float32 => DataType::F32,
+        TensorElementType::Float64 => DataType::F64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// Loads the ONNX Runtime shared library (from `dylib`, else `ORT_DYLIB_PATH`) once per process.
+pub fn init_runtime(dylib: Option<&Path>) -> anyhow::Result<ort::environment::Environment> {
+    let path = match dylib {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os("ORT_DYLIB_PATH").map(Into::into).ok_or_else(|| {
+            anyhow::anyhow!(
+                "ONNX Runtime not found: pass --ort-dylib-path or set ORT_DYLIB_PATH to libonnxruntime.so"
+            )
+        })?,
+    };
+    let env = ort::init_from(&path)
+        .map_err(|e| anyhow::anyhow!("loading ONNX Runtime from {}: {e}", path.display()))?
+        .with_name("mizzen-serve")
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting ONNX Runtime: {e}"))?;
+    Ok(env)
+}
+
+/// Session settings.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+}
+
+/// One ONNX Runtime session; `run` needs `&mut`, so each worker owns one.
+pub struct Runner {
+    session: Session,
+    options: RunOptions<HasSelectedOutputs>,
+}
+
+fn build_session(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    cfg: &SessionConfig,
+) -> ort::Result<Session> {
+    // The builder's error type is not Send; `?` converts each step into the plain `ort::Error`.
+    let session = Session::builder(env)?
+        .with_intra_threads(cfg.intra_op_threads)?
+        .with_inter_threads(cfg.inter_op_threads)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .commit_from_memory(bytes)?;
+    Ok(session)
+}
+
+fn spec_of(name: &str, ty: &ValueType) -> Result<TensorSpec, String> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => match datatype_of(*ty) {
+            Some(datatype) => Ok(TensorSpec { name: name.to_string(), datatype, shape: shape.to_vec() }),
+            None => Err(format!("{name}: element type {ty} is not supported by the protocol")),
+        },
+        other => Err(format!("{name}: {other} is not a tensor")),
+    }
+}
+
+/// Builds `workers` sessions from the ONNX bytes and reads the signature.
+pub fn load(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    cfg: &SessionConfig,
+    workers: usize,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<(ModelInfo, Vec<Runner>)> {
+    let first = build_session(env, bytes, cfg).map_err(|e| anyhow::anyhow!("loading the model: {e}"))?;
+    let inputs = first
+        .inputs()
+        .iter()
+        .map(|i| spec_of(i.name(), i.dtype()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("unsupported model input {e}"))?;
+    let mut outputs = Vec::new();
+    for o in first.outputs() {
+        match spec_of(o.name(), o.dtype()) {
+            Ok(spec) => outputs.push(spec),
+            Err(why) => tracing::warn!(output = o.name(), %why, "output not served"),
+        }
+    }
+    if outputs.is_empty() {
+        anyhow::bail!("the model has no tensor outputs the protocol can carry");
+    }
+    let batchable = inputs.iter().chain(&outputs).all(|s| s.shape.first().is_some_and(|&d| d < 0));
+    let info = ModelInfo { name: name.into(), version: version.into(), inputs, outputs, batchable };
+    // Only tensor outputs are computed: a non-tensor output (such as a ZipMap) would be wasted work.
+    let options = || -> anyhow::Result<RunOptions<HasSelectedOutputs>> {
+        let selector = info.outputs.iter().fold(OutputSelector::no_default(), |s, o| s.with(o.name.clone()));
+        Ok(RunOptions::new().map_err(|e| anyhow::anyhow!("{e}"))?.with_outputs(selector))
+    };
+    let mut runners = vec![Runner { session: first, options: options()? }];
+    for _ in 1..workers.max(1) {
+        let session =
+            build_session(env, bytes, cfg).map_err(|e| anyhow::anyhow!("loading the model: {e}"))?;
+        runners.push(Runner { session, options: options()? });
+    }
+    Ok((info, runners))
+}
+
+impl Runner {
+    /// Runs checked inputs (in the model's input order) and returns every served output, in order.
+    pub fn run(&mut self, info: &ModelInfo, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            let name = t.name.clone();
+            feeds.push((name, to_ort(t)?));
+        }
+        let outputs = self.session.run_with_options(feeds, &self.options).map_err(run_error)?;
+        info.outputs
+            .iter()
+            .map(|spec| {
+                let value = outputs.get(spec.name.as_str()).ok_or_else(|| {
+                    InferError::internal(format!("ONNX Runtime returned no output {:?}", spec.name))
+                })?;
+                from_ort(&spec.name, value)
+            })
+            .collect()
+    }
+}
+
+/// Input problems ONNX Runtime finds that the signature check cannot (constraints inside the graph) are
+/// the caller's; anything else is ours.
+fn run_error(e: ort::Error) -> InferError {
+    let msg = e.to_string();
+    if msg.contains("Got invalid dimensions")
+        || msg.contains("Unexpected input data type")
+        || msg.contains("nul byte")
+    {
+        InferError::invalid(msg)
+    } else {
+        InferError::internal(format!("ONNX Runtime: {msg}"))
+    }
+}
+
+fn to_ort(t: Tensor) -> Result<DynValue, InferError> {
+    let shape = t.shape;
+    let err = |e: ort::Error| InferError::internal(format!("building input {:?}: {e}", t.name));
+    macro_rules! arr {
+        ($v:expr) => {
+            ort::value::Tensor::from_array((shape, $v)).map(|x| x.into_dyn()).map_err(err)
+        };
+    }
+    match t.data {
+        Data::Bool(v) => arr!(v),
+        Data::U8(v) => arr!(v),
+        Data::U16(v) => arr!(v),
+        Data::U32(v) => arr!(v),
+        Data::U64(v) => arr!(v),
+        Data::I8(v) => arr!(v),
+        Data::I16(v) => arr!(v),
+        Data::I32(v) => arr!(v),
+        Data::I64(v) => arr!(v),
+        Data::F16(v) => arr!(v),
+        Data::F32(v) => arr!(v),
+        Data::F64(v) => arr!(v),
+        Data::Bytes(v) => {
+            let strings = v
+                .into_iter()
+                .map(|b| {
+                    let s = String::from_utf8(b).map_err(|_| {
+                        InferError::invalid(format!("input {:?}: BYTES must be UTF-8 for this model", t.name))
+                    })?;
+                    if s.contains('\0') {
+                        return Err(InferError::invalid(format!(
+                            "input {:?}: a string holds a NUL byte",
+                            t.name
+                        )));
+                    }
+                    Ok(s)
+                })
+                .collect::<Result<Vec<String>, _>>()?;
+            ort::value::Tensor::from_string_array((shape, strings.as_slice()))
+                .map(|x| x.into_dyn())
+                .map_err(err)
+        }
+    }
+}
+
+fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, InferError> {
+    let err = |e: ort::Error| InferError::internal(format!("reading output {name:?}: {e}"));
+    let (ty, shape) = match v.dtype() {
+        ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
+        other => return Err(InferError::internal(format!("output {name:?} is {other}, not a tensor"))),
+    };
+    macro_rules! ext {
+        ($var:ident, $t:ty) => {
+            Data::$var(v.try_extract_tensor::<$t>().map_err(err)?.1.to_vec())
+        };
+    }
+    let data = match ty {
+        TensorElementType::Bool => ext!(Bool, bool),
+        TensorElementType::Uint8 => ext!(U8, u8),
+        TensorElementType::Uint16 => ext!(U16, u16),
+        TensorElementType::Uint32 => ext!(U32, u32),
+        TensorElementType::Uint64 => ext!(U64, u64),
+        TensorElementType::Int8 => ext!(I8, i8),
+        TensorElementType::Int16 => ext!(I16, i16),
+        TensorElementType::Int32 => ext!(I32, i32),
+        TensorElementType::Int64 => ext!(I64, i64),
+        TensorElementType::Float16 => ext!(F16, f16),
+        TensorElementType::Float32 => ext!(F32, f32),
+        TensorElementType::Float64 => ext!(F64, f64),
+        TensorElementType::String => {
+            Data::Bytes(v.try_extract_strings().map_err(err)?.1.into_iter().map(String::into_bytes).collect())
+        }
+        other => return Err(InferError::internal(format!("output {name:?} has unsupported type {other}"))),
+    };
+    Ok(Tensor { name: name.to_string(), shape, data })
+}
+
+/// Inputs of the right types and shapes (variable dimensions as 1), zeros, for the warm-up run.
+pub fn warmup_inputs(info: &ModelInfo) -> Vec<Tensor> {
+    info.inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+            let n = element_count(&shape).unwrap_or(0);
+            let data = match spec.datatype {
+                DataType::Bool => Data::Bool(vec![false; n]),
+                DataType::U8 => Data::U8(vec![0; n]),
+                DataType::U16 => Data::U16(vec![0; n]),
+                DataType::U32 => Data::U32(vec![0; n]),
+                DataType::U64 => Data::U64(vec![0; n]),
+                DataType::I8 => Data::I8(vec![0; n]),
+                DataType::I16 => Data::I16(vec![0; n]),
+                DataType::I32 => Data::I32(vec![0; n]),
+                DataType::I64 => Data::I64(vec![0; n]),
+                DataType::F16 => Data::F16(vec![f16::ZERO; n]),
+                DataType::F32 => Data::F32(vec![0.0; n]),
+                DataType::F64 => Data::F64(vec![0.0; n]),
+                DataType::Bytes => Data::Bytes(vec![Vec::new(); n]),
+            };
+            Tensor { name: spec.name.clone(), shape, data }
+        })
+        .collect()
+}
