@@ -35,12 +35,16 @@ async fn health_metadata_and_infer_with_typed_or_raw_inputs() {
     let mut c = client(&s).await;
     assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
     assert!(c.server_ready(pb::ServerReadyRequest {}).await.unwrap().into_inner().ready);
-    let ready = c.model_ready(pb::ModelReadyRequest { name: "iris".into(), version: String::new() }).await.unwrap();
+    let ready =
+        c.model_ready(pb::ModelReadyRequest { name: "iris".into(), version: String::new() }).await.unwrap();
     assert!(ready.into_inner().ready);
     let meta = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(meta.name, "mizzen-serve");
     assert!(meta.extensions.contains(&"binary_tensor_data".to_string()));
-    let model = c.model_metadata(pb::ModelMetadataRequest { name: "iris".into(), version: "1".into() }).await.unwrap();
+    let model = c
+        .model_metadata(pb::ModelMetadataRequest { name: "iris".into(), version: "1".into() })
+        .await
+        .unwrap();
     let model = model.into_inner();
     assert_eq!(model.inputs[0].shape, vec![-1, 4]);
     assert_eq!(model.outputs.iter().map(|o| o.datatype.as_str()).collect::<Vec<_>>(), ["INT64", "FP32"]);
@@ -49,7 +53,10 @@ async fn health_metadata_and_infer_with_typed_or_raw_inputs() {
     let typed = pb::ModelInferRequest {
         model_name: "iris".into(),
         id: "g-1".into(),
-        inputs: vec![iris_input(Some(pb::InferTensorContents { fp32_contents: ROWS.to_vec(), ..Default::default() }))],
+        inputs: vec![iris_input(Some(pb::InferTensorContents {
+            fp32_contents: ROWS.to_vec(),
+            ..Default::default()
+        }))],
         ..Default::default()
     };
     let resp = c.model_infer(typed).await.unwrap().into_inner();
@@ -76,7 +83,10 @@ async fn errors_map_to_grpc_codes() {
     let mut c = client(&s).await;
     let base = || pb::ModelInferRequest {
         model_name: "iris".into(),
-        inputs: vec![iris_input(Some(pb::InferTensorContents { fp32_contents: ROWS.to_vec(), ..Default::default() }))],
+        inputs: vec![iris_input(Some(pb::InferTensorContents {
+            fp32_contents: ROWS.to_vec(),
+            ..Default::default()
+        }))],
         ..Default::default()
     };
     let code = |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>| r.unwrap_err().code();
@@ -84,7 +94,8 @@ async fn errors_map_to_grpc_codes() {
     unknown.model_name = "nope".into();
     assert_eq!(code(c.model_infer(unknown).await), Code::NotFound);
     let mut short = base();
-    short.inputs[0].contents = Some(pb::InferTensorContents { fp32_contents: vec![1.0], ..Default::default() });
+    short.inputs[0].contents =
+        Some(pb::InferTensorContents { fp32_contents: vec![1.0], ..Default::default() });
     let status = c.model_infer(short).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("1 elements"), "{}", status.message());
@@ -101,10 +112,17 @@ async fn errors_map_to_grpc_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_reports_serving() {
     let s = Serve::start("iris_logreg.onnx", "iris", &[]);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc)).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "inference.GRPCInferenceService"] {
         let r = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
-        assert_eq!(r.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            r.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
 }
