@@ -43,6 +43,9 @@ struct Args {
     /// Threads running independent operators of one graph in parallel.
     #[arg(long, env = "MIZZEN_INTER_OP_THREADS", default_value_t = 1)]
     inter_op_threads: usize,
+    /// Let ONNX Runtime's threads spin between runs (lower latency when the CPUs are otherwise idle).
+    #[arg(long, env = "MIZZEN_ORT_SPINNING", default_value_t = false, action = clap::ArgAction::Set)]
+    ort_spinning: bool,
     /// Model workers, each with its own ONNX Runtime session.
     #[arg(long, env = "MIZZEN_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
@@ -143,6 +146,7 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
             .intra_op_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         inter_op_threads: args.inter_op_threads,
+        spinning: args.ort_spinning,
     };
     let (workers, name, version) =
         (args.workers as usize, args.model_name.clone(), args.model_version.clone());

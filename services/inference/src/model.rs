@@ -168,6 +168,9 @@ pub fn init_runtime(dylib: Option<&Path>) -> anyhow::Result<ort::environment::En
 pub struct SessionConfig {
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
+    /// Let ONNX Runtime's pool threads spin between runs. Off by default: on a few cores, spinning threads
+    /// take the CPU the HTTP and gRPC front ends need, and a batcher waiting for company gains nothing.
+    pub spinning: bool,
 }
 
 /// One ONNX Runtime session; `run` needs `&mut`, so each worker owns one.
@@ -185,6 +188,8 @@ fn build_session(
     let session = Session::builder(env)?
         .with_intra_threads(cfg.intra_op_threads)?
         .with_inter_threads(cfg.inter_op_threads)?
+        .with_intra_op_spinning(cfg.spinning)?
+        .with_inter_op_spinning(cfg.spinning)?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         .commit_from_memory(bytes)?;
     Ok(session)

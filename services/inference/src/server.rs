@@ -74,6 +74,10 @@ impl Server {
     ) -> Result<(Arc<ModelInfo>, Vec<Tensor>), InferError> {
         let loaded = self.model(name, version)?;
         let checked = loaded.info.check(inputs, outputs)?;
+        let checked = match loaded.batcher.try_inline(checked) {
+            Ok(result) => return result.map(|outs| (loaded.info.clone(), outs)),
+            Err(checked) => checked,
+        };
         let rx = loaded.batcher.submit(checked)?;
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result.map(|outs| (loaded.info.clone(), outs)),

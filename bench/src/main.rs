@@ -1,0 +1,231 @@
+//! `mizzen-bench`: one load generator for every server in `make bench` (so the generator's own cost is the
+//! same for all), and the in-process ONNX Runtime reference the server's overhead is measured against.
+//! Prints one JSON object per run.
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use mizzen_serve::grpc::pb;
+use mizzen_serve::tensor::{Data, DataType, Tensor};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "mizzen-bench", about = "Load generator for make bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Load {
+    /// Requests in flight at once (one connection each).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds of measurement, after one second of warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// An Open Inference Protocol JSON infer request.
+    #[arg(long)]
+    body: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// POST the body to an OIP REST infer URL (or GET the URL with --get, to measure the HTTP floor).
+    Http {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        get: bool,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Send the body's inputs as raw contents to an OIP gRPC server.
+    Grpc {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        model: String,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Run the body's inputs through ONNX Runtime in this process (the floor a server adds to).
+    Inproc {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        ort_dylib_path: PathBuf,
+        #[arg(long, default_value_t = 20000)]
+        iterations: usize,
+        #[arg(long)]
+        body: PathBuf,
+    },
+}
+
+fn inputs_of(body: &[u8]) -> anyhow::Result<Vec<Tensor>> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    let mut out = Vec::new();
+    for i in v["inputs"].as_array().context("inputs")? {
+        let shape: Vec<i64> = serde_json::from_value(i["shape"].clone())?;
+        let dt = DataType::parse(i["datatype"].as_str().context("datatype")?)?;
+        let n = mizzen_serve::tensor::element_count(&shape)?;
+        let data = Data::from_json(dt, &i["data"], n)?;
+        out.push(Tensor { name: i["name"].as_str().context("name")?.to_string(), shape, data });
+    }
+    Ok(out)
+}
+
+fn report(kind: &str, concurrency: usize, elapsed: f64, mut latencies: Vec<u64>, errors: usize) {
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "kind": kind, "concurrency": concurrency, "requests": latencies.len(), "errors": errors,
+            "rps": latencies.len() as f64 / elapsed, "p50_us": pct(0.50), "p99_us": pct(0.99),
+        })
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Http { url, get, load } => {
+            let body = Bytes::from(std::fs::read(&load.body)?);
+            let uri: hyper::Uri = url.parse()?;
+            let authority = uri.authority().context("url without host")?.to_string();
+            // Origin-form request target: some servers (uvicorn) refuse the absolute form.
+            let uri: hyper::Uri = uri.path_and_query().context("url without path")?.as_str().parse()?;
+            run(load.clone(), "http", move || {
+                let (body, uri, authority) = (body.clone(), uri.clone(), authority.clone());
+                async move {
+                    let stream = tokio::net::TcpStream::connect(&authority).await?;
+                    stream.set_nodelay(true)?;
+                    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    Ok(move || {
+                        let builder = if get { hyper::Request::get(uri.clone()) } else { hyper::Request::post(uri.clone()) };
+                        let req = builder
+                            .header("host", authority.as_str())
+                            .header("content-type", "application/json")
+                            .body(Full::new(if get { Bytes::new() } else { body.clone() }));
+                        let fut = req.map(|r| sender.send_request(r));
+                        async move {
+                            let resp = fut?.await?;
+                            let ok = resp.status().is_success();
+                            resp.into_body().collect().await?;
+                            if !ok {
+                                bail!("status not 2xx");
+                            }
+                            Ok(())
+                        }
+                    })
+                }
+            })
+            .await
+        }
+        Command::Grpc { addr, model, load } => {
+            let tensors = inputs_of(&std::fs::read(&load.body)?)?;
+            let request = pb::ModelInferRequest {
+                model_name: model,
+                inputs: tensors
+                    .iter()
+                    .map(|t| pb::model_infer_request::InferInputTensor {
+                        name: t.name.clone(),
+                        datatype: t.datatype().name().into(),
+                        shape: t.shape.clone(),
+                        parameters: Default::default(),
+                        contents: None,
+                    })
+                    .collect(),
+                raw_input_contents: tensors.iter().map(|t| t.data.to_raw()).collect(),
+                ..Default::default()
+            };
+            run(load.clone(), "grpc", move || {
+                let (request, addr) = (request.clone(), addr.clone());
+                async move {
+                    let client =
+                        pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://{addr}")).await?;
+                    Ok(move || {
+                        let mut client = client.clone();
+                        let request = request.clone();
+                        async move {
+                            client.model_infer(request).await?;
+                            Ok(())
+                        }
+                    })
+                }
+            })
+            .await
+        }
+        Command::Inproc { model, ort_dylib_path, iterations, body } => {
+            let tensors = inputs_of(&std::fs::read(&body)?)?;
+            let env = mizzen_serve::model::init_runtime(Some(&ort_dylib_path))?;
+            let bytes = std::fs::read(&model)?;
+            let cfg = mizzen_serve::model::SessionConfig {
+                intra_op_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                inter_op_threads: 1,
+                spinning: false,
+            };
+            let (info, mut runners) = mizzen_serve::model::load(&env, &bytes, &cfg, 1, "m", "1")?;
+            let runner = &mut runners[0];
+            for _ in 0..200 {
+                runner.run(&info, tensors.clone())?;
+            }
+            let mut latencies = Vec::with_capacity(iterations);
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let t = Instant::now();
+                runner.run(&info, tensors.clone())?;
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            report("inproc", 1, start.elapsed().as_secs_f64(), latencies, 0);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `concurrency` loops, each with its own connection from `connect`, for the measured time.
+async fn run<C, CF, S, SF>(load: Load, kind: &str, connect: C) -> anyhow::Result<()>
+where
+    C: Fn() -> CF,
+    CF: std::future::Future<Output = anyhow::Result<S>>,
+    S: FnMut() -> SF + Send + 'static,
+    SF: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let warmup = Duration::from_secs(1);
+    let measure = Duration::from_secs_f64(load.seconds);
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let mut tasks = Vec::new();
+    for _ in 0..load.concurrency {
+        let mut send = connect().await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let result = send().await;
+                if t >= start {
+                    match result {
+                        Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    report(kind, load.concurrency, measure.as_secs_f64(), all, errors);
+    Ok(())
+}

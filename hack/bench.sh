@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs bench/run.py with the release binaries, the test models, ONNX Runtime's library and the peers'
+# Python environment; results land in $MIZZEN_CACHE/bench/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${MIZZEN_CACHE:-$HOME/.cache/mizzen}
+TARGET=${CARGO_TARGET_DIR:-$CACHE/target}
+VENV=$("$ROOT/hack/python-env.sh")
+BENCH_VENV=$("$ROOT/hack/python-env.sh" "$ROOT/hack/python-bench-requirements.txt")
+MODELS=$CACHE/bench/models
+"$VENV/bin/python" "$ROOT/services/inference/models/make_models.py" "$MODELS"
+DYLIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+"$BENCH_VENV/bin/python" "$ROOT/bench/run.py" --serve "$TARGET/release/mizzen-serve" --loadgen "$TARGET/release/mizzen-bench" \
+  --models "$MODELS" --ort-dylib "$DYLIB" --bench-venv "$BENCH_VENV" --out "$CACHE/bench" "$@"
