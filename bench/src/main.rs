@@ -79,7 +79,12 @@ fn inputs_of(body: &[u8]) -> anyhow::Result<Vec<Tensor>> {
 
 fn report(kind: &str, concurrency: usize, elapsed: f64, mut latencies: Vec<u64>, errors: usize) {
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -103,10 +108,15 @@ async fn main() -> anyhow::Result<()> {
                 async move {
                     let stream = tokio::net::TcpStream::connect(&authority).await?;
                     stream.set_nodelay(true)?;
-                    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
                     tokio::spawn(conn);
                     Ok(move || {
-                        let builder = if get { hyper::Request::get(uri.clone()) } else { hyper::Request::post(uri.clone()) };
+                        let builder = if get {
+                            hyper::Request::get(uri.clone())
+                        } else {
+                            hyper::Request::post(uri.clone())
+                        };
                         let req = builder
                             .header("host", authority.as_str())
                             .header("content-type", "application/json")
@@ -146,8 +156,10 @@ async fn main() -> anyhow::Result<()> {
             run(load.clone(), "grpc", move || {
                 let (request, addr) = (request.clone(), addr.clone());
                 async move {
-                    let client =
-                        pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://{addr}")).await?;
+                    let client = pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+                        format!("http://{addr}"),
+                    )
+                    .await?;
                     Ok(move || {
                         let mut client = client.clone();
                         let request = request.clone();

@@ -45,7 +45,15 @@ pub async fn read(uri: &str) -> Result<Bytes, StorageError> {
             });
         }
     }
-    let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+    // Cloud credentials and settings from the environment (AWS_*, GOOGLE_*, AZURE_*); plain http:// is
+    // allowed when asked for by the scheme (object_store refuses it by default).
+    let mut options: Vec<(String, String)> = std::env::vars()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, _)| ["aws_", "google_", "azure_"].iter().any(|p| k.starts_with(p)))
+        .collect();
+    if url.scheme() == "http" {
+        options.push(("allow_http".into(), "true".into()));
+    }
     let (store, path) = object_store::parse_url_opts(&url, options)
         .map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
     let result = store.get(&path).await.map_err(|source| StorageError::Read { uri: uri.into(), source })?;

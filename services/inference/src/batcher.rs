@@ -69,7 +69,8 @@ impl Batcher {
         };
         let started = Instant::now();
         let Checked { inputs, outputs, rows } = checked;
-        let result = tokio::task::block_in_place(|| runner.run(&self.info, inputs)).map(|outs| select(outs, &outputs));
+        let result =
+            tokio::task::block_in_place(|| runner.run(&self.info, inputs)).map(|outs| select(outs, &outputs));
         self.metrics.compute_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.queue_duration.observe(0.0);
         self.metrics.batch_size.observe(rows.max(1) as f64);

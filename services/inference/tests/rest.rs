@@ -408,3 +408,27 @@ fn metrics_cover_requests_queue_compute_and_load() {
         assert!(m.contains(want), "missing {want}\n{m}");
     }
 }
+
+#[test]
+fn loads_the_model_over_http() {
+    // A plain HTTP file server on loopback stands in for any http(s):// model store.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut files = std::process::Command::new(common::python())
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(common::models())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http(port, "GET", "/iris_logreg.onnx", &[], b"").map(|r| r.status) != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "the file server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = Serve::spawn_uri(&format!("http://127.0.0.1:{port}/iris_logreg.onnx"), "iris", &[]);
+    s.wait_ready(Duration::from_secs(30));
+    let r = s.post("/v2/models/iris/infer", &iris_request(None));
+    let _ = files.kill();
+    let _ = files.wait();
+    assert_eq!(output(&r.json(), "label")["data"], json!([0, 2]));
+}

@@ -89,19 +89,23 @@ impl Serve {
     /// Starts mizzen-serve on `model` (a file in [`models`]) served as `name`, with extra flags, and waits
     /// until it is ready.
     pub fn start(model: &str, name: &str, extra: &[&str]) -> Self {
-        let s = Self::spawn(model, name, extra);
+        let mut s = Self::spawn(model, name, extra);
         s.wait_ready(Duration::from_secs(30));
         s
     }
 
     /// Starts it without waiting.
     pub fn spawn(model: &str, name: &str, extra: &[&str]) -> Self {
+        Self::spawn_uri(&format!("file://{}", models().join(model).display()), name, extra)
+    }
+
+    /// Starts mizzen-serve on a model URI without waiting.
+    pub fn spawn_uri(uri: &str, name: &str, extra: &[&str]) -> Self {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("mizzen-serve-test-{http_port}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let uri = format!("file://{}", models().join(model).display());
         let child = Command::new(env!("CARGO_BIN_EXE_mizzen-serve"))
-            .args(["--model-uri", &uri, "--model-name", name])
+            .args(["--model-uri", uri, "--model-name", name])
             .args([
                 "--http-addr",
                 &format!("127.0.0.1:{http_port}"),
@@ -126,9 +130,10 @@ impl Serve {
         }
     }
 
-    pub fn wait_ready(&self, timeout: Duration) {
+    pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
+            assert!(self.is_running(), "mizzen-serve exited before it was ready; log:\n{}", self.log());
             if http(self.http_port, "GET", "/v2/health/ready", &[], b"").map(|r| r.status) == Some(200) {
                 return;
             }
