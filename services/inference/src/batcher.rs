@@ -6,6 +6,7 @@ use crate::error::InferError;
 use crate::metrics::Metrics;
 use crate::model::{Checked, ModelInfo, Runner};
 use crate::tensor::{Data, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ pub struct Batcher {
     metrics: Metrics,
     info: Arc<ModelInfo>,
     runners: Arc<Vec<Mutex<Runner>>>,
+    /// Requests running inline: in flight, but never joining a batch.
+    inline: Arc<AtomicUsize>,
 }
 
 impl Batcher {
@@ -45,17 +48,18 @@ impl Batcher {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.max_queue_size.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let runners: Arc<Vec<Mutex<Runner>>> = Arc::new(runners.into_iter().map(Mutex::new).collect());
+        let inline = Arc::new(AtomicUsize::new(0));
         for i in 0..runners.len() {
-            let (info, config, metrics, rx, runners) =
-                (info.clone(), config.clone(), metrics.clone(), rx.clone(), runners.clone());
+            let (info, config, metrics, rx, runners, inline) =
+                (info.clone(), config.clone(), metrics.clone(), rx.clone(), runners.clone(), inline.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("model-worker-{i}"))
-                .spawn(move || worker(&runners[i], &info, &config, &metrics, &rx));
+                .spawn(move || worker(&runners[i], &info, &config, &metrics, &inline, &rx));
             if let Err(e) = spawned {
                 tracing::error!(%e, "cannot start a model worker");
             }
         }
-        Self { tx, metrics, info, runners }
+        Self { tx, metrics, info, runners, inline }
     }
 
     /// Runs a request on the calling thread when nothing else is queued or in flight and a session is
@@ -69,8 +73,10 @@ impl Batcher {
         };
         let started = Instant::now();
         let Checked { inputs, outputs, rows } = checked;
+        self.inline.fetch_add(1, Ordering::Relaxed);
         let result =
             tokio::task::block_in_place(|| runner.run(&self.info, inputs)).map(|outs| select(outs, &outputs));
+        self.inline.fetch_sub(1, Ordering::Relaxed);
         self.metrics.compute_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.queue_duration.observe(0.0);
         self.metrics.batch_size.observe(rows.max(1) as f64);
@@ -105,6 +111,7 @@ fn worker(
     info: &ModelInfo,
     config: &BatchConfig,
     metrics: &Metrics,
+    inline: &AtomicUsize,
     rx: &Mutex<Receiver<Job>>,
 ) {
     let batching = config.enabled && info.batchable && config.max_batch_size > 1;
@@ -122,7 +129,7 @@ fn worker(
             metrics.queue_depth.dec();
             let mut batch = vec![first];
             if batching {
-                carried = collect(&rx, &mut batch, config, metrics);
+                carried = collect(&rx, &mut batch, config, metrics, inline);
             }
             batch
         };
@@ -137,12 +144,21 @@ fn worker(
 /// The delay is only spent while other requests are in flight (received, not yet queued or answered):
 /// a lone request runs at once instead of waiting for company that is not coming, so batching costs
 /// nothing at low load and joins requests when they overlap.
-fn collect(rx: &Receiver<Job>, batch: &mut Vec<Job>, config: &BatchConfig, metrics: &Metrics) -> Option<Job> {
+fn collect(
+    rx: &Receiver<Job>,
+    batch: &mut Vec<Job>,
+    config: &BatchConfig,
+    metrics: &Metrics,
+    inline: &AtomicUsize,
+) -> Option<Job> {
     let deadline = batch[0].enqueued + config.max_queue_delay;
     let mut rows: usize = batch[0].checked.rows;
     while rows < config.max_batch_size {
         let now = Instant::now();
-        let others_in_flight = usize::try_from(metrics.inflight.get()).unwrap_or(0) > batch.len();
+        let joinable = usize::try_from(metrics.inflight.get())
+            .unwrap_or(0)
+            .saturating_sub(inline.load(Ordering::Relaxed));
+        let others_in_flight = joinable > batch.len();
         let next = if now < deadline && others_in_flight {
             match rx.recv_timeout(deadline - now) {
                 Ok(job) => job,
