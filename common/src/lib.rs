@@ -4,3 +4,4 @@
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

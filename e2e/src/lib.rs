@@ -32,6 +32,7 @@ pub struct Cluster {
 impl Cluster {
     /// Connects with `$MIZZEN_KUBECONFIG`, else the local cluster's `.cluster/kubeconfig`.
     pub async fn connect() -> Result<Self> {
+        mizzen_common::tls::install_crypto_provider();
         let kubeconfig = std::env::var_os("MIZZEN_KUBECONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"));

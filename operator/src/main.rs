@@ -61,6 +61,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    mizzen_common::tls::install_crypto_provider();
     match Cli::parse().command {
         Command::Crd { out_dir: None } => print!("{}", crd::all_yaml()?),
         Command::Crd { out_dir: Some(dir) } => {

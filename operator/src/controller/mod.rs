@@ -162,15 +162,19 @@ pub async fn wait_for_crds(
 
 async fn missing_kinds(client: &Client, scope: &Scope) -> Vec<String> {
     let lp = ListParams::default().limit(1);
+    let why = |kind: &str, e: kube::Error| match e {
+        kube::Error::Api(s) if s.code == 404 => format!("{kind} (CRD not installed)"),
+        other => format!("{kind} ({other})"),
+    };
     let mut missing = Vec::new();
     if let Err(e) = scope.api::<ModelDeployment>(client).list_metadata(&lp).await {
-        missing.push(format!("ModelDeployment ({e})"));
+        missing.push(why("ModelDeployment", e));
     }
     if let Err(e) = scope.api::<TrainingJob>(client).list_metadata(&lp).await {
-        missing.push(format!("TrainingJob ({e})"));
+        missing.push(why("TrainingJob", e));
     }
     if let Err(e) = scope.api::<FeatureSet>(client).list_metadata(&lp).await {
-        missing.push(format!("FeatureSet ({e})"));
+        missing.push(why("FeatureSet", e));
     }
     missing
 }

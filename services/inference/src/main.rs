@@ -78,6 +78,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    mizzen_common::tls::install_crypto_provider();
     telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
     let (metrics, registry) = Metrics::new(&args.model_name);
     let server = Server::new(
