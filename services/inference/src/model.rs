@@ -365,21 +365,7 @@ pub fn warmup_inputs(info: &ModelInfo) -> Vec<Tensor> {
         .map(|spec| {
             let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
             let n = element_count(&shape).unwrap_or(0);
-            let data = match spec.datatype {
-                DataType::Bool => Data::Bool(vec![false; n]),
-                DataType::U8 => Data::U8(vec![0; n]),
-                DataType::U16 => Data::U16(vec![0; n]),
-                DataType::U32 => Data::U32(vec![0; n]),
-                DataType::U64 => Data::U64(vec![0; n]),
-                DataType::I8 => Data::I8(vec![0; n]),
-                DataType::I16 => Data::I16(vec![0; n]),
-                DataType::I32 => Data::I32(vec![0; n]),
-                DataType::I64 => Data::I64(vec![0; n]),
-                DataType::F16 => Data::F16(vec![f16::ZERO; n]),
-                DataType::F32 => Data::F32(vec![0.0; n]),
-                DataType::F64 => Data::F64(vec![0.0; n]),
-                DataType::Bytes => Data::Bytes(vec![Vec::new(); n]),
-            };
+            let data = Data::zeros(spec.datatype, n);
             Tensor { name: spec.name.clone(), shape, data }
         })
         .collect()

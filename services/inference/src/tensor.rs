@@ -170,6 +170,25 @@ impl Data {
         }
     }
 
+    /// `n` zeros (false, empty strings) of `datatype`.
+    pub fn zeros(datatype: DataType, n: usize) -> Self {
+        match datatype {
+            DataType::Bool => Data::Bool(vec![false; n]),
+            DataType::U8 => Data::U8(vec![0; n]),
+            DataType::U16 => Data::U16(vec![0; n]),
+            DataType::U32 => Data::U32(vec![0; n]),
+            DataType::U64 => Data::U64(vec![0; n]),
+            DataType::I8 => Data::I8(vec![0; n]),
+            DataType::I16 => Data::I16(vec![0; n]),
+            DataType::I32 => Data::I32(vec![0; n]),
+            DataType::I64 => Data::I64(vec![0; n]),
+            DataType::F16 => Data::F16(vec![f16::ZERO; n]),
+            DataType::F32 => Data::F32(vec![0.0; n]),
+            DataType::F64 => Data::F64(vec![0.0; n]),
+            DataType::Bytes => Data::Bytes(vec![Vec::new(); n]),
+        }
+    }
+
     /// Appends `other`, which must have the same datatype.
     pub fn extend_from(&mut self, other: &Data) -> Result<(), InferError> {
         macro_rules! ext {
