@@ -1,4 +1,9 @@
 //! ModelDeployment: one Deployment per revision, the Services NAME and NAME-preview, and an HPA.
+//!
+//! `build` holds the pure builders of the desired children (no client); the reconcile that applies them
+//! and the rollout planner come next.
+
+pub mod build;
 
 use super::{Children, Kind, not_implemented};
 use crate::api::v1alpha1::common::Condition;

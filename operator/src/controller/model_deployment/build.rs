@@ -1,0 +1,470 @@
+//! Pure builders: from a ModelDeployment to the children the operator owns. No client, no clock: every
+//! function here is a function of its arguments, so the reconcile can compare desired with observed state
+//! and tests need no cluster.
+
+use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentSpec, ServerSpec};
+use crate::controller::MANAGED_BY;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Label on every pod of a ModelDeployment.
+pub const MODEL_DEPLOYMENT_LABEL: &str = "mizzen.dev/model-deployment";
+/// Label naming the revision a pod belongs to; Services select on it.
+pub const REVISION_LABEL: &str = "mizzen.dev/revision";
+/// REST (and metrics) and gRPC ports of mizzen-serve.
+pub const HTTP_PORT: i32 = 8080;
+pub const GRPC_PORT: i32 = 8081;
+/// Where `pvc://CLAIM/PATH` models are mounted.
+const MODEL_MOUNT: &str = "/models";
+
+/// Settings of the operator that shape children.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// The mizzen-serve image when `spec.server.image` is unset.
+    pub serve_image: String,
+}
+
+/// The model URI the server reads, and the volume that makes it readable: a `pvc://CLAIM/PATH` becomes
+/// the claim mounted read-only and a `file://` path inside it; other schemes pass through.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSource {
+    pub uri: String,
+    pub claim: Option<String>,
+}
+
+pub fn model_source(uri: &str) -> ModelSource {
+    match uri.strip_prefix("pvc://").and_then(|rest| rest.split_once('/')) {
+        Some((claim, path)) => ModelSource {
+            uri: format!("file://{MODEL_MOUNT}/{claim}/{path}"),
+            claim: Some(claim.to_string()),
+        },
+        None => ModelSource { uri: uri.to_string(), claim: None },
+    }
+}
+
+/// The revision: a hash of everything that changes what a pod serves (the model and the server template),
+/// and nothing else, so a change of replicas, autoscaling or strategy never makes a revision.
+pub fn revision(spec: &ModelDeploymentSpec, served_name: &str) -> String {
+    let identity = serde_json::json!({
+        "model": { "uri": spec.model.uri, "name": served_name, "version": spec.model.version, "sha256": spec.model.sha256 },
+        "server": spec.server,
+        "minReadySeconds": spec.strategy.blue_green.min_ready_seconds,
+    });
+    // serde_json writes object keys in sorted order (no `preserve_order`), so the text is canonical.
+    let text = identity.to_string();
+    // FNV-1a, 64 bits: stable across Rust releases, unlike std's hasher.
+    let hash = text
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    // Ten base-36 digits that start with a letter keep NAME-REVISION a valid DNS label.
+    let mut digits = String::new();
+    let mut n = hash;
+    for _ in 0..9 {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    format!("r{digits}")
+}
+
+/// The name models are served under: `spec.model.name`, else the ModelDeployment's name.
+pub fn served_name(md: &ModelDeployment) -> String {
+    md.spec.model.name.clone().unwrap_or_else(|| md.name_any())
+}
+
+fn owner(md: &ModelDeployment) -> Vec<OwnerReference> {
+    md.controller_owner_ref(&()).into_iter().collect()
+}
+
+/// Labels on every child and pod: the recommended `app.kubernetes.io` set and ours.
+pub fn labels(md: &ModelDeployment, revision: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "mizzen-serve".to_string()),
+        ("app.kubernetes.io/instance".to_string(), md.name_any()),
+        ("app.kubernetes.io/component".to_string(), "inference".to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "mizzen".to_string()),
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (MODEL_DEPLOYMENT_LABEL.to_string(), md.name_any()),
+    ]);
+    if let Some(rev) = revision {
+        l.insert(REVISION_LABEL.to_string(), rev.to_string());
+    }
+    l
+}
+
+/// The selector of one revision's pods.
+pub fn revision_selector(md: &ModelDeployment, revision: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MODEL_DEPLOYMENT_LABEL.to_string(), md.name_any()),
+        (REVISION_LABEL.to_string(), revision.to_string()),
+    ])
+}
+
+/// The Deployment of one revision, `NAME-REVISION`. `replicas` is `None` when something else (an HPA through
+/// the ModelDeployment's scale) owns the count, so server-side apply never fights over it.
+pub fn deployment(
+    md: &ModelDeployment,
+    revision: &str,
+    replicas: Option<i32>,
+    defaults: &Defaults,
+) -> Deployment {
+    let spec = &md.spec;
+    let source = model_source(&spec.model.uri.0);
+    let name = served_name(md);
+    let version = spec.model.version.clone().unwrap_or_else(|| "1".into());
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{revision}", md.name_any())),
+            namespace: md.namespace(),
+            labels: Some(labels(md, Some(revision))),
+            owner_references: Some(owner(md)),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas,
+            min_ready_seconds: Some(spec.strategy.blue_green.min_ready_seconds),
+            revision_history_limit: Some(0),
+            selector: LabelSelector {
+                match_labels: Some(revision_selector(md, revision)),
+                ..Default::default()
+            },
+            // A revision never changes its template, so the strategy only matters for scaling.
+            strategy: Some(DeploymentStrategy { type_: Some("RollingUpdate".into()), ..Default::default() }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(md, Some(revision))), ..Default::default() }),
+                spec: Some(pod(&spec.server, &source, &name, &version, defaults)),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, defaults: &Defaults) -> PodSpec {
+    let c = &server.container;
+    let env = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
+    let mut vars = vec![
+        env("MIZZEN_MODEL_URI", source.uri.clone()),
+        env("MIZZEN_MODEL_NAME", name.into()),
+        env("MIZZEN_MODEL_VERSION", version.into()),
+        env("MIZZEN_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        env("MIZZEN_GRPC_ADDR", format!("0.0.0.0:{GRPC_PORT}")),
+        env("MIZZEN_BATCHING", server.batching.enabled.to_string()),
+        env("MIZZEN_MAX_BATCH_SIZE", server.batching.max_batch_size.to_string()),
+        env("MIZZEN_MAX_QUEUE_DELAY_MICROSECONDS", server.batching.max_queue_delay_microseconds.to_string()),
+        env("MIZZEN_MAX_QUEUE_SIZE", server.batching.max_queue_size.to_string()),
+        env("MIZZEN_MAX_REQUEST_BYTES", server.max_request_bytes.to_string()),
+        env("MIZZEN_LOG_FORMAT", "json".into()),
+    ];
+    if let Some(n) = server.threads.intra_op {
+        vars.push(env("MIZZEN_INTRA_OP_THREADS", n.to_string()));
+    }
+    if let Some(n) = server.threads.inter_op {
+        vars.push(env("MIZZEN_INTER_OP_THREADS", n.to_string()));
+    }
+    // The user's variables come last, so they can add credentials but also override a setting on purpose.
+    vars.extend(c.env.iter().cloned());
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mounts = source.claim.as_ref().map(|claim| {
+        vec![VolumeMount {
+            name: "model".into(),
+            mount_path: format!("{MODEL_MOUNT}/{claim}"),
+            read_only: Some(true),
+            ..Default::default()
+        }]
+    });
+    let volumes = source.claim.as_ref().map(|claim| {
+        vec![Volume {
+            name: "model".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        }]
+    });
+    PodSpec {
+        containers: vec![Container {
+            name: "mizzen-serve".into(),
+            image: Some(c.image.clone().unwrap_or_else(|| defaults.serve_image.clone())),
+            image_pull_policy: Some(format!("{:?}", c.image_pull_policy)),
+            env: Some(vars),
+            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+            resources: c.resources.clone(),
+            // Ready means loaded and warmed up; the startup probe gives a slow model load up to 10 minutes
+            // before liveness starts counting.
+            readiness_probe: Some(http_probe("/v2/health/ready", 2, 3)),
+            liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
+            startup_probe: Some(http_probe("/v2/health/live", 2, 300)),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+                ..Default::default()
+            }),
+            volume_mounts: mounts,
+            ..Default::default()
+        }],
+        volumes,
+        node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
+        service_account_name: c.service_account_name.clone(),
+        image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
+        // mizzen-serve finishes in-flight requests on SIGTERM; give it the time.
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Service `NAME` (active) or `NAME-preview`, selecting one revision's pods.
+pub fn service(md: &ModelDeployment, preview: bool, revision: &str) -> Service {
+    let name = if preview { format!("{}-preview", md.name_any()) } else { md.name_any() };
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: md.namespace(),
+            labels: Some(labels(md, None)),
+            owner_references: Some(owner(md)),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(revision_selector(md, revision)),
+            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The HPA that drives `spec.replicas` through the ModelDeployment's scale subresource, when
+/// `spec.autoscaling` is set. CPU utilization defaults to 80% when no metric is given.
+pub fn hpa(md: &ModelDeployment) -> Option<HorizontalPodAutoscaler> {
+    let a = md.spec.autoscaling.as_ref()?;
+    let mut metrics = Vec::new();
+    let cpu = a
+        .target_cpu_utilization_percentage
+        .or((a.target_inflight_requests.is_none() && a.metrics.is_empty()).then_some(80));
+    if let Some(cpu) = cpu {
+        metrics.push(MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(cpu),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(n) = a.target_inflight_requests {
+        metrics.push(MetricSpec {
+            type_: "Pods".into(),
+            pods: Some(PodsMetricSource {
+                metric: k8s_openapi::api::autoscaling::v2::MetricIdentifier {
+                    name: "mizzen_inference_inflight_requests".into(),
+                    ..Default::default()
+                },
+                target: MetricTarget {
+                    type_: "AverageValue".into(),
+                    average_value: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                        n.to_string(),
+                    )),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        });
+    }
+    metrics.extend(a.metrics.iter().cloned());
+    Some(HorizontalPodAutoscaler {
+        metadata: ObjectMeta {
+            name: Some(md.name_any()),
+            namespace: md.namespace(),
+            labels: Some(labels(md, None)),
+            owner_references: Some(owner(md)),
+            ..Default::default()
+        },
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(ModelDeployment::api_version(&()).into_owned()),
+                kind: ModelDeployment::kind(&()).into_owned(),
+                name: md.name_any(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(metrics),
+            behavior: a.behavior.clone(),
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(yaml: &str) -> ModelDeployment {
+        let mut md: ModelDeployment = serde_saphyr::from_str(yaml).unwrap();
+        md.metadata.uid = Some("uid-1".into());
+        md.metadata.namespace = Some("ns".into());
+        md
+    }
+
+    const BASE: &str = r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: iris}
+spec:
+  model: {uri: "s3://models/iris.onnx"}
+"#;
+
+    fn defaults() -> Defaults {
+        Defaults { serve_image: "mizzen-serve:test".into() }
+    }
+
+    #[test]
+    fn revision_ignores_scaling_and_strategy_but_not_model_or_server() {
+        let a = md(BASE);
+        let rev = revision(&a.spec, "iris");
+        assert!(rev.starts_with('r') && rev.len() == 10, "{rev}");
+        let mut b = a.clone();
+        b.spec.replicas = 7;
+        b.spec.paused = true;
+        b.spec.strategy.blue_green.scale_down_delay_seconds = 5;
+        assert_eq!(revision(&b.spec, "iris"), rev, "replicas, pause and strategy must not make a revision");
+        let mut c = a.clone();
+        c.spec.model.uri.0 = "s3://models/iris-v2.onnx".into();
+        assert_ne!(revision(&c.spec, "iris"), rev);
+        let mut d = a.clone();
+        d.spec.server.batching.max_batch_size = 8;
+        assert_ne!(revision(&d.spec, "iris"), rev);
+        assert_ne!(revision(&a.spec, "other-name"), rev);
+    }
+
+    #[test]
+    fn deployment_runs_mizzen_serve_hardened_with_probes() {
+        let m = md(BASE);
+        let rev = revision(&m.spec, "iris");
+        let d = deployment(&m, &rev, Some(3), &defaults());
+        assert_eq!(d.metadata.name.as_deref(), Some(format!("iris-{rev}").as_str()));
+        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.selector.match_labels.unwrap()[REVISION_LABEL], rev);
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("mizzen-serve:test"));
+        let env: BTreeMap<_, _> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["MIZZEN_MODEL_URI"], "s3://models/iris.onnx");
+        assert_eq!(env["MIZZEN_MODEL_NAME"], "iris");
+        assert_eq!(
+            c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            Some("/v2/health/ready")
+        );
+        assert!(c.startup_probe.is_some() && c.liveness_probe.is_some());
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(pod.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
+        // No replicas field at all when an HPA owns the count.
+        let owned = deployment(&m, &rev, None, &defaults());
+        let json = serde_json::to_value(&owned).unwrap();
+        assert!(json["spec"].get("replicas").is_none());
+    }
+
+    #[test]
+    fn pvc_models_are_mounted_read_only() {
+        let m = md(&BASE.replace("s3://models/iris.onnx", "pvc://models/iris/model.onnx"));
+        let d = deployment(&m, "rabc", Some(1), &defaults());
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "models"
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/models/models");
+        let uri = c.env.as_ref().unwrap().iter().find(|e| e.name == "MIZZEN_MODEL_URI").unwrap();
+        assert_eq!(uri.value.as_deref(), Some("file:///models/models/iris/model.onnx"));
+    }
+
+    #[test]
+    fn services_select_one_revision() {
+        let m = md(BASE);
+        let active = service(&m, false, "rone");
+        let preview = service(&m, true, "rtwo");
+        assert_eq!(active.metadata.name.as_deref(), Some("iris"));
+        assert_eq!(preview.metadata.name.as_deref(), Some("iris-preview"));
+        assert_eq!(active.spec.unwrap().selector.unwrap()[REVISION_LABEL], "rone");
+        assert_eq!(preview.spec.as_ref().unwrap().selector.as_ref().unwrap()[REVISION_LABEL], "rtwo");
+        let ports: Vec<i32> = preview.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [HTTP_PORT, GRPC_PORT]);
+    }
+
+    #[test]
+    fn hpa_targets_the_model_deployment_and_defaults_to_cpu() {
+        assert!(hpa(&md(BASE)).is_none());
+        let m = md(&format!("{BASE}  autoscaling: {{minReplicas: 2, maxReplicas: 5}}\n"));
+        let h = hpa(&m).unwrap().spec.unwrap();
+        assert_eq!(h.scale_target_ref.kind, "ModelDeployment");
+        assert_eq!(h.scale_target_ref.api_version.as_deref(), Some("mizzen.dev/v1alpha1"));
+        assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 5));
+        let metrics = h.metrics.unwrap();
+        assert_eq!(metrics[0].resource.as_ref().unwrap().target.average_utilization, Some(80));
+        let m = md(&format!("{BASE}  autoscaling: {{maxReplicas: 5, targetInflightRequests: 4}}\n"));
+        let metrics = hpa(&m).unwrap().spec.unwrap().metrics.unwrap();
+        assert_eq!(metrics.len(), 1);
+        assert_eq!(metrics[0].pods.as_ref().unwrap().metric.name, "mizzen_inference_inflight_requests");
+    }
+}
