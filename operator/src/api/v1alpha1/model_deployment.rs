@@ -410,9 +410,12 @@ pub struct ModelDeploymentStatus {
     /// The model the newest revision serves, resolved (registry aliases replaced by versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ResolvedModel>,
-    /// When the newest revision's rollout started or last made progress, for the progress deadline.
+    /// When the newest revision's rollout started (or was last unpaused), for the progress deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the newest revision became fully available as a preview, for `autoPromotionSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_available_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// A model URI after resolution.

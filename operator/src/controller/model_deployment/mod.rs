@@ -4,6 +4,7 @@
 //! and the rollout planner come next.
 
 pub mod build;
+pub mod plan;
 
 use super::{Children, Kind, not_implemented};
 use crate::api::v1alpha1::common::Condition;

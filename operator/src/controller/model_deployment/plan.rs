@@ -1,0 +1,245 @@
+//! The blue-green rollout decision, as Argo Rollouts makes it: a pure function from what is observed
+//! (revisions with their replica counts, the active Service, what status remembers, the spec, commands,
+//! the clock) to what should be (replicas per revision, the Services' revisions, status). No client and no
+//! clock of its own, so every rule is a unit test and the invariants are property tests.
+//!
+//! Times are seconds since the epoch.
+
+use crate::api::v1alpha1::model_deployment::ModelDeploymentSpec;
+use std::collections::BTreeMap;
+
+/// One revision's Deployment, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    pub name: String,
+    /// `spec.replicas` of its Deployment.
+    pub replicas: i32,
+    /// Pods ready for minReadySeconds.
+    pub available: i32,
+    /// When an old revision kept warm after a switch is scaled down (its annotation).
+    pub scale_down_at: Option<i64>,
+}
+
+/// Everything the decision depends on.
+#[derive(Clone, Debug)]
+pub struct World<'a> {
+    pub spec: &'a ModelDeploymentSpec,
+    /// The revision the spec asks for now.
+    pub desired: String,
+    pub revisions: Vec<Revision>,
+    /// The revision the active Service selects, if it exists.
+    pub active: Option<String>,
+    /// Remembered in status.
+    pub stable: Option<String>,
+    pub progress_started_at: Option<i64>,
+    pub preview_available_at: Option<i64>,
+    /// `mizzen.dev/promote` and `mizzen.dev/abort`: a revision, or `true` for the desired one.
+    pub promote: Option<String>,
+    pub abort: Option<String>,
+    pub now: i64,
+}
+
+/// Where the rollout stands, with the reason conditions and events carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Active is the desired revision at full size.
+    Healthy,
+    /// A revision is being created, scaled or switched to.
+    Progressing(&'static str),
+    /// Waiting: for a promotion, or because `spec.paused`.
+    Paused(&'static str),
+    /// Aborted, or past the progress deadline.
+    Degraded(&'static str),
+}
+
+/// What should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Replicas of every revision to keep (missing: scale to zero).
+    pub replicas: BTreeMap<String, i32>,
+    /// Scale-down deadlines of revisions kept warm.
+    pub scale_down_at: BTreeMap<String, i64>,
+    pub active: String,
+    pub preview: String,
+    pub stable: Option<String>,
+    pub progress_started_at: Option<i64>,
+    pub preview_available_at: Option<i64>,
+    pub state: State,
+    /// Run again at this time even if nothing changes (a delay or deadline ends).
+    pub wake_at: Option<i64>,
+}
+
+impl World<'_> {
+    fn revision(&self, name: &str) -> Option<&Revision> {
+        self.revisions.iter().find(|r| r.name == name)
+    }
+
+    /// Whether `name` has at least `n` replicas asked for and available.
+    fn available(&self, name: &str, n: i32) -> bool {
+        self.revision(name).is_some_and(|r| r.replicas >= n && r.available >= n)
+    }
+
+    fn commanded(&self, command: &Option<String>) -> bool {
+        command.as_deref().is_some_and(|c| c == self.desired || c == "true")
+    }
+}
+
+/// The decision.
+pub fn plan(w: &World<'_>) -> Plan {
+    let bg = &w.spec.strategy.blue_green;
+    let full = w.spec.replicas.max(0);
+    let desired = w.desired.clone();
+    let mut p = Plan {
+        replicas: BTreeMap::new(),
+        scale_down_at: BTreeMap::new(),
+        active: desired.clone(),
+        preview: desired.clone(),
+        stable: w.stable.clone(),
+        progress_started_at: w.progress_started_at,
+        preview_available_at: w.preview_available_at,
+        state: State::Healthy,
+        wake_at: None,
+    };
+
+    // The first deploy goes straight to active.
+    let Some(active) = w.active.clone() else {
+        p.replicas.insert(desired.clone(), full);
+        if w.available(&desired, full) {
+            p.stable = Some(desired);
+            p.progress_started_at = None;
+        } else {
+            p.state = State::Progressing("NewRevisionCreated");
+            p.progress_started_at.get_or_insert(w.now);
+        }
+        return p;
+    };
+    let stable = w.stable.clone().unwrap_or_else(|| active.clone());
+    p.stable = Some(stable.clone());
+
+    if desired == active {
+        p.active = active.clone();
+        p.replicas.insert(active.clone(), full);
+        p.preview_available_at = None;
+        if w.available(&active, full) {
+            p.stable = Some(active.clone());
+            p.progress_started_at = None;
+        } else {
+            p.state = State::Progressing("ScalingActive");
+        }
+        keep_warm(w, &mut p, &[&active]);
+        return p;
+    }
+
+    // A revision other than the active one is wanted.
+    p.active = active.clone();
+    p.replicas.insert(active.clone(), full);
+
+    // Abort (or an abort on deadline): traffic stays on stable, the new revision goes away.
+    let started = if w.spec.paused { w.now } else { w.progress_started_at.unwrap_or(w.now) };
+    let past_deadline = w.now - started > bg.progress_deadline_seconds as i64;
+    if w.commanded(&w.abort) || (past_deadline && bg.progress_deadline_abort && !w.available(&desired, 1)) {
+        p.active = stable.clone();
+        p.replicas.insert(stable.clone(), full);
+        p.replicas.insert(desired.clone(), 0);
+        p.state = State::Degraded("RolloutAborted");
+        p.progress_started_at = None;
+        p.preview_available_at = None;
+        keep_warm(w, &mut p, &[&stable, &active]);
+        return p;
+    }
+
+    // Re-applying a revision that is still warm at full size switches back at once (fast rollback).
+    if w.available(&desired, full) && w.revision(&desired).is_some_and(|r| r.scale_down_at.is_some()) {
+        return switch(w, p, &active, full, "FastRollback");
+    }
+
+    let preview_size = bg.preview_replicas.map_or(full, |n| n.min(full));
+    p.replicas.insert(desired.clone(), preview_size);
+    p.progress_started_at = Some(started);
+    if !w.available(&desired, preview_size.max(1).min(full.max(1))) {
+        p.preview_available_at = None;
+        if past_deadline {
+            p.state = State::Degraded("ProgressDeadlineExceeded");
+        } else {
+            p.state = State::Progressing("PreviewScalingUp");
+            p.wake_at = Some(started + bg.progress_deadline_seconds as i64 + 1);
+        }
+        keep_warm(w, &mut p, &[&active, &stable]);
+        return p;
+    }
+
+    // The preview is fully available: promote when asked, or on its own after autoPromotionSeconds.
+    let ready_since = *p.preview_available_at.get_or_insert(w.now);
+    let auto_at = ready_since + bg.auto_promotion_seconds as i64;
+    let promote = !w.spec.paused && (w.commanded(&w.promote) || (bg.auto_promotion && w.now >= auto_at));
+    if !promote {
+        p.state = State::Paused(if w.spec.paused { "Paused" } else { "AwaitingPromotion" });
+        if bg.auto_promotion && !w.spec.paused {
+            p.wake_at = Some(auto_at);
+        }
+        keep_warm(w, &mut p, &[&active, &stable]);
+        return p;
+    }
+    // Promotion scales the new revision to full size first; the switch waits for that.
+    p.replicas.insert(desired.clone(), full);
+    if w.available(&desired, full) {
+        return switch(w, p, &active, full, "Promoted");
+    }
+    p.state = State::Progressing("ScalingForPromotion");
+    keep_warm(w, &mut p, &[&active, &stable]);
+    p
+}
+
+/// Moves active to the desired revision, which is available at full size; the old active stays warm for
+/// `scaleDownDelaySeconds`.
+fn switch(w: &World<'_>, mut p: Plan, old: &str, full: i32, _why: &'static str) -> Plan {
+    let bg = &w.spec.strategy.blue_green;
+    p.active = w.desired.clone();
+    p.stable = Some(w.desired.clone());
+    p.replicas.insert(w.desired.clone(), full);
+    p.progress_started_at = None;
+    p.preview_available_at = None;
+    p.state = State::Healthy;
+    let deadline = w.now + bg.scale_down_delay_seconds as i64;
+    if old != w.desired && bg.scale_down_delay_seconds > 0 {
+        p.replicas.insert(old.to_string(), full);
+        p.scale_down_at.insert(old.to_string(), deadline);
+    }
+    let desired = w.desired.clone();
+    keep_warm(w, &mut p, &[&desired, old]);
+    p
+}
+
+/// Old revisions (not in `referenced`) keep their size until their scale-down deadline, newest deadlines
+/// first and at most `scaleDownRevisionLimit` of them; the rest go to zero.
+fn keep_warm(w: &World<'_>, p: &mut Plan, referenced: &[&str]) {
+    let limit = w.spec.strategy.blue_green.scale_down_revision_limit.max(0) as usize;
+    let mut warm: Vec<&Revision> = w
+        .revisions
+        .iter()
+        .filter(|r| !referenced.contains(&r.name.as_str()) && !p.replicas.contains_key(&r.name))
+        .filter(|r| r.scale_down_at.is_some_and(|t| t > w.now) && r.replicas > 0)
+        .collect();
+    warm.sort_by_key(|r| std::cmp::Reverse(r.scale_down_at));
+    let kept_already = p.scale_down_at.len();
+    for r in warm.into_iter().take(limit.saturating_sub(kept_already)) {
+        p.replicas.insert(r.name.clone(), r.replicas);
+        if let Some(t) = r.scale_down_at {
+            p.scale_down_at.insert(r.name.clone(), t);
+            p.wake_at = Some(p.wake_at.map_or(t, |x| x.min(t)));
+        }
+    }
+    // Deadlines already set for referenced revisions (a rollback target) are kept as observed.
+    for name in referenced {
+        if let Some(t) = w.revision(name).and_then(|r| r.scale_down_at).filter(|&t| t > w.now)
+            && *name != p.active
+            && Some(*name) != p.stable.as_deref()
+            && *name != p.preview
+        {
+            p.scale_down_at.entry(name.to_string()).or_insert(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! Argo-style scenarios (each seeds a world and checks the exact plan) and property tests of the
+//! blue-green invariants over random event sequences.
+
+use super::*;
+use crate::api::v1alpha1::model_deployment::ModelDeploymentSpec;
+use proptest::prelude::*;
+
+fn spec(yaml: &str) -> ModelDeploymentSpec {
+    let base = "model: {uri: \"s3://m/a.onnx\"}\nreplicas: 3\n";
+    serde_saphyr::from_str(&format!("{base}{yaml}")).unwrap()
+}
+
+fn rev(name: &str, replicas: i32, available: i32) -> Revision {
+    Revision { name: name.into(), replicas, available, scale_down_at: None }
+}
+
+fn world<'a>(
+    spec: &'a ModelDeploymentSpec,
+    desired: &str,
+    revisions: Vec<Revision>,
+    active: Option<&str>,
+) -> World<'a> {
+    World {
+        spec,
+        desired: desired.into(),
+        revisions,
+        active: active.map(Into::into),
+        stable: active.map(Into::into),
+        progress_started_at: None,
+        preview_available_at: None,
+        promote: None,
+        abort: None,
+        now: 1000,
+    }
+}
+
+#[test]
+fn first_deploy_goes_straight_to_active() {
+    let s = spec("");
+    let p = plan(&world(&s, "a", vec![], None));
+    assert_eq!((p.active.as_str(), p.preview.as_str()), ("a", "a"));
+    assert_eq!(p.replicas["a"], 3);
+    assert_eq!(p.state, State::Progressing("NewRevisionCreated"));
+    let p = plan(&world(&s, "a", vec![rev("a", 3, 3)], None));
+    assert_eq!(p.state, State::Healthy);
+    assert_eq!(p.stable.as_deref(), Some("a"));
+}
+
+#[test]
+fn no_promotion_while_the_new_revision_is_unhealthy() {
+    let s = spec("");
+    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 2)], Some("a")));
+    assert_eq!(p.active, "a");
+    assert_eq!(p.preview, "b");
+    assert_eq!((p.replicas["a"], p.replicas["b"]), (3, 3));
+    assert_eq!(p.state, State::Progressing("PreviewScalingUp"));
+}
+
+#[test]
+fn auto_promotion_switches_once_fully_available_and_keeps_the_old_revision_warm() {
+    let s = spec("strategy: {blueGreen: {scaleDownDelaySeconds: 30}}");
+    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a")));
+    assert_eq!(p.active, "b");
+    assert_eq!(p.stable.as_deref(), Some("b"));
+    assert_eq!(p.state, State::Healthy);
+    assert_eq!(p.replicas["a"], 3, "the old revision stays at full size");
+    assert_eq!(p.scale_down_at["a"], 1030);
+}
+
+#[test]
+fn auto_promotion_seconds_wait_then_promote() {
+    let s = spec("strategy: {blueGreen: {autoPromotionSeconds: 60}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let p = plan(&w);
+    assert_eq!(p.state, State::Paused("AwaitingPromotion"));
+    assert_eq!(p.preview_available_at, Some(1000));
+    assert_eq!(p.wake_at, Some(1060));
+    w.preview_available_at = p.preview_available_at;
+    w.now = 1061;
+    assert_eq!(plan(&w).active, "b");
+}
+
+#[test]
+fn manual_promotion_waits_for_the_annotation_naming_the_revision() {
+    let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    assert_eq!(plan(&w).state, State::Paused("AwaitingPromotion"));
+    w.promote = Some("a-stale-revision".into());
+    assert_eq!(plan(&w).active, "a", "a stale promote never acts on a later revision");
+    w.promote = Some("b".into());
+    assert_eq!(plan(&w).active, "b");
+}
+
+#[test]
+fn preview_replicas_scale_to_full_before_the_switch() {
+    let s = spec("strategy: {blueGreen: {previewReplicas: 1}}");
+    let w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 1, 1)], Some("a"));
+    let p = plan(&w);
+    assert_eq!(p.active, "a");
+    assert_eq!(p.replicas["b"], 3, "promotion scales the preview to full first");
+    assert_eq!(p.state, State::Progressing("ScalingForPromotion"));
+    let w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    assert_eq!(plan(&w).active, "b");
+}
+
+#[test]
+fn pause_holds_and_does_not_count_toward_the_deadline() {
+    let s = spec("paused: true\nstrategy: {blueGreen: {progressDeadlineSeconds: 10}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    assert_eq!(plan(&w).state, State::Paused("Paused"));
+    w.revisions[1].available = 0;
+    w.progress_started_at = Some(0);
+    let p = plan(&w);
+    assert_eq!(p.state, State::Progressing("PreviewScalingUp"), "paused time is not progress time");
+    assert_eq!(p.progress_started_at, Some(1000));
+}
+
+#[test]
+fn progress_deadline_degrades_and_optionally_aborts() {
+    let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 0)], Some("a"));
+    w.progress_started_at = Some(900);
+    let p = plan(&w);
+    assert_eq!(p.state, State::Degraded("ProgressDeadlineExceeded"));
+    assert_eq!(p.active, "a");
+    let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60, progressDeadlineAbort: true}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 0)], Some("a"));
+    w.progress_started_at = Some(900);
+    let p = plan(&w);
+    assert_eq!(p.state, State::Degraded("RolloutAborted"));
+    assert_eq!(p.replicas["b"], 0);
+}
+
+#[test]
+fn abort_sends_traffic_back_to_stable() {
+    let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    w.abort = Some("b".into());
+    let p = plan(&w);
+    assert_eq!((p.active.as_str(), p.replicas["a"], p.replicas["b"]), ("a", 3, 0));
+    assert_eq!(p.state, State::Degraded("RolloutAborted"));
+}
+
+#[test]
+fn reapplying_a_warm_revision_switches_back_at_once() {
+    let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    let mut old = rev("a", 3, 3);
+    old.scale_down_at = Some(1020);
+    let w = world(&s, "a", vec![old, rev("b", 3, 3)], Some("b"));
+    let p = plan(&w);
+    assert_eq!(p.active, "a", "fast rollback needs no promotion");
+    assert_eq!(p.scale_down_at["b"], 1030);
+}
+
+#[test]
+fn old_revisions_go_after_their_delay_and_beyond_the_limit() {
+    let s = spec("strategy: {blueGreen: {scaleDownRevisionLimit: 1}}");
+    let mut x = rev("x", 3, 3);
+    x.scale_down_at = Some(1500);
+    let mut y = rev("y", 3, 3);
+    y.scale_down_at = Some(1400);
+    let mut z = rev("z", 3, 3);
+    z.scale_down_at = Some(900);
+    let p = plan(&world(&s, "a", vec![rev("a", 3, 3), x, y, z], Some("a")));
+    assert_eq!(p.replicas.get("x"), Some(&3), "the newest warm revision stays");
+    assert_eq!(p.replicas.get("y"), None, "past the revision limit");
+    assert_eq!(p.replicas.get("z"), None, "past its deadline");
+    assert_eq!(p.wake_at, Some(1500));
+}
+
+#[test]
+fn a_replicas_change_mid_rollout_resizes_both_stacks() {
+    let mut s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    s.replicas = 5;
+    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a")));
+    assert_eq!((p.replicas["a"], p.replicas["b"]), (5, 5));
+    assert_eq!(p.active, "a");
+    assert_eq!(p.state, State::Progressing("PreviewScalingUp"));
+}
+
+// ---- properties over random event sequences ---------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// The spec asks for revision `0..3`.
+    Spec(u8),
+    /// Pods of a revision become available or unavailable.
+    Pods {
+        revision: u8,
+        available: i32,
+    },
+    Promote,
+    Abort,
+    Scale(i32),
+    Pause(bool),
+    Time(i64),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (0u8..3).prop_map(Event::Spec),
+        (0u8..3, 0i32..6).prop_map(|(revision, available)| Event::Pods { revision, available }),
+        Just(Event::Promote),
+        Just(Event::Abort),
+        (0i32..5).prop_map(Event::Scale),
+        any::<bool>().prop_map(Event::Pause),
+        (1i64..120).prop_map(Event::Time),
+    ]
+}
+
+/// A small simulated cluster: Deployments follow the plan's replicas, pods become available only through
+/// events (never beyond the replicas asked for), Services follow the plan.
+struct Sim {
+    revisions: BTreeMap<String, Revision>,
+    active: Option<String>,
+    stable: Option<String>,
+    progress_started_at: Option<i64>,
+    preview_available_at: Option<i64>,
+    now: i64,
+}
+
+fn name(i: u8) -> String {
+    format!("r{i}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    #[test]
+    fn blue_green_invariants_hold(
+        events in proptest::collection::vec(event(), 1..40),
+        auto in any::<bool>(),
+        delay in 0i32..60,
+        preview in proptest::option::of(1i32..4),
+    ) {
+        let mut spec = spec(&format!("strategy: {{blueGreen: {{autoPromotion: {auto}, scaleDownDelaySeconds: {delay}, progressDeadlineSeconds: 300}}}}"));
+        spec.strategy.blue_green.preview_replicas = preview;
+        let mut desired = name(0);
+        let mut promote = None;
+        let mut abort = None;
+        let mut sim = Sim { revisions: BTreeMap::new(), active: None, stable: None, progress_started_at: None, preview_available_at: None, now: 0 };
+        for e in events {
+            match e {
+                Event::Spec(i) => { desired = name(i); promote = None; abort = None; }
+                Event::Pods { revision, available } => {
+                    if let Some(r) = sim.revisions.get_mut(&name(revision)) { r.available = available.min(r.replicas); }
+                }
+                Event::Promote => promote = Some(desired.clone()),
+                Event::Abort => abort = Some(desired.clone()),
+                Event::Scale(n) => spec.replicas = n,
+                Event::Pause(b) => spec.paused = b,
+                Event::Time(s) => sim.now += s,
+            }
+            let w = World {
+                spec: &spec,
+                desired: desired.clone(),
+                revisions: sim.revisions.values().cloned().collect(),
+                active: sim.active.clone(),
+                stable: sim.stable.clone(),
+                progress_started_at: sim.progress_started_at,
+                preview_available_at: sim.preview_available_at,
+                promote: promote.clone(),
+                abort: abort.clone(),
+                now: sim.now,
+            };
+            let p = plan(&w);
+            let full = spec.replicas.max(0);
+
+            // 1. Active is the old active/stable, or a revision fully available at full size (first deploy aside).
+            if let Some(old) = &sim.active {
+                let ok = &p.active == old
+                    || Some(&p.active) == sim.stable.as_ref()
+                    || sim.revisions.get(&p.active).is_some_and(|r| r.replicas >= full && r.available >= full);
+                prop_assert!(ok, "active moved to {} which is not available at {full}: {:?}", p.active, sim.revisions);
+            }
+            // 2. Preview is always the newest revision.
+            prop_assert_eq!(&p.preview, &desired);
+            // 3. Revisions referenced by active and stable are never scaled down; nor is preview unless aborted.
+            for referenced in [Some(&p.active), p.stable.as_ref()].into_iter().flatten() {
+                prop_assert_eq!(p.replicas.get(referenced).copied(), Some(full), "{} not at full size", referenced);
+            }
+            if p.state != State::Degraded("RolloutAborted") {
+                prop_assert!(p.replicas.contains_key(&p.preview));
+            }
+            // 4. The previous active stays at full size until its scale-down deadline when it is switched away.
+            if let Some(old) = &sim.active && old != &p.active && delay > 0 {
+                prop_assert_eq!(p.replicas.get(old).copied(), Some(full));
+                prop_assert_eq!(p.scale_down_at.get(old).copied(), Some(sim.now + delay as i64));
+            }
+            // 5. Abort sends active back to stable.
+            if p.state == State::Degraded("RolloutAborted") {
+                prop_assert_eq!(Some(&p.active), sim.stable.as_ref().or(sim.active.as_ref()));
+            }
+
+            // Apply the plan to the simulated cluster.
+            for (r, n) in &p.replicas {
+                let entry = sim.revisions.entry(r.clone()).or_insert_with(|| Revision { name: r.clone(), replicas: 0, available: 0, scale_down_at: None });
+                entry.replicas = *n;
+                entry.available = entry.available.min(*n);
+                entry.scale_down_at = p.scale_down_at.get(r).copied();
+            }
+            for r in sim.revisions.values_mut() {
+                if !p.replicas.contains_key(&r.name) {
+                    r.replicas = 0;
+                    r.available = 0;
+                    r.scale_down_at = None;
+                }
+            }
+            sim.active = Some(p.active.clone());
+            sim.stable = p.stable.clone();
+            sim.progress_started_at = p.progress_started_at;
+            sim.preview_available_at = p.preview_available_at;
+        }
+    }
+
+    /// Planning is a function of the world: the same world gives the same plan (no hidden state), so an
+    /// idle ModelDeployment causes no writes.
+    #[test]
+    fn planning_is_deterministic(available in 0i32..4, now in 0i64..10_000) {
+        let s = spec("");
+        let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, available)], Some("a"));
+        w.now = now;
+        prop_assert_eq!(plan(&w), plan(&w));
+    }
+}
