@@ -33,6 +33,8 @@ fn main() -> ExitCode {
         false fake_nodes_run_deployments_and_jobs,
         false chosen_pods_can_be_held_unready_or_failed,
         false recorder_samples_selectors_and_readiness,
+        false model_deployment_rolls_out_blue_green,
+        false model_deployment_manual_promotion_and_abort,
     ])
 }
 
@@ -230,14 +232,16 @@ async fn operator_records_an_honest_initial_status(cluster: Cluster) -> Result<(
     let ns = cluster.namespace("initial-status")?;
     let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     ns.kubectl(&["apply", "-f", &repo_root().join("manifests/examples").to_string_lossy()]).ok()?;
-    for (kind, name, condition) in
-        [("mdep", "iris", "Ready"), ("tjob", "iris", "Succeeded"), ("fset", "customers", "Ready")]
-    {
+    for (kind, name, condition) in [("tjob", "iris", "Succeeded"), ("fset", "customers", "Ready")] {
         let reason = ns.wait_for_condition(kind, name, condition, "Unknown").await?;
         ensure!(reason == "NotImplemented", "{kind}/{name}: reason {reason}");
         ensure!(ns.jsonpath(kind, name, "{.status.observedGeneration}")? == "1");
     }
-    ensure!(ns.jsonpath("mdep", "iris", "{.status.phase}")? == "Pending");
+    // ModelDeployments have a reconciler: served on the fake nodes, they become Ready.
+    let reason = ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    ensure!(reason == "Serving", "mdep/iris: reason {reason}");
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.phase}")? == "Healthy");
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.observedGeneration}")? == "1");
     ns.kubectl(&["patch", "mdep", "iris", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]).ok()?;
     wait_until("observedGeneration 2", Duration::from_secs(20), || async {
         (ns.jsonpath("mdep", "iris", "{.status.observedGeneration}").ok()? == "2").then_some(())
@@ -371,5 +375,131 @@ async fn recorder_samples_selectors_and_readiness(cluster: Cluster) -> Result<()
     if samples.windows(2).any(|w| w[1].at < w[0].at) {
         bail!("samples out of order");
     }
+    Ok(())
+}
+
+fn mdep(name: &str, uri: &str, blue_green: &str) -> String {
+    format!(
+        "apiVersion: mizzen.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {name}}}\nspec:\n  model: {{uri: \"{uri}\"}}\n  replicas: 2\n  strategy: {{blueGreen: {blue_green}}}\n"
+    )
+}
+
+/// Invariant 1 over a whole record: once the first deploy is available (the one exception, as in Argo
+/// Rollouts), the active Service only ever selects a revision whose pods are all available at full size,
+/// and never nothing.
+fn assert_active_always_fully_available(samples: &[mizzen_e2e::recorder::Sample], full: i32) -> Result<()> {
+    let mut serving = false;
+    for s in samples {
+        let Some(Some(selector)) = s.selectors.get("iris") else {
+            ensure!(!serving, "the active Service disappeared at {:?}", s.at);
+            continue;
+        };
+        let selected: Vec<_> = s.selected(selector).collect();
+        let available: i32 = selected.iter().map(|rs| rs.available).sum();
+        if !serving {
+            serving = available >= full;
+            continue;
+        }
+        ensure!(!selected.is_empty(), "the active Service selects no ReplicaSet at {:?}: {selector:?}", s.at);
+        ensure!(
+            available >= full,
+            "at {:?} the active Service selected {selected:?} with {available} available of {full}",
+            s.at
+        );
+    }
+    ensure!(serving, "the active Service never served a fully available revision");
+    Ok(())
+}
+
+/// Given a served ModelDeployment, when its model changes, then a new revision starts as preview, is
+/// promoted once fully available, and the old one is scaled down after the delay; throughout, the active
+/// Service points only at fully available pods. Deleting the ModelDeployment removes every child.
+async fn model_deployment_rolls_out_blue_green(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("blue-green")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let recorder = Recorder::start(
+        cluster.client.clone(),
+        &ns.name,
+        &["iris", "iris-preview"],
+        Duration::from_millis(50),
+    );
+    let bg = "{scaleDownDelaySeconds: 2, minReadySeconds: 1}";
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+
+    ns.apply(&mdep("iris", "s3://models/iris-v2.onnx", bg))?;
+    let second = wait_until("the switch to the new revision", Duration::from_secs(60), || async {
+        let active = ns.jsonpath("mdep", "iris", "{.status.activeRevision}").ok()?;
+        let phase = ns.jsonpath("mdep", "iris", "{.status.phase}").ok()?;
+        (active != first && phase == "Healthy").then_some(active)
+    })
+    .await?;
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.stableRevision}")? == second);
+    ensure!(ns.jsonpath("service", "iris-preview", "{.spec.selector.mizzen\\.dev/revision}")? == second);
+    let old = format!("iris-{first}");
+    wait_until("the old revision scaled down after the delay", Duration::from_secs(30), || async {
+        (ns.jsonpath("deployment", &old, "{.spec.replicas}").ok()? == "0").then_some(())
+    })
+    .await?;
+    let events = ns.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]).ok()?;
+    for reason in ["RevisionCreated", "Promoted", "ScaledDown"] {
+        ensure!(events.contains(reason), "no {reason} event in {events}");
+    }
+    let samples = recorder.finish().await;
+    assert_active_always_fully_available(&samples, 2)?;
+
+    ns.kubectl(&["delete", "mdep", "iris", "--wait=true"]).ok()?;
+    wait_until("garbage collection of the children", Duration::from_secs(30), || async {
+        let left = ns.kubectl(&["get", "deployments,services,hpa", "-o", "name"]).ok().ok()?;
+        left.trim().is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Given autoPromotion off, a new revision waits (Paused) until `mizzen.dev/promote=REVISION`; another
+/// revision aborted with `mizzen.dev/abort=REVISION` sends traffic back to stable (Degraded).
+async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("promote-abort")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let bg = "{autoPromotion: false, scaleDownDelaySeconds: 30}";
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
+
+    ns.apply(&mdep("iris", "s3://models/iris-v2.onnx", bg))?;
+    let reason = ns.wait_for_condition("mdep", "iris", "Paused", "True").await?;
+    ensure!(reason == "AwaitingPromotion", "{reason}");
+    let second = ns.jsonpath("mdep", "iris", "{.status.previewRevision}")?;
+    ensure!(second != first && ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(
+        ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == first,
+        "promoted without the annotation"
+    );
+
+    ns.kubectl(&["annotate", "mdep", "iris", &format!("mizzen.dev/promote={second}"), "--overwrite"]).ok()?;
+    wait_until("the manual promotion", Duration::from_secs(30), || async {
+        (ns.jsonpath("mdep", "iris", "{.status.activeRevision}").ok()? == second).then_some(())
+    })
+    .await?;
+
+    ns.apply(&mdep("iris", "s3://models/iris-v3.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Paused", "True").await?;
+    let third = ns.jsonpath("mdep", "iris", "{.status.previewRevision}")?;
+    ns.kubectl(&["annotate", "mdep", "iris", &format!("mizzen.dev/abort={third}"), "--overwrite"]).ok()?;
+    let reason = ns.wait_for_condition("mdep", "iris", "Degraded", "True").await?;
+    ensure!(reason == "RolloutAborted", "{reason}");
+    ensure!(
+        ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == second,
+        "abort must keep traffic on stable"
+    );
+    wait_until("the aborted revision scaled down", Duration::from_secs(30), || async {
+        (ns.jsonpath("deployment", &format!("iris-{third}"), "{.spec.replicas}").ok()? == "0").then_some(())
+    })
+    .await?;
+    assert_active_always_fully_available(&recorder.finish().await, 2)?;
     Ok(())
 }

@@ -54,6 +54,9 @@ struct RunArgs {
     /// Reconciles running at once per kind (0 means no limit).
     #[arg(long, env = "MIZZEN_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Image of the inference server for ModelDeployments that name none.
+    #[arg(long, env = "MIZZEN_SERVE_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-serve:", env!("CARGO_PKG_VERSION")))]
+    serve_image: String,
     /// Seconds between checks for the CRDs while they are missing.
     #[arg(long, env = "MIZZEN_CRD_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     crd_poll_seconds: u64,
@@ -105,6 +108,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let settings = controller::Settings {
         scope: controller::Scope { namespace: args.namespace },
+        defaults: controller::model_deployment::build::Defaults { serve_image: args.serve_image },
         concurrency: args.concurrency,
         crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),
     };

@@ -38,6 +38,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    pub defaults: model_deployment::build::Defaults,
 }
 
 /// Errors of a reconcile. Each has a static label for the failure metric.
@@ -77,12 +78,20 @@ pub trait Kind:
     fn status(&self, conditions: Vec<Condition>) -> serde_json::Value;
     /// Adds watches on the children this kind owns.
     fn owns(controller: Controller<Self>, children: &Children) -> Controller<Self>;
+    /// One reconcile. By default: record the desired conditions (kinds without a reconciler yet).
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, Error>> + Send {
+        write_conditions(obj, ctx)
+    }
+}
+
+async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started(kind_name::<K>());
+    K::reconcile(obj, ctx).await
 }
 
 /// Writes the desired conditions if the object does not already carry them for its generation.
-async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn write_conditions<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let kind = kind_name::<K>();
-    let _timer = ctx.metrics.reconcile_started(kind);
     let generation = obj.meta().generation;
     let desired = obj.desired_conditions();
     if conditions::up_to_date(obj.conditions(), &desired, generation) {
@@ -183,6 +192,7 @@ async fn missing_kinds(client: &Client, scope: &Scope) -> Vec<String> {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub scope: Scope,
+    pub defaults: model_deployment::build::Defaults,
     /// Reconciles running at once per kind (0: unbounded).
     pub concurrency: u16,
     pub crd_poll_interval: Duration,
@@ -205,6 +215,7 @@ pub async fn run(
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        defaults: settings.defaults.clone(),
     });
     let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);
     let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &shutdown);

@@ -5,23 +5,26 @@
 
 pub mod build;
 pub mod plan;
+pub mod reconcile;
 
-use super::{Children, Kind, not_implemented};
+use super::{Children, Context, Error, Kind};
 use crate::api::v1alpha1::common::Condition;
 use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentPhase};
 use crate::conditions::Desired;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Action, Controller};
+use std::sync::Arc;
 
 impl Kind for ModelDeployment {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
     }
 
+    /// Only the default (status-only) reconcile uses this; ModelDeployments have their own.
     fn desired_conditions(&self) -> Vec<Desired<'static>> {
-        not_implemented("Ready", "ModelDeployments")
+        Vec::new()
     }
 
     fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
@@ -30,6 +33,10 @@ impl Kind for ModelDeployment {
             "phase": ModelDeploymentPhase::Pending,
             "conditions": conditions,
         })
+    }
+
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, Error>> + Send {
+        reconcile::reconcile(obj, ctx)
     }
 
     fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {

@@ -1,0 +1,301 @@
+//! The ModelDeployment reconcile: observe the children, ask the planner, apply the difference, write the
+//! status. Writes happen only where observed and desired differ, so an idle ModelDeployment causes none.
+
+use super::build::{self, REVISION_LABEL};
+use super::plan::{self, Plan, Revision, State, World};
+use crate::api::v1alpha1::common::status::{FALSE, TRUE};
+use crate::api::v1alpha1::model_deployment::{
+    ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, ResolvedModel,
+};
+use crate::conditions::{self, Desired};
+use crate::controller::{Context, Error, FIELD_MANAGER};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Annotation on an old revision's Deployment: when it is scaled down (seconds since the epoch).
+pub const SCALE_DOWN_AT_ANNOTATION: &str = "mizzen.dev/scale-down-at";
+
+fn seconds(t: &Option<Time>) -> Option<i64> {
+    t.as_ref().map(|t| t.0.as_second())
+}
+
+fn time(s: Option<i64>) -> Option<Time> {
+    s.and_then(|s| Timestamp::from_second(s).ok()).map(Time)
+}
+
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = md.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))?;
+    let name = md.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+
+    // Observe.
+    let selector = format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL);
+    let owned = deployments.list(&ListParams::default().labels(&selector)).await?.items;
+    let revisions: Vec<Revision> = owned
+        .iter()
+        .filter_map(|d| {
+            let revision = d.labels().get(REVISION_LABEL)?.clone();
+            Some(Revision {
+                name: revision,
+                replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                available: d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0),
+                scale_down_at: d.annotations().get(SCALE_DOWN_AT_ANNOTATION).and_then(|v| v.parse().ok()),
+            })
+        })
+        .collect();
+    let active_svc = services.get_opt(&name).await?;
+    let preview_name = format!("{name}-preview");
+    let preview_svc = services.get_opt(&preview_name).await?;
+    let selected = |svc: &Option<Service>| {
+        svc.as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.get(REVISION_LABEL).cloned())
+    };
+    let served = build::served_name(&md);
+    let desired = build::revision(&md.spec, &served);
+    let status = md.status.clone().unwrap_or_default();
+    let now = Timestamp::now().as_second();
+    let world = World {
+        spec: &md.spec,
+        desired: desired.clone(),
+        revisions: revisions.clone(),
+        active: selected(&active_svc).filter(|a| revisions.iter().any(|r| &r.name == a)),
+        stable: status.stable_revision.clone(),
+        progress_started_at: seconds(&status.progress_started_at),
+        preview_available_at: seconds(&status.preview_available_at),
+        promote: md.annotations().get(PROMOTE_ANNOTATION).cloned(),
+        abort: md.annotations().get(ABORT_ANNOTATION).cloned(),
+        now,
+    };
+    let plan = plan::plan(&world);
+
+    // Apply: the desired revision's Deployment in full; other revisions only by scale, since their pod
+    // template must stay as it was.
+    for (rev, &replicas) in &plan.replicas {
+        let observed = owned.iter().find(|d| d.labels().get(REVISION_LABEL) == Some(rev));
+        let observed_replicas = observed.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+        let deadline = plan.scale_down_at.get(rev).map(|t| t.to_string());
+        let observed_deadline = observed.and_then(|d| d.annotations().get(SCALE_DOWN_AT_ANNOTATION).cloned());
+        match observed {
+            None if rev == &desired => {
+                let d = build::deployment(&md, rev, Some(replicas), &ctx.defaults);
+                deployments.patch(&format!("{name}-{rev}"), &ssa, &Patch::Apply(&d)).await?;
+                publish(&ctx, &md, "RevisionCreated", format!("created revision {rev}")).await;
+            }
+            None => {}
+            Some(d) => {
+                let dname = d.name_any();
+                if observed_replicas != Some(replicas) {
+                    let scale = serde_json::json!({ "spec": { "replicas": replicas } });
+                    deployments.patch_scale(&dname, &PatchParams::default(), &Patch::Merge(&scale)).await?;
+                }
+                if deadline != observed_deadline {
+                    let patch = serde_json::json!({ "metadata": { "annotations": { SCALE_DOWN_AT_ANNOTATION: deadline } } });
+                    deployments.patch(&dname, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+            }
+        }
+    }
+    for d in &owned {
+        let rev = d.labels().get(REVISION_LABEL);
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        if rev.is_some_and(|r| !plan.replicas.contains_key(r)) && replicas > 0 {
+            let scale = serde_json::json!({ "spec": { "replicas": 0 } });
+            deployments.patch_scale(&d.name_any(), &PatchParams::default(), &Patch::Merge(&scale)).await?;
+            publish(
+                &ctx,
+                &md,
+                "ScaledDown",
+                format!("scaled down revision {}", rev.map_or("", |r| r.as_str())),
+            )
+            .await;
+        }
+    }
+    // Services: a switch is one selector change. Before the desired revision's first pod exists the
+    // preview still points at it (it serves nothing until ready).
+    if selected(&active_svc).as_deref() != Some(plan.active.as_str()) {
+        services.patch(&name, &ssa, &Patch::Apply(&build::service(&md, false, &plan.active))).await?;
+        if active_svc.is_some() {
+            publish(&ctx, &md, "Promoted", format!("active Service now selects revision {}", plan.active))
+                .await;
+        }
+    }
+    if selected(&preview_svc).as_deref() != Some(plan.preview.as_str()) {
+        services.patch(&preview_name, &ssa, &Patch::Apply(&build::service(&md, true, &plan.preview))).await?;
+    }
+    match build::hpa(&md) {
+        Some(h) => {
+            let current = hpas.get_opt(&name).await?;
+            if current.as_ref().map(|c| (&c.spec, c.metadata.labels.as_ref()))
+                != Some((&h.spec, h.metadata.labels.as_ref()))
+            {
+                hpas.patch(&name, &ssa, &Patch::Apply(&h)).await?;
+            }
+        }
+        None => {
+            if hpas.get_opt(&name).await?.is_some_and(|h| {
+                h.metadata.owner_references.iter().flatten().any(|o| o.uid == md.uid().unwrap_or_default())
+            }) {
+                hpas.delete(&name, &DeleteParams::default()).await?;
+            }
+        }
+    }
+
+    write_status(&md, &ctx, &plan, &revisions, &served, &ns).await?;
+    let wake = plan.wake_at.map(|t| (t - now).max(1) as u64);
+    Ok(match (wake, &plan.state) {
+        (Some(s), _) => Action::requeue(Duration::from_secs(s)),
+        // Waiting for pods: their Deployment's status changes wake us.
+        (None, _) => Action::await_change(),
+    })
+}
+
+async fn publish(ctx: &Context, md: &ModelDeployment, reason: &str, note: String) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+        tracing::warn!(%e, "cannot publish an event");
+    }
+}
+
+fn desired_conditions(plan: &Plan, active_available: bool) -> (ModelDeploymentPhase, Vec<Desired<'static>>) {
+    let c = |type_, status, reason: &'static str, message: String| Desired { type_, status, reason, message };
+    let (phase, progressing, paused, degraded) = match &plan.state {
+        State::Healthy => (
+            ModelDeploymentPhase::Healthy,
+            c("Progressing", TRUE, "NewRevisionAvailable", format!("revision {} is active", plan.active)),
+            c("Paused", FALSE, "NotPaused", String::new()),
+            c("Degraded", FALSE, "AsExpected", String::new()),
+        ),
+        State::Progressing(r) => (
+            ModelDeploymentPhase::Progressing,
+            c("Progressing", TRUE, r, format!("rolling out revision {}", plan.preview)),
+            c("Paused", FALSE, "NotPaused", String::new()),
+            c("Degraded", FALSE, "AsExpected", String::new()),
+        ),
+        State::Paused(r) => (
+            ModelDeploymentPhase::Paused,
+            c(
+                "Progressing",
+                TRUE,
+                "AwaitingPromotion",
+                format!("revision {} waits for promotion", plan.preview),
+            ),
+            c("Paused", TRUE, r, format!("revision {} is available on the preview Service", plan.preview)),
+            c("Degraded", FALSE, "AsExpected", String::new()),
+        ),
+        State::Degraded(r) => (
+            ModelDeploymentPhase::Degraded,
+            c("Progressing", FALSE, r, format!("revision {} did not become active", plan.preview)),
+            c("Paused", FALSE, "NotPaused", String::new()),
+            c("Degraded", TRUE, r, format!("traffic stays on revision {}", plan.active)),
+        ),
+    };
+    let available = if active_available {
+        c("Available", TRUE, "ActiveRevisionAvailable", format!("revision {} is available", plan.active))
+    } else {
+        c(
+            "Available",
+            FALSE,
+            "ActiveRevisionUnavailable",
+            format!("revision {} is not fully available", plan.active),
+        )
+    };
+    let ready = c(
+        "Ready",
+        if active_available { TRUE } else { FALSE },
+        if active_available { "Serving" } else { "NotServing" },
+        format!("the Service serves revision {}", plan.active),
+    );
+    (phase, vec![ready, available, progressing, paused, degraded])
+}
+
+async fn write_status(
+    md: &ModelDeployment,
+    ctx: &Context,
+    plan: &Plan,
+    revisions: &[Revision],
+    served: &str,
+    ns: &str,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let full = md.spec.replicas.max(0);
+    let active = revisions.iter().find(|r| r.name == plan.active);
+    let preview = revisions.iter().find(|r| r.name == plan.preview);
+    let available = active.map_or(0, |r| r.available);
+    let (phase, desired) =
+        desired_conditions(plan, active.is_some_and(|r| r.available >= full && r.replicas >= full));
+    let generation = md.metadata.generation;
+    let current = md.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let conditions = conditions::merge(&current.conditions, &desired, generation, now);
+    let status = crate::api::v1alpha1::ModelDeploymentStatus {
+        observed_generation: generation,
+        phase,
+        conditions,
+        active_revision: Some(plan.active.clone()),
+        preview_revision: Some(plan.preview.clone()),
+        stable_revision: plan.stable.clone(),
+        replicas: active.map_or(0, |r| r.replicas),
+        ready_replicas: available,
+        available_replicas: available,
+        updated_replicas: preview.map_or(0, |r| r.available),
+        selector: Some(format!("{}={name},{REVISION_LABEL}={}", build::MODEL_DEPLOYMENT_LABEL, plan.active)),
+        url: Some(format!("http://{name}.{ns}.svc:{}", build::HTTP_PORT)),
+        preview_url: Some(format!("http://{name}-preview.{ns}.svc:{}", build::HTTP_PORT)),
+        model: Some(ResolvedModel {
+            uri: md.spec.model.uri.0.clone(),
+            name: served.to_string(),
+            version: md.spec.model.version.clone().unwrap_or_else(|| "1".into()),
+            sha256: md.spec.model.sha256.clone(),
+        }),
+        progress_started_at: time(plan.progress_started_at),
+        preview_available_at: time(plan.preview_available_at),
+    };
+    let unchanged = conditions::up_to_date(&current.conditions, &desired, generation)
+        && ModelDeploymentStatusView::of(&current) == ModelDeploymentStatusView::of(&status);
+    if unchanged {
+        return Ok(());
+    }
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// The status without conditions, for the did-anything-change check (conditions are compared without
+/// their transition times).
+#[derive(PartialEq)]
+struct ModelDeploymentStatusView(serde_json::Value);
+
+impl ModelDeploymentStatusView {
+    fn of(s: &crate::api::v1alpha1::ModelDeploymentStatus) -> Self {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("conditions");
+        }
+        Self(v)
+    }
+}
