@@ -20,8 +20,10 @@ pub struct Test {
     pub serial: bool,
 }
 
-/// Runs the tests that match the command line's filter and prints the result.
-pub fn main(tests: Vec<Test>) -> ExitCode {
+/// Runs the tests that match the command line's filter and prints the result. `setup` runs after the
+/// serial tests and before the others (whichever the filter selected), so a filtered run has what the
+/// concurrent tests need.
+pub fn main(tests: Vec<Test>, setup: fn(Cluster) -> TestFuture) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
         for t in &tests {
@@ -68,6 +70,12 @@ pub fn main(tests: Vec<Test>) -> ExitCode {
                 Ok(()) => passed += 1,
                 Err(e) => failed.push((t.name, e)),
             }
+        }
+        if !parallel.is_empty()
+            && let Err(e) = setup(cluster.clone()).await
+        {
+            eprintln!("error: setting up the cluster: {e:#}");
+            return ExitCode::FAILURE;
         }
         let results: Vec<(&'static str, Result<()>)> = futures::stream::iter(parallel)
             .map(|t| {

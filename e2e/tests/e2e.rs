@@ -21,21 +21,26 @@ macro_rules! tests {
 }
 
 fn main() -> ExitCode {
-    mizzen_e2e::runner::main(tests![
-        true operator_is_unready_until_the_crds_exist,
-        false crds_are_established_and_explained,
-        false api_server_judges_every_validation_case,
-        false kubectl_shows_cel_messages,
-        false kubectl_scale_uses_the_scale_subresource,
-        false get_mizzen_lists_every_kind_with_columns,
-        false operator_records_an_honest_initial_status,
-        false operator_stops_cleanly_on_sigterm,
-        false fake_nodes_run_deployments_and_jobs,
-        false chosen_pods_can_be_held_unready_or_failed,
-        false recorder_samples_selectors_and_readiness,
-        false model_deployment_rolls_out_blue_green,
-        false model_deployment_manual_promotion_and_abort,
-    ])
+    mizzen_e2e::runner::main(
+        tests![
+            true operator_is_unready_until_the_crds_exist,
+            false crds_are_established_and_explained,
+            false api_server_judges_every_validation_case,
+            false kubectl_shows_cel_messages,
+            false kubectl_scale_uses_the_scale_subresource,
+            false get_mizzen_lists_every_kind_with_columns,
+            false operator_records_an_honest_initial_status,
+            false operator_stops_cleanly_on_sigterm,
+            false fake_nodes_run_deployments_and_jobs,
+            false chosen_pods_can_be_held_unready_or_failed,
+            false recorder_samples_selectors_and_readiness,
+            false model_deployment_rolls_out_blue_green,
+            false model_deployment_manual_promotion_and_abort,
+            false model_deployment_scales_rolls_back_and_stays_idle,
+            false model_deployment_progress_deadline_degrades,
+        ],
+        |c| Box::pin(install_crds(c)),
+    )
 }
 
 const MDEP: &str = r#"
@@ -45,6 +50,17 @@ metadata: {name: iris}
 spec:
   model: {uri: "registry://iris@champion"}
 "#;
+
+/// Applies `crds/` and waits until every CRD is Established.
+async fn install_crds(cluster: Cluster) -> Result<()> {
+    cluster.kubectl(&["apply", "-f", &repo_root().join("crds").to_string_lossy()]).ok()?;
+    for name in crd_names() {
+        cluster
+            .kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=30s"])
+            .ok()?;
+    }
+    Ok(())
+}
 
 fn crd_names() -> Vec<String> {
     crd::all().iter().filter_map(|c| c.metadata.name.clone()).collect()
@@ -501,5 +517,125 @@ async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result
     })
     .await?;
     assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    Ok(())
+}
+
+/// `kubectl scale` resizes the active revision without a new revision; an HPA targets the ModelDeployment;
+/// re-applying a revision still warm switches back at once; an idle ModelDeployment causes no writes.
+async fn model_deployment_scales_rolls_back_and_stays_idle(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("scale-rollback")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let bg = "{scaleDownDelaySeconds: 120}";
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "3"]).ok()?;
+    wait_until("three available replicas", Duration::from_secs(30), || async {
+        (ns.jsonpath("mdep", "iris", "{.status.availableReplicas}").ok()? == "3").then_some(())
+    })
+    .await?;
+    ensure!(
+        ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == first,
+        "a replicas change made a revision"
+    );
+    let revisions = ns.kubectl(&["get", "deployments", "-o", "name"]).ok()?;
+    ensure!(revisions.lines().count() == 1, "{revisions}");
+    let selector = ns.jsonpath("mdep", "iris", "{.status.selector}")?;
+    ensure!(selector.contains(&format!("mizzen.dev/revision={first}")), "{selector}");
+
+    // Autoscaling: the operator owns an HPA that targets the ModelDeployment's scale subresource.
+    let with_hpa = mdep("iris", "s3://models/iris-v1.onnx", bg)
+        .replace("  replicas: 2\n", "  replicas: 3\n  autoscaling: {minReplicas: 2, maxReplicas: 6}\n");
+    ns.apply(&with_hpa)?;
+    let target = wait_until("the HPA", Duration::from_secs(20), || async {
+        ns.jsonpath(
+            "hpa",
+            "iris",
+            "{.spec.scaleTargetRef.kind}/{.spec.scaleTargetRef.name}/{.spec.maxReplicas}",
+        )
+        .ok()
+    })
+    .await?;
+    ensure!(target == "ModelDeployment/iris/6", "{target}");
+
+    // A new revision, then back to the first while it is still warm: no promotion wait, no new Deployment.
+    ns.apply(&with_hpa.replace("iris-v1.onnx", "iris-v2.onnx"))?;
+    let second = wait_until("the second revision active", Duration::from_secs(60), || async {
+        let active = ns.jsonpath("mdep", "iris", "{.status.activeRevision}").ok()?;
+        (active != first).then_some(active)
+    })
+    .await?;
+    ns.apply(&with_hpa)?;
+    wait_until("the fast rollback", Duration::from_secs(10), || async {
+        (ns.jsonpath("mdep", "iris", "{.status.activeRevision}").ok()? == first).then_some(())
+    })
+    .await?;
+    ensure!(
+        ns.jsonpath("deployment", &format!("iris-{second}"), "{.spec.replicas}")? == "3",
+        "the rolled-back revision stays warm"
+    );
+
+    // Idle: nothing the operator owns changes over ten seconds.
+    wait_until("Healthy", Duration::from_secs(30), || async {
+        (ns.jsonpath("mdep", "iris", "{.status.phase}").ok()? == "Healthy").then_some(())
+    })
+    .await?;
+    let versions = || {
+        ns.kubectl(&[
+            "get",
+            "mdep,deployments,services,hpa",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+        ])
+        .ok()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = versions()?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = versions()?;
+    ensure!(before == after, "writes while idle:\nbefore {before}\nafter  {after}");
+    Ok(())
+}
+
+/// A new revision whose pods never become available passes its progress deadline: Degraded with
+/// ProgressDeadlineExceeded, while traffic stays on the stable revision.
+async fn model_deployment_progress_deadline_degrades(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("deadline")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let bg = "{minReadySeconds: 4, progressDeadlineSeconds: 6}";
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    ns.apply(&mdep("iris", "s3://models/iris-v2.onnx", bg))?;
+    let second = wait_until("the new revision's pods", Duration::from_secs(10), || async {
+        let preview = ns.jsonpath("mdep", "iris", "{.status.previewRevision}").ok()?;
+        let pods = ns
+            .kubectl(&["get", "pods", "-l", &format!("mizzen.dev/revision={preview}"), "-o", "name"])
+            .ok()
+            .ok()?;
+        (preview != first && pods.lines().count() == 2).then_some(preview)
+    })
+    .await?;
+    // Hold them unready before minReadySeconds makes them available.
+    ns.kubectl(&[
+        "label",
+        "pods",
+        "-l",
+        &format!("mizzen.dev/revision={second}"),
+        "mizzen.dev/e2e-pod=unready",
+    ])
+    .ok()?;
+    let reason = wait_until("Degraded", Duration::from_secs(30), || async {
+        let got = ns.jsonpath("mdep", "iris", "{.status.conditions[?(@.type==\"Degraded\")].status}/{.status.conditions[?(@.type==\"Degraded\")].reason}").ok()?;
+        got.strip_prefix("True/").map(str::to_string)
+    })
+    .await?;
+    ensure!(reason == "ProgressDeadlineExceeded", "{reason}");
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == first);
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.phase}")? == "Degraded");
+    ensure!(
+        ns.jsonpath("mdep", "iris", "{.status.conditions[?(@.type==\"Progressing\")].status}")? == "False"
+    );
     Ok(())
 }
