@@ -39,6 +39,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub defaults: model_deployment::build::Defaults,
+    /// For smoke tests against preview Services.
+    pub http: reqwest::Client,
 }
 
 /// Errors of a reconcile. Each has a static label for the failure metric.
@@ -216,6 +218,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         defaults: settings.defaults.clone(),
+        http: reqwest::Client::new(),
     });
     let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);
     let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &shutdown);

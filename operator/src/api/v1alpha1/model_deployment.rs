@@ -416,6 +416,22 @@ pub struct ModelDeploymentStatus {
     /// When the newest revision became fully available as a preview, for `autoPromotionSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_available_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The last smoke test: which revision, whether it passed, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test: Option<SmokeTestStatus>,
+}
+
+/// The outcome of a smoke test against a preview revision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmokeTestStatus {
+    /// The revision tested.
+    pub revision: String,
+    /// Whether the answer was a success and matched `expectedOutput`.
+    pub passed: bool,
+    /// What went wrong, when it failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// A model URI after resolution.

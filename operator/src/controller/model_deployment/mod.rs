@@ -6,6 +6,7 @@
 pub mod build;
 pub mod plan;
 pub mod reconcile;
+pub mod smoke;
 
 use super::{Children, Context, Error, Kind};
 use crate::api::v1alpha1::common::Condition;

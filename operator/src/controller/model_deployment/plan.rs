@@ -20,6 +20,17 @@ pub struct Revision {
     pub scale_down_at: Option<i64>,
 }
 
+/// The smoke test of the desired revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Smoke {
+    /// None configured.
+    NotConfigured,
+    /// Configured, not yet run against this revision.
+    Pending,
+    Passed,
+    Failed,
+}
+
 /// Everything the decision depends on.
 #[derive(Clone, Debug)]
 pub struct World<'a> {
@@ -36,6 +47,7 @@ pub struct World<'a> {
     /// `mizzen.dev/promote` and `mizzen.dev/abort`: a revision, or `true` for the desired one.
     pub promote: Option<String>,
     pub abort: Option<String>,
+    pub smoke: Smoke,
     pub now: i64,
 }
 
@@ -168,7 +180,21 @@ pub fn plan(w: &World<'_>) -> Plan {
         return p;
     }
 
-    // The preview is fully available: promote when asked, or on its own after autoPromotionSeconds.
+    // The preview is fully available: first the smoke test, if any, blocks promotion until it passes.
+    match w.smoke {
+        Smoke::Pending => {
+            p.state = State::Progressing("SmokeTestPending");
+            keep_warm(w, &mut p, &[&active, &stable]);
+            return p;
+        }
+        Smoke::Failed => {
+            p.state = State::Degraded("SmokeTestFailed");
+            keep_warm(w, &mut p, &[&active, &stable]);
+            return p;
+        }
+        Smoke::Passed | Smoke::NotConfigured => {}
+    }
+    // Then promote when asked, or on its own after autoPromotionSeconds.
     let ready_since = *p.preview_available_at.get_or_insert(w.now);
     let auto_at = ready_since + bg.auto_promotion_seconds as i64;
     let promote = !w.spec.paused && (w.commanded(&w.promote) || (bg.auto_promotion && w.now >= auto_at));

@@ -2,10 +2,12 @@
 //! status. Writes happen only where observed and desired differ, so an idle ModelDeployment causes none.
 
 use super::build::{self, REVISION_LABEL};
-use super::plan::{self, Plan, Revision, State, World};
+use super::plan::{self, Plan, Revision, Smoke, State, World};
+use super::smoke;
 use crate::api::v1alpha1::common::status::{FALSE, TRUE};
 use crate::api::v1alpha1::model_deployment::{
     ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, ResolvedModel,
+    SmokeTestStatus,
 };
 use crate::conditions::{self, Desired};
 use crate::controller::{Context, Error, FIELD_MANAGER};
@@ -68,6 +70,17 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let desired = build::revision(&md.spec, &served);
     let status = md.status.clone().unwrap_or_default();
     let now = Timestamp::now().as_second();
+    let smoke_state = match (&md.spec.strategy.blue_green.smoke_test, &status.smoke_test) {
+        (None, _) => Smoke::NotConfigured,
+        (Some(_), Some(s)) if s.revision == desired => {
+            if s.passed {
+                Smoke::Passed
+            } else {
+                Smoke::Failed
+            }
+        }
+        (Some(_), _) => Smoke::Pending,
+    };
     let world = World {
         spec: &md.spec,
         desired: desired.clone(),
@@ -78,9 +91,27 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         preview_available_at: seconds(&status.preview_available_at),
         promote: md.annotations().get(PROMOTE_ANNOTATION).cloned(),
         abort: md.annotations().get(ABORT_ANNOTATION).cloned(),
+        smoke: smoke_state,
         now,
     };
     let plan = plan::plan(&world);
+    let mut smoke_status = status.smoke_test.clone();
+    if plan.state == State::Progressing("SmokeTestPending")
+        && let Some(test) = &md.spec.strategy.blue_green.smoke_test
+    {
+        let preview_url = format!("http://{name}-preview.{ns}.svc:{}", build::HTTP_PORT);
+        let result = smoke::run(&ctx.http, &preview_url, &served, test).await;
+        let (reason, note) = match &result {
+            Ok(()) => ("SmokeTestPassed", format!("revision {desired} answered the smoke test")),
+            Err(e) => ("SmokeTestFailed", format!("revision {desired}: {e}")),
+        };
+        publish(&ctx, &md, reason, note).await;
+        smoke_status = Some(SmokeTestStatus {
+            revision: desired.clone(),
+            passed: result.is_ok(),
+            message: result.err().unwrap_or_default(),
+        });
+    }
 
     // Apply: the desired revision's Deployment in full; other revisions only by scale, since their pod
     // template must stay as it was.
@@ -154,7 +185,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         }
     }
 
-    write_status(&md, &ctx, &plan, &revisions, &served, &ns).await?;
+    write_status(&md, &ctx, &plan, &revisions, &served, &ns, smoke_status).await?;
     let wake = plan.wake_at.map(|t| (t - now).max(1) as u64);
     Ok(match (wake, &plan.state) {
         (Some(s), _) => Action::requeue(Duration::from_secs(s)),
@@ -235,6 +266,7 @@ async fn write_status(
     revisions: &[Revision],
     served: &str,
     ns: &str,
+    smoke_test: Option<SmokeTestStatus>,
 ) -> Result<(), Error> {
     let name = md.name_any();
     let full = md.spec.replicas.max(0);
@@ -269,6 +301,7 @@ async fn write_status(
         }),
         progress_started_at: time(plan.progress_started_at),
         preview_available_at: time(plan.preview_available_at),
+        smoke_test,
     };
     let unchanged = conditions::up_to_date(&current.conditions, &desired, generation)
         && ModelDeploymentStatusView::of(&current) == ModelDeploymentStatusView::of(&status);

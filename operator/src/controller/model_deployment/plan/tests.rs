@@ -30,8 +30,27 @@ fn world<'a>(
         preview_available_at: None,
         promote: None,
         abort: None,
+        smoke: Smoke::NotConfigured,
         now: 1000,
     }
+}
+
+#[test]
+fn a_smoke_test_gates_promotion() {
+    let s = spec("");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    w.smoke = Smoke::Pending;
+    assert_eq!(plan(&w).state, State::Progressing("SmokeTestPending"));
+    assert_eq!(plan(&w).active, "a");
+    w.smoke = Smoke::Failed;
+    let p = plan(&w);
+    assert_eq!((p.state, p.active.as_str()), (State::Degraded("SmokeTestFailed"), "a"));
+    w.smoke = Smoke::Passed;
+    assert_eq!(plan(&w).active, "b");
+    // Not run before the preview is available.
+    w.smoke = Smoke::Pending;
+    w.revisions[1].available = 1;
+    assert_eq!(plan(&w).state, State::Progressing("PreviewScalingUp"));
 }
 
 #[test]
@@ -261,6 +280,7 @@ proptest! {
                 preview_available_at: sim.preview_available_at,
                 promote: promote.clone(),
                 abort: abort.clone(),
+                smoke: Smoke::NotConfigured,
                 now: sim.now,
             };
             let p = plan(&w);

@@ -1,0 +1,42 @@
+//! The operator's smoke test (a ModelDeployment's pre-promotion check) against a real mizzen-serve process:
+//! the in-cluster run needs real nodes, so its logic is tested here against the same server over loopback.
+
+mod common;
+
+use common::Serve;
+use mizzen_operator::api::v1alpha1::model_deployment::{ExpectedOutput, SmokeTestSpec};
+use mizzen_operator::controller::model_deployment::smoke;
+
+fn spec(request: &str, expected: Option<(&str, &str)>) -> SmokeTestSpec {
+    SmokeTestSpec {
+        request: request.into(),
+        expected_output: expected.map(|(name, data)| ExpectedOutput { name: name.into(), data: data.into() }),
+        timeout_seconds: 5,
+    }
+}
+
+const SETOSA: &str =
+    r#"{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_test_passes_only_on_the_expected_answer() {
+    let s = Serve::start("iris_logreg.onnx", "iris", &[]);
+    let client = reqwest::Client::new();
+    let run = |spec: SmokeTestSpec, model: &'static str| {
+        let (client, url) = (client.clone(), s.http.clone());
+        async move { smoke::run(&client, &url, model, &spec).await }
+    };
+    run(spec(SETOSA, None), "iris").await.expect("a plain success passes");
+    run(spec(SETOSA, Some(("label", "[0]"))), "iris").await.expect("the expected label passes");
+    let err = run(spec(SETOSA, Some(("label", "[2]"))), "iris").await.unwrap_err();
+    assert!(err.contains("expected [2]"), "{err}");
+    let err = run(spec(SETOSA, Some(("nope", "[0]"))), "iris").await.unwrap_err();
+    assert!(err.contains("no output \"nope\""), "{err}");
+    let err = run(spec(SETOSA, None), "other").await.unwrap_err();
+    assert!(err.contains("404") && err.contains("unknown model"), "{err}");
+    let bad = r#"{"inputs":[{"name":"float_input","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#;
+    let err = run(spec(bad, None), "iris").await.unwrap_err();
+    assert!(err.contains("400"), "{err}");
+    let err = smoke::run(&client, "http://127.0.0.1:1", "iris", &spec(SETOSA, None)).await.unwrap_err();
+    assert!(err.contains("POST http://127.0.0.1:1/v2/models/iris/infer"), "{err}");
+}
