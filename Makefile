@@ -46,8 +46,8 @@ cluster-down: ## Stop the local cluster and remove its state
 cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries into the cache
 	hack/cluster/build.sh
 
-bench: ## Benchmarks: mizzen-serve vs FastAPI + onnxruntime vs MLServer, same models and load generator
-	$(CARGO) build --release -p mizzen-serve -p mizzen-bench
+bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; the operator with 500 ModelDeployments
+	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator
 	hack/bench.sh
 
 crds: ## Regenerate crds/ from the Rust types

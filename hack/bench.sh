@@ -12,3 +12,11 @@ MODELS=$CACHE/bench/models
 DYLIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
 "$BENCH_VENV/bin/python" "$ROOT/bench/run.py" --serve "$TARGET/release/mizzen-serve" --loadgen "$TARGET/release/mizzen-bench" \
   --models "$MODELS" --ort-dylib "$DYLIB" --bench-venv "$BENCH_VENV" --out "$CACHE/bench" "$@"
+
+# The operator at scale, on a fresh local cluster that is torn down afterwards.
+"$ROOT/hack/cluster/down.sh"
+trap '"$ROOT/hack/cluster/down.sh"' EXIT
+"$ROOT/hack/cluster/up.sh"
+python3 "$ROOT/bench/operator_scale.py" --operator "$TARGET/release/mizzen-operator" \
+  --kubectl "$(ls -d "$CACHE"/bin/kubernetes-*/kubectl | head -n 1)" --kubeconfig "$ROOT/.cluster/kubeconfig" \
+  --count "${MIZZEN_SCALE_COUNT:-500}" --out "$CACHE/bench/operator-scale.md"
