@@ -496,7 +496,20 @@ async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result
         "promoted without the annotation"
     );
 
+    // Pause holds even a promote command; unpausing lets it through.
+    ns.kubectl(&["patch", "mdep", "iris", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]).ok()?;
     ns.kubectl(&["annotate", "mdep", "iris", &format!("mizzen.dev/promote={second}"), "--overwrite"]).ok()?;
+    let reason = ns.wait_for_condition("mdep", "iris", "Paused", "True").await?;
+    wait_until("the pause", Duration::from_secs(10), || async {
+        let reason =
+            ns.jsonpath("mdep", "iris", "{.status.conditions[?(@.type==\"Paused\")].reason}").ok()?;
+        (reason == "Paused").then_some(())
+    })
+    .await
+    .with_context(|| format!("reason was {reason}"))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(ns.jsonpath("mdep", "iris", "{.status.activeRevision}")? == first, "promoted while paused");
+    ns.kubectl(&["patch", "mdep", "iris", "--type", "merge", "-p", r#"{"spec":{"paused":false}}"#]).ok()?;
     wait_until("the manual promotion", Duration::from_secs(30), || async {
         (ns.jsonpath("mdep", "iris", "{.status.activeRevision}").ok()? == second).then_some(())
     })
@@ -517,6 +530,10 @@ async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result
     })
     .await?;
     assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    let events = ns.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]).ok()?;
+    for reason in ["PreviewAvailable", "RolloutPaused", "Promoted", "Aborted"] {
+        ensure!(events.contains(reason), "no {reason} event in {events}");
+    }
     Ok(())
 }
 

@@ -190,6 +190,9 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         }
     }
 
+    if let Some((type_, reason, note)) = transition(&status, &plan) {
+        publish_as(&ctx, &md, type_, reason, note).await;
+    }
     write_status(&md, &ctx, &plan, &revisions, &served, &ns, smoke_status).await?;
     let wake = plan.wake_at.map(|t| (t - now).max(1) as u64);
     Ok(match (wake, &plan.state) {
@@ -199,14 +202,43 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     })
 }
 
+/// The event for a change of rollout state since the status was last written, if any.
+fn transition(
+    old: &crate::api::v1alpha1::ModelDeploymentStatus,
+    plan: &Plan,
+) -> Option<(EventType, &'static str, String)> {
+    let reason_of =
+        |t: &str| old.conditions.iter().find(|c| c.type_ == t && c.status == TRUE).map(|c| c.reason.as_str());
+    match &plan.state {
+        State::Paused("AwaitingPromotion") if reason_of("Paused") != Some("AwaitingPromotion") => Some((
+            EventType::Normal,
+            "PreviewAvailable",
+            format!("revision {} is available on the preview Service and waits for promotion", plan.preview),
+        )),
+        State::Paused("Paused") if reason_of("Paused") != Some("Paused") => Some((
+            EventType::Normal,
+            "RolloutPaused",
+            format!("rollout of revision {} is paused", plan.preview),
+        )),
+        State::Degraded(r) if reason_of("Degraded") != Some(r) => {
+            let reason = if *r == "RolloutAborted" { "Aborted" } else { r };
+            Some((
+                EventType::Warning,
+                reason,
+                format!("revision {} did not become active; traffic stays on {}", plan.preview, plan.active),
+            ))
+        }
+        _ => None,
+    }
+}
+
 async fn publish(ctx: &Context, md: &ModelDeployment, reason: &str, note: String) {
-    let event = Event {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
+    publish_as(ctx, md, EventType::Normal, reason, note).await
+}
+
+async fn publish_as(ctx: &Context, md: &ModelDeployment, type_: EventType, reason: &str, note: String) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
         tracing::warn!(%e, "cannot publish an event");
     }
