@@ -343,3 +343,15 @@ proptest! {
         prop_assert_eq!(plan(&w), plan(&w));
     }
 }
+
+#[test]
+fn a_new_spec_mid_rollout_drops_the_in_flight_revision_and_keeps_stable() {
+    // 1.3 -> 1.4 in flight, then 1.5: stable stays 1.3, 1.4 goes away, 1.5 becomes the preview.
+    let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    let w = world(&s, "v15", vec![rev("v13", 3, 3), rev("v14", 3, 3)], Some("v13"));
+    let p = plan(&w);
+    assert_eq!((p.active.as_str(), p.preview.as_str()), ("v13", "v15"));
+    assert_eq!(p.stable.as_deref(), Some("v13"));
+    assert_eq!(p.replicas.get("v14"), None, "the dropped revision is scaled down");
+    assert_eq!(p.replicas["v15"], 3);
+}
