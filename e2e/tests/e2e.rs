@@ -7,7 +7,7 @@ use kube::api::{DynamicObject, PostParams};
 use kube::core::ApiResource;
 use mizzen_e2e::recorder::Recorder;
 use mizzen_e2e::runner::{Test, TestFuture};
-use mizzen_e2e::{Cluster, Operator, repo_root, wait_until};
+use mizzen_e2e::{Cluster, Namespace, Operator, repo_root, wait_until};
 use mizzen_operator::api::crd;
 use mizzen_operator::api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
 use mizzen_operator::api::validation_cases::cases;
@@ -394,6 +394,20 @@ async fn recorder_samples_selectors_and_readiness(cluster: Cluster) -> Result<()
     Ok(())
 }
 
+/// Given: the operator watching `ns`, and ModelDeployment `iris` (v1 of the model, two replicas, the given
+/// blue-green settings) Ready. Returns the operator and the first revision.
+async fn given_a_served_model_deployment(
+    cluster: &Cluster,
+    ns: &Namespace,
+    bg: &str,
+) -> Result<(Operator, String)> {
+    let operator = Operator::start(cluster, &["--namespace", &ns.name])?;
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
+    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
+    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    Ok((operator, first))
+}
+
 fn mdep(name: &str, uri: &str, blue_green: &str) -> String {
     format!(
         "apiVersion: mizzen.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {name}}}\nspec:\n  model: {{uri: \"{uri}\"}}\n  replicas: 2\n  strategy: {{blueGreen: {blue_green}}}\n"
@@ -478,11 +492,8 @@ async fn model_deployment_rolls_out_blue_green(cluster: Cluster) -> Result<()> {
 /// revision aborted with `mizzen.dev/abort=REVISION` sends traffic back to stable (Degraded).
 async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("promote-abort")?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     let bg = "{autoPromotion: false, scaleDownDelaySeconds: 30}";
-    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
-    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
-    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
     let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
 
     ns.apply(&mdep("iris", "s3://models/iris-v2.onnx", bg))?;
@@ -541,11 +552,8 @@ async fn model_deployment_manual_promotion_and_abort(cluster: Cluster) -> Result
 /// re-applying a revision still warm switches back at once; an idle ModelDeployment causes no writes.
 async fn model_deployment_scales_rolls_back_and_stays_idle(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("scale-rollback")?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     let bg = "{scaleDownDelaySeconds: 120}";
-    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
-    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
-    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
 
     ns.kubectl(&["scale", "mdep/iris", "--replicas", "3"]).ok()?;
     wait_until("three available replicas", Duration::from_secs(30), || async {
@@ -619,11 +627,8 @@ async fn model_deployment_scales_rolls_back_and_stays_idle(cluster: Cluster) -> 
 /// ProgressDeadlineExceeded, while traffic stays on the stable revision.
 async fn model_deployment_progress_deadline_degrades(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("deadline")?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     let bg = "{minReadySeconds: 4, progressDeadlineSeconds: 6}";
-    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", bg))?;
-    ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
-    let first = ns.jsonpath("mdep", "iris", "{.status.activeRevision}")?;
+    let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
     ns.apply(&mdep("iris", "s3://models/iris-v2.onnx", bg))?;
     let second = wait_until("the new revision's pods", Duration::from_secs(10), || async {
         let preview = ns.jsonpath("mdep", "iris", "{.status.previewRevision}").ok()?;
