@@ -480,7 +480,9 @@ async fn model_deployment_rolls_out_blue_green(cluster: Cluster) -> Result<()> {
     assert_active_always_fully_available(&samples, 2)?;
 
     ns.kubectl(&["delete", "mdep", "iris", "--wait=true"]).ok()?;
-    wait_until("garbage collection of the children", Duration::from_secs(30), || async {
+    // The controller manager's garbage collector notices a newly installed CRD kind at its next discovery
+    // resync (every 30 s), so right after the CRDs are installed this can take that long.
+    wait_until("garbage collection of the children", Duration::from_secs(90), || async {
         let left = ns.kubectl(&["get", "deployments,services,hpa", "-o", "name"]).ok().ok()?;
         left.trim().is_empty().then_some(())
     })
