@@ -341,18 +341,20 @@ fn concurrent_requests_are_batched_and_split_back_correctly() {
     };
     let runs = value("mizzen_inference_batch_size_count");
     let rows = value("mizzen_inference_batch_size_sum");
-    assert!(runs >= 1.0 && rows / runs > 1.5, "no batching: {rows} rows in {runs} runs\n{metrics}");
+    // Sixteen single-row requests in fewer runs than requests: some were joined. (How many depends on
+    // scheduling; the exactness of the split is checked above for every request.)
+    assert!(rows == 16.0 && runs < 16.0, "no batching: {rows} rows in {runs} runs\n{metrics}");
 }
 
 #[test]
 fn a_full_queue_answers_503_at_once() {
-    // The wide MLP on 200 rows takes tens of milliseconds a run, so with room for one waiting request the
-    // rest of a burst of eight must be refused, whatever the scheduling.
+    // The wide MLP on 1,000 rows takes a good part of a second a run, so with room for one waiting request
+    // the rest of a burst of twelve must be refused, whatever the scheduling.
     let s = Serve::start("mlp_10mb.onnx", "mlp", &["--max-queue-size", "1", "--batching", "false"]);
-    let body = mlp_request(&mlp_rows(200, 1));
+    let body = mlp_request(&mlp_rows(1000, 1));
     let port = s.http_port;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
-    let handles: Vec<_> = (0..8)
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(12));
+    let handles: Vec<_> = (0..12)
         .map(|_| {
             let (body, barrier) = (body.clone(), barrier.clone());
             std::thread::spawn(move || {
