@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(MIZZEN_CACHE)/target
 CARGO ?= cargo
 OPERATOR := $(CARGO_TARGET_DIR)/debug/mizzen-operator
 
-.PHONY: help build test lint fmt unit bench e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds
+.PHONY: help build test lint fmt unit bench demo e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ cluster-down: ## Stop the local cluster and remove its state
 
 cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries into the cache
 	hack/cluster/build.sh
+
+demo: ## The end-to-end tour: serve a model, then roll ModelDeployments out blue-green on a local cluster
+	hack/demo.sh
 
 bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; the operator with 500 ModelDeployments
 	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator
