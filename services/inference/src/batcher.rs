@@ -86,16 +86,20 @@ impl Batcher {
     /// Queues a checked request; the receiver yields its outputs (every served output, in model order).
     pub fn submit(&self, checked: Checked) -> Result<oneshot::Receiver<Reply>, InferError> {
         let (reply, rx) = oneshot::channel();
+        // Counted before it is visible to the workers, who uncount it when they take it.
+        self.metrics.queue_depth.inc();
         match self.tx.try_send(Job { checked, reply, enqueued: Instant::now() }) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-                Ok(rx)
-            }
-            Err(TrySendError::Full(_)) => {
-                Err(InferError::unavailable("the request queue is full; retry later"))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                Err(InferError::unavailable("the model workers have stopped"))
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.metrics.queue_depth.dec();
+                Err(match e {
+                    TrySendError::Full(_) => {
+                        InferError::unavailable("the request queue is full; retry later")
+                    }
+                    TrySendError::Disconnected(_) => {
+                        InferError::unavailable("the model workers have stopped")
+                    }
+                })
             }
         }
     }
@@ -119,14 +123,17 @@ fn worker(
     loop {
         let batch = {
             let Ok(rx) = rx.lock() else { return };
+            // A carried job was uncounted when `collect` took it off the queue.
             let first = match carried.take() {
                 Some(job) => job,
                 None => match rx.recv() {
-                    Ok(job) => job,
+                    Ok(job) => {
+                        metrics.queue_depth.dec();
+                        job
+                    }
                     Err(_) => return,
                 },
             };
-            metrics.queue_depth.dec();
             let mut batch = vec![first];
             if batching {
                 carried = collect(&rx, &mut batch, config, metrics, inline);

@@ -24,19 +24,20 @@ async fn the_smoke_test_passes_only_on_the_expected_answer() {
     let client = reqwest::Client::new();
     let run = |spec: SmokeTestSpec, model: &'static str| {
         let (client, url) = (client.clone(), s.http.clone());
-        async move { smoke::run(&client, &url, model, &spec).await }
+        async move { smoke::run(&client, &url, model, &spec).await.map_err(|e| (e.retry, e.message)) }
     };
     run(spec(SETOSA, None), "iris").await.expect("a plain success passes");
     run(spec(SETOSA, Some(("label", "[0]"))), "iris").await.expect("the expected label passes");
-    let err = run(spec(SETOSA, Some(("label", "[2]"))), "iris").await.unwrap_err();
-    assert!(err.contains("expected [2]"), "{err}");
-    let err = run(spec(SETOSA, Some(("nope", "[0]"))), "iris").await.unwrap_err();
-    assert!(err.contains("no output \"nope\""), "{err}");
-    let err = run(spec(SETOSA, None), "other").await.unwrap_err();
-    assert!(err.contains("404") && err.contains("unknown model"), "{err}");
+    // Wrong answers fail for good; no answer at all is retried.
+    let (retry, err) = run(spec(SETOSA, Some(("label", "[2]"))), "iris").await.unwrap_err();
+    assert!(!retry && err.contains("expected [2]"), "{err}");
+    let (retry, err) = run(spec(SETOSA, Some(("nope", "[0]"))), "iris").await.unwrap_err();
+    assert!(!retry && err.contains("no output \"nope\""), "{err}");
+    let (retry, err) = run(spec(SETOSA, None), "other").await.unwrap_err();
+    assert!(!retry && err.contains("404") && err.contains("unknown model"), "{err}");
     let bad = r#"{"inputs":[{"name":"float_input","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#;
-    let err = run(spec(bad, None), "iris").await.unwrap_err();
-    assert!(err.contains("400"), "{err}");
+    let (retry, err) = run(spec(bad, None), "iris").await.unwrap_err();
+    assert!(!retry && err.contains("400"), "{err}");
     let err = smoke::run(&client, "http://127.0.0.1:1", "iris", &spec(SETOSA, None)).await.unwrap_err();
-    assert!(err.contains("POST http://127.0.0.1:1/v2/models/iris/infer"), "{err}");
+    assert!(err.retry && err.message.contains("POST http://127.0.0.1:1/v2/models/iris/infer"), "{err}");
 }

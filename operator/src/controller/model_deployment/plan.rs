@@ -42,9 +42,11 @@ pub struct World<'a> {
     pub active: Option<String>,
     /// Remembered in status.
     pub stable: Option<String>,
+    /// The preview revision status last recorded: the clocks below belong to it.
+    pub previous_preview: Option<String>,
     pub progress_started_at: Option<i64>,
     pub preview_available_at: Option<i64>,
-    /// `mizzen.dev/promote` and `mizzen.dev/abort`: a revision, or `true` for the desired one.
+    /// `mizzen.dev/promote` and `mizzen.dev/abort`: the revision the command is for.
     pub promote: Option<String>,
     pub abort: Option<String>,
     pub smoke: Smoke,
@@ -91,8 +93,9 @@ impl World<'_> {
         self.revision(name).is_some_and(|r| r.replicas >= n && r.available >= n)
     }
 
+    /// Commands name a revision, so one left on the object never acts on a later revision.
     fn commanded(&self, command: &Option<String>) -> bool {
-        command.as_deref().is_some_and(|c| c == self.desired || c == "true")
+        command.as_deref() == Some(self.desired.as_str())
     }
 }
 
@@ -101,20 +104,26 @@ pub fn plan(w: &World<'_>) -> Plan {
     let bg = &w.spec.strategy.blue_green;
     let full = w.spec.replicas.max(0);
     let desired = w.desired.clone();
+    // The clocks in status belong to the previous preview; a new desired revision starts them afresh.
+    let same_rollout = w.previous_preview.as_deref() == Some(desired.as_str());
+    let (progress_started_at, preview_available_at) =
+        if same_rollout { (w.progress_started_at, w.preview_available_at) } else { (None, None) };
     let mut p = Plan {
         replicas: BTreeMap::new(),
         scale_down_at: BTreeMap::new(),
         active: desired.clone(),
         preview: desired.clone(),
         stable: w.stable.clone(),
-        progress_started_at: w.progress_started_at,
-        preview_available_at: w.preview_available_at,
+        progress_started_at,
+        preview_available_at,
         state: State::Healthy,
         wake_at: None,
     };
 
-    // The first deploy goes straight to active.
-    let Some(active) = w.active.clone() else {
+    // The first deploy goes straight to active. A missing or dangling active Service is not a first
+    // deploy while a stable revision exists: traffic goes back to stable.
+    let active = w.active.clone().or_else(|| w.stable.clone().filter(|s| w.revision(s).is_some()));
+    let Some(active) = active else {
         p.replicas.insert(desired.clone(), full);
         if w.available(&desired, full) {
             p.stable = Some(desired);
@@ -147,7 +156,9 @@ pub fn plan(w: &World<'_>) -> Plan {
     p.replicas.insert(active.clone(), full);
 
     // Abort (or an abort on deadline): traffic stays on stable, the new revision goes away.
-    let started = if w.spec.paused { w.now } else { w.progress_started_at.unwrap_or(w.now) };
+    // Paused time does not count: while paused the clock is stopped (not recorded), and it starts again
+    // from the moment the rollout is resumed.
+    let started = if w.spec.paused { w.now } else { p.progress_started_at.unwrap_or(w.now) };
     let past_deadline = w.now - started > bg.progress_deadline_seconds as i64;
     if w.commanded(&w.abort) || (past_deadline && bg.progress_deadline_abort && !w.available(&desired, 1)) {
         p.active = stable.clone();
@@ -167,8 +178,8 @@ pub fn plan(w: &World<'_>) -> Plan {
 
     let preview_size = bg.preview_replicas.map_or(full, |n| n.min(full));
     p.replicas.insert(desired.clone(), preview_size);
-    p.progress_started_at = Some(started);
-    if !w.available(&desired, preview_size.max(1).min(full.max(1))) {
+    p.progress_started_at = (!w.spec.paused).then_some(started);
+    if !w.available(&desired, preview_size) {
         p.preview_available_at = None;
         if past_deadline {
             p.state = State::Degraded("ProgressDeadlineExceeded");

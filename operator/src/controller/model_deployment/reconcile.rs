@@ -92,6 +92,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         revisions: revisions.clone(),
         active: selected(&active_svc).filter(|a| revisions.iter().any(|r| &r.name == a)),
         stable: status.stable_revision.clone(),
+        previous_preview: status.preview_revision.clone(),
         progress_started_at: seconds(&status.progress_started_at),
         preview_available_at: seconds(&status.preview_available_at),
         promote: md.annotations().get(PROMOTE_ANNOTATION).cloned(),
@@ -101,21 +102,30 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     };
     let plan = plan::plan(&world);
     let mut smoke_status = status.smoke_test.clone();
+    let mut smoke_retry = false;
     if plan.state == State::Progressing("SmokeTestPending")
         && let Some(test) = &md.spec.strategy.blue_green.smoke_test
     {
         let preview_url = format!("http://{name}-preview.{ns}.svc:{}", build::HTTP_PORT);
-        let result = smoke::run(&ctx.http, &preview_url, &served, test).await;
-        let (reason, note) = match &result {
-            Ok(()) => ("SmokeTestPassed", format!("revision {desired} answered the smoke test")),
-            Err(e) => ("SmokeTestFailed", format!("revision {desired}: {e}")),
-        };
-        publish(&ctx, &md, reason, note).await;
-        smoke_status = Some(SmokeTestStatus {
-            revision: desired.clone(),
-            passed: result.is_ok(),
-            message: result.err().unwrap_or_default(),
-        });
+        match smoke::run(&ctx.http, &preview_url, &served, test).await {
+            // Not reachable yet (endpoints still propagating): try again shortly, record nothing.
+            Err(smoke::Failure { retry: true, message }) => {
+                tracing::info!(%name, %message, "smoke test not answered yet; retrying");
+                smoke_retry = true;
+            }
+            result => {
+                let (reason, note) = match &result {
+                    Ok(()) => ("SmokeTestPassed", format!("revision {desired} answered the smoke test")),
+                    Err(e) => ("SmokeTestFailed", format!("revision {desired}: {e}")),
+                };
+                publish(&ctx, &md, reason, note).await;
+                smoke_status = Some(SmokeTestStatus {
+                    revision: desired.clone(),
+                    passed: result.is_ok(),
+                    message: result.err().map(|e| e.message).unwrap_or_default(),
+                });
+            }
+        }
     }
 
     // Apply: the desired revision's Deployment in full; other revisions only by scale, since their pod
@@ -145,6 +155,20 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
+    // Services: a switch is one selector change. Before the desired revision's first pod exists the
+    // preview still points at it (it serves nothing until ready).
+    if selected(&active_svc).as_deref() != Some(plan.active.as_str()) {
+        services.patch(&name, &ssa, &Patch::Apply(&build::service(&md, false, &plan.active))).await?;
+        if active_svc.is_some() {
+            publish(&ctx, &md, "Promoted", format!("active Service now selects revision {}", plan.active))
+                .await;
+        }
+    }
+    if selected(&preview_svc).as_deref() != Some(plan.preview.as_str()) {
+        services.patch(&preview_name, &ssa, &Patch::Apply(&build::service(&md, true, &plan.preview))).await?;
+    }
+    // Scale-downs last: a revision the active Service just stopped selecting is released only after the
+    // switch is written.
     for d in &owned {
         let rev = d.labels().get(REVISION_LABEL);
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -159,18 +183,6 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             )
             .await;
         }
-    }
-    // Services: a switch is one selector change. Before the desired revision's first pod exists the
-    // preview still points at it (it serves nothing until ready).
-    if selected(&active_svc).as_deref() != Some(plan.active.as_str()) {
-        services.patch(&name, &ssa, &Patch::Apply(&build::service(&md, false, &plan.active))).await?;
-        if active_svc.is_some() {
-            publish(&ctx, &md, "Promoted", format!("active Service now selects revision {}", plan.active))
-                .await;
-        }
-    }
-    if selected(&preview_svc).as_deref() != Some(plan.preview.as_str()) {
-        services.patch(&preview_name, &ssa, &Patch::Apply(&build::service(&md, true, &plan.preview))).await?;
     }
     match build::hpa(&md) {
         Some(h) => {
@@ -194,7 +206,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         publish_as(&ctx, &md, type_, reason, note).await;
     }
     write_status(&md, &ctx, &plan, &revisions, &served, &ns, smoke_status).await?;
-    let wake = plan.wake_at.map(|t| (t - now).max(1) as u64);
+    let wake = if smoke_retry { Some(2) } else { plan.wake_at.map(|t| (t - now).max(1) as u64) };
     Ok(match (wake, &plan.state) {
         (Some(s), _) => Action::requeue(Duration::from_secs(s)),
         // Waiting for pods: their Deployment's status changes wake us.

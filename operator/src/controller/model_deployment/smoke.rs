@@ -6,14 +6,37 @@ use crate::api::v1alpha1::model_deployment::SmokeTestSpec;
 use serde_json::Value;
 use std::time::Duration;
 
+/// Why a smoke test did not pass.
+#[derive(Debug)]
+pub struct Failure {
+    /// No answer came (connection refused, timed out): the preview may not be reachable yet, so the test
+    /// is tried again rather than failed.
+    pub retry: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Sends the smoke test to `base_url` (for example `http://NAME-preview.NS.svc:8080`) for model `model`.
-/// `Err` carries a message for status and events.
 pub async fn run(
     client: &reqwest::Client,
     base_url: &str,
     model: &str,
     spec: &SmokeTestSpec,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    answered(client, base_url, model, spec).await.map_err(|(retry, message)| Failure { retry, message })
+}
+
+async fn answered(
+    client: &reqwest::Client,
+    base_url: &str,
+    model: &str,
+    spec: &SmokeTestSpec,
+) -> Result<(), (bool, String)> {
     let url = format!("{}/v2/models/{model}/infer", base_url.trim_end_matches('/'));
     let response = client
         .post(&url)
@@ -22,29 +45,29 @@ pub async fn run(
         .timeout(Duration::from_secs(spec.timeout_seconds.max(1) as u64))
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| (true, format!("POST {url}: {e}")))?;
     let status = response.status();
     let body: Value =
-        response.json().await.map_err(|e| format!("POST {url}: the answer is not JSON: {e}"))?;
+        response.json().await.map_err(|e| (false, format!("POST {url}: the answer is not JSON: {e}")))?;
     if !status.is_success() {
         let why = body.get("error").and_then(Value::as_str).unwrap_or("no error message");
-        return Err(format!("POST {url} answered {status}: {why}"));
+        return Err((false, format!("POST {url} answered {status}: {why}")));
     }
     let Some(expected) = &spec.expected_output else { return Ok(()) };
-    let want: Value =
-        serde_json::from_str(&expected.data).map_err(|e| format!("expectedOutput.data is not JSON: {e}"))?;
+    let want: Value = serde_json::from_str(&expected.data)
+        .map_err(|e| (false, format!("expectedOutput.data is not JSON: {e}")))?;
     let output = body
         .get("outputs")
         .and_then(Value::as_array)
         .and_then(|outs| {
             outs.iter().find(|o| o.get("name").and_then(Value::as_str) == Some(expected.name.as_str()))
         })
-        .ok_or_else(|| format!("the answer has no output {:?}", expected.name))?;
+        .ok_or_else(|| (false, format!("the answer has no output {:?}", expected.name)))?;
     let got = output.get("data").cloned().unwrap_or(Value::Null);
     if same(&got, &want) {
         Ok(())
     } else {
-        Err(format!("output {:?} is {got}, expected {want}", expected.name))
+        Err((false, format!("output {:?} is {got}, expected {want}", expected.name)))
     }
 }
 

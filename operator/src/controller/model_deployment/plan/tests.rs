@@ -26,6 +26,7 @@ fn world<'a>(
         revisions,
         active: active.map(Into::into),
         stable: active.map(Into::into),
+        previous_preview: Some(desired.into()),
         progress_started_at: None,
         preview_available_at: None,
         promote: None,
@@ -131,7 +132,17 @@ fn pause_holds_and_does_not_count_toward_the_deadline() {
     w.progress_started_at = Some(0);
     let p = plan(&w);
     assert_eq!(p.state, State::Progressing("PreviewScalingUp"), "paused time is not progress time");
-    assert_eq!(p.progress_started_at, Some(1000));
+    assert_eq!(p.progress_started_at, None, "the clock is stopped while paused");
+    // Resumed much later: the clock starts again at the resume.
+    let mut resumed = s.clone();
+    resumed.paused = false;
+    let mut w2 = w.clone();
+    w2.spec = &resumed;
+    w2.progress_started_at = p.progress_started_at;
+    w2.now = 5000;
+    let p = plan(&w2);
+    assert_eq!(p.state, State::Progressing("PreviewScalingUp"));
+    assert_eq!(p.progress_started_at, Some(5000));
 }
 
 #[test]
@@ -233,6 +244,7 @@ struct Sim {
     revisions: BTreeMap<String, Revision>,
     active: Option<String>,
     stable: Option<String>,
+    previous_preview: Option<String>,
     progress_started_at: Option<i64>,
     preview_available_at: Option<i64>,
     now: i64,
@@ -257,7 +269,7 @@ proptest! {
         let mut desired = name(0);
         let mut promote = None;
         let mut abort = None;
-        let mut sim = Sim { revisions: BTreeMap::new(), active: None, stable: None, progress_started_at: None, preview_available_at: None, now: 0 };
+        let mut sim = Sim { revisions: BTreeMap::new(), active: None, stable: None, previous_preview: None, progress_started_at: None, preview_available_at: None, now: 0 };
         for e in events {
             match e {
                 Event::Spec(i) => { desired = name(i); promote = None; abort = None; }
@@ -276,6 +288,7 @@ proptest! {
                 revisions: sim.revisions.values().cloned().collect(),
                 active: sim.active.clone(),
                 stable: sim.stable.clone(),
+                previous_preview: sim.previous_preview.clone(),
                 progress_started_at: sim.progress_started_at,
                 preview_available_at: sim.preview_available_at,
                 promote: promote.clone(),
@@ -328,6 +341,7 @@ proptest! {
             }
             sim.active = Some(p.active.clone());
             sim.stable = p.stable.clone();
+            sim.previous_preview = Some(p.preview.clone());
             sim.progress_started_at = p.progress_started_at;
             sim.preview_available_at = p.preview_available_at;
         }
@@ -354,4 +368,42 @@ fn a_new_spec_mid_rollout_drops_the_in_flight_revision_and_keeps_stable() {
     assert_eq!(p.stable.as_deref(), Some("v13"));
     assert_eq!(p.replicas.get("v14"), None, "the dropped revision is scaled down");
     assert_eq!(p.replicas["v15"], 3);
+}
+
+#[test]
+fn a_new_revision_gets_its_own_deadline() {
+    let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
+    // The clock in status belongs to the previous preview (b); c has just been asked for.
+    let mut w = world(&s, "c", vec![rev("a", 3, 3), rev("b", 3, 0), rev("c", 3, 0)], Some("a"));
+    w.previous_preview = Some("b".into());
+    w.progress_started_at = Some(900);
+    let p = plan(&w);
+    assert_eq!(p.state, State::Progressing("PreviewScalingUp"));
+    assert_eq!(p.progress_started_at, Some(1000));
+}
+
+#[test]
+fn a_missing_active_service_sends_traffic_back_to_stable() {
+    let s = spec("");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 1)], None);
+    w.stable = Some("a".into());
+    let p = plan(&w);
+    assert_eq!(p.active, "a");
+    assert_eq!(p.replicas["a"], 3, "stable is not scaled down");
+}
+
+#[test]
+fn zero_replicas_still_roll_out() {
+    let mut s = spec("");
+    s.replicas = 0;
+    let p = plan(&world(&s, "b", vec![rev("a", 0, 0), rev("b", 0, 0)], Some("a")));
+    assert_eq!(p.active, "b");
+}
+
+#[test]
+fn a_promote_command_names_its_revision() {
+    let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
+    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    w.promote = Some("true".into());
+    assert_eq!(plan(&w).active, "a", "only a revision name promotes");
 }
