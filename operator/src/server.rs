@@ -1,8 +1,6 @@
 //! The operator's HTTP endpoints: `/metrics`, `/health` and `/ready`. The server never holds the client.
 
-use axum::{
-    Router, extract::State as AxumState, http::StatusCode, http::header, response::IntoResponse, routing::get,
-};
+use axum::{Router, extract::State as AxumState, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,20 +35,8 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("encoding metrics failed: {e}"),
-        ),
-    }
+async fn metrics(AxumState(state): AxumState<State>) -> axum::response::Response {
+    mizzen_common::metrics::response(&state.registry)
 }
 
 async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {

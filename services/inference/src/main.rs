@@ -151,7 +151,7 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
     };
     let (workers, name, version) =
         (args.workers as usize, args.model_name.clone(), args.model_version.clone());
-    let (info, mut runners) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (info, runners) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (info, mut runners) = model::load(&env, &bytes, &cfg, workers, &name, &version)?;
         for runner in &mut runners {
             runner
@@ -161,7 +161,6 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         Ok((info, runners))
     })
     .await??;
-    runners.shrink_to_fit();
     let info = Arc::new(info);
     let config = BatchConfig {
         enabled: args.batching,

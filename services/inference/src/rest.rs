@@ -111,14 +111,7 @@ async fn model_ready_version(
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => {
-            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-                .into_response()
-        }
-        Err(e) => error(InferError::internal(format!("encoding metrics: {e}"))),
-    }
+    mizzen_common::metrics::response(&s.registry)
 }
 
 #[derive(Debug, Deserialize)]
