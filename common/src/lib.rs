@@ -6,3 +6,4 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub mod training;

@@ -1,4 +1,4 @@
-//! Reads artifacts (models, datasets) from storage URIs through one layer built on `object_store`:
+//! Reads and writes artifacts (models, datasets) at storage URIs through one layer built on `object_store`:
 //! `file://`, `http(s)://`, `s3://`, `gs://` and `az://`. Cloud credentials come from the usual
 //! environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 
@@ -18,10 +18,30 @@ pub enum StorageError {
         #[source]
         source: object_store::Error,
     },
+    #[error("writing {uri}: {source}")]
+    Write {
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 /// Reads the whole object at `uri`.
 pub async fn read(uri: &str) -> Result<Bytes, StorageError> {
+    let (store, path) = resolve(uri)?;
+    let result = store.get(&path).await.map_err(|source| StorageError::Read { uri: uri.into(), source })?;
+    result.bytes().await.map_err(|source| StorageError::Read { uri: uri.into(), source })
+}
+
+/// Writes `bytes` as the object at `uri`, replacing it (for `file://`, parent directories are created).
+pub async fn write(uri: &str, bytes: Bytes) -> Result<(), StorageError> {
+    let (store, path) = resolve(uri)?;
+    store.put(&path, bytes.into()).await.map_err(|source| StorageError::Write { uri: uri.into(), source })?;
+    Ok(())
+}
+
+/// The store and path of `uri`, with clear errors for schemes this layer does not read.
+fn resolve(uri: &str) -> Result<(Box<dyn object_store::ObjectStore>, object_store::path::Path), StorageError> {
     let url =
         Url::parse(uri).map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
     match url.scheme() {
@@ -54,10 +74,8 @@ pub async fn read(uri: &str) -> Result<Bytes, StorageError> {
     if url.scheme() == "http" {
         options.push(("allow_http".into(), "true".into()));
     }
-    let (store, path) = object_store::parse_url_opts(&url, options)
-        .map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
-    let result = store.get(&path).await.map_err(|source| StorageError::Read { uri: uri.into(), source })?;
-    result.bytes().await.map_err(|source| StorageError::Read { uri: uri.into(), source })
+    object_store::parse_url_opts(&url, options)
+        .map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -71,6 +89,16 @@ mod tests {
         std::fs::write(&path, b"bytes").unwrap();
         let got = read(&format!("file://{}", path.display())).await.unwrap();
         assert_eq!(&got[..], b"bytes");
+    }
+
+    #[tokio::test]
+    async fn writes_create_directories_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("file://{}/a/b/model.json", dir.path().display());
+        write(&uri, Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(&read(&uri).await.unwrap()[..], b"{}");
+        let err = write("registry://iris", Bytes::new()).await.unwrap_err().to_string();
+        assert!(err.contains("mizzen-registry"), "{err}");
     }
 
     #[tokio::test]
