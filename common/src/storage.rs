@@ -41,7 +41,9 @@ pub async fn write(uri: &str, bytes: Bytes) -> Result<(), StorageError> {
 }
 
 /// The store and path of `uri`, with clear errors for schemes this layer does not read.
-fn resolve(uri: &str) -> Result<(Box<dyn object_store::ObjectStore>, object_store::path::Path), StorageError> {
+fn resolve(
+    uri: &str,
+) -> Result<(Box<dyn object_store::ObjectStore>, object_store::path::Path), StorageError> {
     let url =
         Url::parse(uri).map_err(|e| StorageError::InvalidUri { uri: uri.into(), reason: e.to_string() })?;
     match url.scheme() {

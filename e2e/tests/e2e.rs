@@ -139,7 +139,22 @@ async fn api_server_judges_every_validation_case(cluster: Cluster) -> Result<()>
         let ar = &resources.iter().find(|(k, _)| *k == case.kind).context("unknown kind")?.1;
         let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), &ns.name, ar);
         let object: DynamicObject = serde_json::from_value(case.object.clone())?;
-        let result = api.create(&dry_run, &object).await;
+        let result = match &case.old {
+            None => api.create(&dry_run, &object).await,
+            // An update: store the old object for real, then try the new one as a dry-run replace.
+            Some(old) => {
+                let mut old: DynamicObject = serde_json::from_value(old.clone())?;
+                let name = format!("update-{}", case.index);
+                old.metadata.name = Some(name.clone());
+                let stored = api.create(&PostParams::default(), &old).await?;
+                let mut new = object.clone();
+                new.metadata.name = Some(name.clone());
+                new.metadata.resource_version = stored.metadata.resource_version;
+                let result = api.replace(&name, &dry_run, &new).await;
+                api.delete(&name, &Default::default()).await?;
+                result
+            }
+        };
         match (&case.refused, result) {
             (None, Ok(_)) => {}
             (None, Err(e)) => failures.push(format!("{case}: expected accepted, got {e}")),

@@ -57,6 +57,9 @@ struct RunArgs {
     /// Image of the inference server for ModelDeployments that name none.
     #[arg(long, env = "MIZZEN_SERVE_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-serve:", env!("CARGO_PKG_VERSION")))]
     serve_image: String,
+    /// The mizzen-train image for TrainingJobs that do not name one.
+    #[arg(long, env = "MIZZEN_TRAIN_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-train:", env!("CARGO_PKG_VERSION")))]
+    train_image: String,
     /// Seconds between checks for the CRDs while they are missing.
     #[arg(long, env = "MIZZEN_CRD_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     crd_poll_seconds: u64,
@@ -109,6 +112,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = controller::Settings {
         scope: controller::Scope { namespace: args.namespace },
         defaults: controller::model_deployment::build::Defaults { serve_image: args.serve_image },
+        train_defaults: controller::training_job::build::Defaults { train_image: args.train_image },
         concurrency: args.concurrency,
         crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),
     };

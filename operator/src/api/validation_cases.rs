@@ -24,6 +24,10 @@ struct RawCase {
     refused: Option<String>,
     #[serde(default)]
     server: bool,
+    /// A second merge patch: the case is then an update from `base + patch` to `base + patch + update`,
+    /// which is how rules on `oldSelf` (transition rules) are judged.
+    #[serde(default)]
+    update: Option<Value>,
 }
 
 /// One case: an object, and what the API server must say about it.
@@ -39,6 +43,8 @@ pub struct Case {
     pub refused: Option<String>,
     /// Only a real API server can judge it (schema bounds, enums, list uniqueness).
     pub server_only: bool,
+    /// For an update case: the object before the update (`object` is the object after it).
+    pub old: Option<Value>,
 }
 
 impl std::fmt::Display for Case {
@@ -62,7 +68,20 @@ pub fn cases() -> Vec<Case> {
             let mut object =
                 table.base.get(&c.kind).unwrap_or_else(|| panic!("no base for {}", c.kind)).clone();
             merge_patch(&mut object, &c.patch);
-            Case { index, kind: c.kind, patch: c.patch, object, refused: c.refused, server_only: c.server }
+            let old = c.update.as_ref().map(|update| {
+                let old = object.clone();
+                merge_patch(&mut object, update);
+                old
+            });
+            Case {
+                index,
+                kind: c.kind,
+                patch: c.patch,
+                object,
+                refused: c.refused,
+                server_only: c.server,
+                old,
+            }
         })
         .collect()
 }

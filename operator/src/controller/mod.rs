@@ -1,11 +1,12 @@
 //! The controllers: one kube-runtime Controller per kind, sharing one [`Context`].
 //!
-//! Each kind plugs into the same driver through [`Kind`]: the children it owns, and the status it writes.
-//! At this stage a reconcile records an honest initial condition (`NotImplemented`); the pipelines that
-//! build and apply children come with each kind's own issue.
+//! Each kind plugs into the same driver through [`Kind`]: the children it owns, and its reconcile.
+//! ModelDeployment and TrainingJob have their own reconcilers; FeatureSet still records an honest initial
+//! condition (`NotImplemented`).
 
 pub mod feature_set;
 pub mod model_deployment;
+pub mod pods;
 pub mod training_job;
 
 use crate::api::v1alpha1::common::Condition;
@@ -39,6 +40,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub defaults: model_deployment::build::Defaults,
+    pub train_defaults: training_job::build::Defaults,
     /// For smoke tests against preview Services.
     pub http: reqwest::Client,
 }
@@ -195,6 +197,7 @@ async fn missing_kinds(client: &Client, scope: &Scope) -> Vec<String> {
 pub struct Settings {
     pub scope: Scope,
     pub defaults: model_deployment::build::Defaults,
+    pub train_defaults: training_job::build::Defaults,
     /// Reconciles running at once per kind (0: unbounded).
     pub concurrency: u16,
     pub crd_poll_interval: Duration,
@@ -218,6 +221,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         defaults: settings.defaults.clone(),
+        train_defaults: settings.train_defaults.clone(),
         http: reqwest::Client::new(),
     });
     let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);

@@ -24,9 +24,9 @@ fn crd_of(kind: &str) -> CustomResourceDefinition {
 }
 
 /// The messages of the rules `object` breaks, with the failing rule for diagnosis.
-fn errors(object: &Value) -> Vec<String> {
+fn errors(object: &Value, old: Option<&Value>) -> Vec<String> {
     let crd = crd_of(object["kind"].as_str().unwrap_or_default());
-    match Validator::new().validate(&schema(&crd), object, None) {
+    match Validator::new().validate(&schema(&crd), object, old) {
         Ok(()) => vec![],
         Err(errs) => errs
             .into_vec()
@@ -42,7 +42,7 @@ fn validation_cases_client_side() {
     let mut checked = 0;
     for case in cases().into_iter().filter(|c| !c.server_only) {
         checked += 1;
-        let errs = errors(&case.object);
+        let errs = errors(&case.object, case.old.as_ref());
         match &case.refused {
             None if !errs.is_empty() => failures.push(format!("{case}: expected accepted, got {errs:?}")),
             Some(msg) if !errs.iter().any(|e| e.contains(msg.as_str())) => {
@@ -80,7 +80,7 @@ fn examples_in_manifests_are_valid() {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in text.split("\n---\n") {
             let obj: Value = serde_saphyr::from_str(doc).unwrap();
-            let errs = errors(&obj);
+            let errs = errors(&obj, None);
             assert!(errs.is_empty(), "{} is refused: {errs:?}", path.display());
             let unknown = unknown_fields(&schema(&crd_of(obj["kind"].as_str().unwrap())), &obj, "");
             assert!(

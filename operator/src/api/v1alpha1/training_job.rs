@@ -31,6 +31,8 @@ use std::collections::BTreeMap;
         .message("search.objective.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for classifiers"),
     validation = Rule::new("!has(self.spec.deploy) || self.spec.deploy.when.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
         .message("deploy.when.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for classifiers"),
+    validation = Rule::new("self.spec.dataset == oldSelf.spec.dataset && self.spec.algorithm == oldSelf.spec.algorithm && self.spec.hyperparameters == oldSelf.spec.hyperparameters && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || self.spec.search == oldSelf.spec.search) && self.spec.validation == oldSelf.spec.validation && self.spec.output == oldSelf.spec.output && self.spec.trainer == oldSelf.spec.trainer && self.spec.backoffLimit == oldSelf.spec.backoffLimit && has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds) && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)")
+        .message("a TrainingJob's spec cannot change once created, except suspend, deploy and ttlSecondsAfterFinished: create a new TrainingJob to train again"),
     validation = Rule::new("!has(self.spec.hyperparameters.hiddenLayers) || self.spec.algorithm == 'mlp'")
         .message("hyperparameters.hiddenLayers applies only to algorithm mlp"),
     validation = Rule::new("!has(self.spec.search) || self.spec.search.parameters.all(p, !(p.name in ['hiddenLayers', 'learningRate', 'batchSize', 'maxEpochs', 'patience']) || self.spec.algorithm == 'mlp')")
@@ -120,6 +122,13 @@ pub struct DatasetSpec {
     #[schemars(length(min = 1, max = 4096), inner(length(min = 1, max = 256)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub features: Option<Vec<String>>,
+    /// Feature columns to one-hot encode. A column whose values are all words is one-hot encoded
+    /// anyway; list a column here when its values look like numbers but are categories (zip codes,
+    /// product ids). A column mixing numbers and words is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096), inner(length(min = 1, max = 256)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub categorical: Vec<String>,
 }
 
 /// Features from a FeatureSet, joined point-in-time onto labelled entity rows.

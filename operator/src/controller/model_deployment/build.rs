@@ -3,16 +3,15 @@
 //! and tests need no cluster.
 
 use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentSpec, ServerSpec};
-use crate::controller::MANAGED_BY;
+use crate::controller::{MANAGED_BY, pods};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
     MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -45,11 +44,8 @@ pub struct ModelSource {
 }
 
 pub fn model_source(uri: &str) -> ModelSource {
-    match uri.strip_prefix("pvc://").and_then(|rest| rest.split_once('/')) {
-        Some((claim, path)) => ModelSource {
-            uri: format!("file://{MODEL_MOUNT}/{claim}/{path}"),
-            claim: Some(claim.to_string()),
-        },
+    match pods::pvc_path(uri, MODEL_MOUNT) {
+        Some((claim, uri)) => ModelSource { uri, claim: Some(claim) },
         None => ModelSource { uri: uri.to_string(), claim: None },
     }
 }
@@ -195,24 +191,13 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let mounts = source.claim.as_ref().map(|claim| {
-        vec![VolumeMount {
-            name: "model".into(),
-            mount_path: format!("{MODEL_MOUNT}/{claim}"),
-            read_only: Some(true),
-            ..Default::default()
-        }]
-    });
-    let volumes = source.claim.as_ref().map(|claim| {
-        vec![Volume {
-            name: "model".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: Some(true),
-            }),
-            ..Default::default()
-        }]
-    });
+    let (volumes, mounts) = match &source.claim {
+        Some(claim) => {
+            let (volume, mount) = pods::pvc_volume("model", claim, MODEL_MOUNT, true);
+            (Some(vec![volume]), Some(vec![mount]))
+        }
+        None => (None, None),
+    };
     PodSpec {
         containers: vec![Container {
             name: "mizzen-serve".into(),
@@ -226,13 +211,7 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
             readiness_probe: Some(http_probe("/v2/health/ready", 2, 3)),
             liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
             startup_probe: Some(http_probe("/v2/health/live", 2, 300)),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-                ..Default::default()
-            }),
+            security_context: Some(pods::container_security()),
             volume_mounts: mounts,
             ..Default::default()
         }],
@@ -242,13 +221,7 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
         image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
         // mizzen-serve finishes in-flight requests on SIGTERM; give it the time.
         termination_grace_period_seconds: Some(30),
-        security_context: Some(PodSecurityContext {
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-            ..Default::default()
-        }),
+        security_context: Some(pods::pod_security()),
         ..Default::default()
     }
 }

@@ -1,19 +1,27 @@
-//! TrainingJob: a batch/v1 Job (Indexed for a search) running mizzen-train.
+//! TrainingJob: an Indexed batch/v1 Job running mizzen-train, one index per trial (one index without a
+//! search); the trainer's termination messages become the status; a good enough model is deployed.
 
-use super::{Children, Kind, not_implemented};
+pub mod build;
+pub mod observe;
+pub mod reconcile;
+pub mod search;
+
+use super::{Children, Context, Error, Kind};
 use crate::api::v1alpha1::common::Condition;
 use crate::api::v1alpha1::training_job::{TrainingJob, TrainingJobPhase};
 use crate::conditions::Desired;
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Action, Controller};
+use std::sync::Arc;
 
 impl Kind for TrainingJob {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
     }
 
+    /// Only the default (status-only) reconcile uses this; TrainingJobs have their own.
     fn desired_conditions(&self) -> Vec<Desired<'static>> {
-        not_implemented("Succeeded", "TrainingJobs")
+        Vec::new()
     }
 
     fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
@@ -22,6 +30,10 @@ impl Kind for TrainingJob {
             "phase": TrainingJobPhase::Pending,
             "conditions": conditions,
         })
+    }
+
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, Error>> + Send {
+        reconcile::reconcile(obj, ctx)
     }
 
     fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {

@@ -1,0 +1,333 @@
+//! Pure builders for a TrainingJob: the trainer's configuration and the Indexed Job that runs it.
+//!
+//! The Job has one completion index per trial (one without a search), `backoffLimitPerIndex` so a failed
+//! trial does not stop the others, and a pod failure policy that fails an index at once when the trainer
+//! exits with [`PERMANENT_EXIT_CODE`] (bad data or configuration: a retry cannot help) and does not count
+//! evictions and preemptions. `ttlSecondsAfterFinished` is not put on the Job: the operator deletes the Job
+//! itself once it has copied the results into the status, so a short ttl cannot lose them.
+
+use super::search;
+use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, TrainingJob, TrainingJobSpec};
+use crate::controller::{MANAGED_BY, pods};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use mizzen_common::training::{CONFIG_ENV, DatasetConfig, TrainConfig};
+use std::collections::BTreeMap;
+
+/// Label on the Job and its pods.
+pub const TRAINING_JOB_LABEL: &str = "mizzen.dev/training-job";
+/// The trainer's container.
+pub const CONTAINER: &str = "trainer";
+/// mizzen-train exits with this code when retrying cannot help (invalid data or configuration).
+pub const PERMANENT_EXIT_CODE: i32 = 2;
+/// Where `pvc://` data and outputs are mounted.
+const PVC_ROOT: &str = "/mnt/pvc";
+
+/// Settings of the operator that shape trainer pods.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// The mizzen-train image when `spec.trainer.image` is unset.
+    pub train_image: String,
+}
+
+/// A TrainingJob the operator refuses to run, with the condition reason and a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The output directory: `spec.output.uri`, or `registry://NAME`.
+pub fn output_uri(tj: &TrainingJob) -> String {
+    tj.spec
+        .output
+        .uri
+        .as_ref()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| format!("registry://{}", tj.name_any()))
+}
+
+/// The metric that picks the best trial and fills the status' objective: the search's, else the deploy
+/// gate's, else accuracy (classifiers) or r2 (regression); and whether lower is better.
+pub fn objective(spec: &TrainingJobSpec) -> (Metric, bool) {
+    if let Some(s) = &spec.search {
+        let lower = match s.objective.goal {
+            Some(Goal::Minimize) => true,
+            Some(Goal::Maximize) => false,
+            None => s.objective.metric.lower_is_better(),
+        };
+        return (s.objective.metric, lower);
+    }
+    let metric = match (&spec.deploy, spec.algorithm) {
+        (Some(d), _) => d.when.metric,
+        (None, Algorithm::LinearRegression) => Metric::R2,
+        (None, _) => Metric::Accuracy,
+    };
+    (metric, metric.lower_is_better())
+}
+
+/// A metric's name as the trainer reports it (the API's spelling).
+pub fn metric_name(metric: Metric) -> String {
+    serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn algorithm_name(algorithm: Algorithm) -> String {
+    serde_json::to_value(algorithm).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// The trainer's configuration, or why the run cannot start.
+pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
+    let spec = &tj.spec;
+    let output = output_uri(tj);
+    if output.starts_with("registry://") {
+        return Err(Refusal {
+            reason: "RegistryUnavailable",
+            message: format!(
+                "output {output}: the model registry is not available in this release; set spec.output.uri \
+                 to a directory such as s3://BUCKET/PREFIX/ or pvc://CLAIM/PATH/"
+            ),
+        });
+    }
+    let Some(data) = &spec.dataset.uri else {
+        return Err(Refusal {
+            reason: "FeatureSetUnsupported",
+            message: "training from a FeatureSet is not available in this release; set dataset.uri".into(),
+        });
+    };
+    let h = &spec.hyperparameters;
+    let mut hyperparameters = BTreeMap::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            hyperparameters.insert(k.to_string(), v);
+        }
+    };
+    put("l2", h.l2.map(|v| v.to_string()));
+    put("maxIterations", h.max_iterations.map(|v| v.to_string()));
+    put("tolerance", h.tolerance.map(|v| v.to_string()));
+    put(
+        "hiddenLayers",
+        h.hidden_layers.as_ref().map(|l| l.iter().map(i32::to_string).collect::<Vec<_>>().join(",")),
+    );
+    put("learningRate", h.learning_rate.map(|v| v.to_string()));
+    put("batchSize", h.batch_size.map(|v| v.to_string()));
+    put("patience", h.patience.map(|v| v.to_string()));
+    put("seed", h.seed.map(|v| v.to_string()));
+    Ok(TrainConfig {
+        dataset: DatasetConfig {
+            uri: pods::pvc_path(&data.0, PVC_ROOT).map(|(_, u)| u).unwrap_or_else(|| data.0.clone()),
+            format: spec.dataset.format.map(|f| format!("{f:?}").to_ascii_lowercase()),
+            label: spec.dataset.label.clone(),
+            features: spec.dataset.features.clone(),
+            categorical: spec.dataset.categorical.clone(),
+        },
+        algorithm: algorithm_name(spec.algorithm),
+        hyperparameters,
+        trials: spec.search.as_ref().map(search::trials).unwrap_or_default(),
+        holdout_fraction: spec.validation.holdout_fraction,
+        split_seed: spec.validation.seed.max(0) as u64,
+        output_uri: pods::pvc_path(&output, PVC_ROOT).map(|(_, u)| u).unwrap_or(output),
+    })
+}
+
+/// Trials the Job runs: one per search trial, else one.
+pub fn trial_count(config: &TrainConfig) -> i32 {
+    config.trials.len().max(1) as i32
+}
+
+pub fn labels(tj: &TrainingJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "mizzen-train".to_string()),
+        ("app.kubernetes.io/instance".to_string(), tj.name_any()),
+        ("app.kubernetes.io/component".to_string(), "training".to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "mizzen".to_string()),
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (TRAINING_JOB_LABEL.to_string(), tj.name_any()),
+    ])
+}
+
+/// The Job, named like the TrainingJob.
+pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
+    let spec = &tj.spec;
+    let trials = trial_count(config);
+    let parallelism = spec.search.as_ref().map_or(1, |s| s.parallelism).clamp(1, trials);
+    let c = &spec.trainer;
+    let mut env = vec![EnvVar {
+        name: CONFIG_ENV.into(),
+        value: Some(serde_json::to_string(config).expect("a config serializes")),
+        ..Default::default()
+    }];
+    env.push(EnvVar { name: "MIZZEN_LOG_FORMAT".into(), value: Some("json".into()), ..Default::default() });
+    env.extend(c.env.iter().cloned());
+    // Claims: the data's read-only, the output's writable (one mount if they are the same claim).
+    let data_claim = spec.dataset.uri.as_ref().and_then(|u| pods::pvc_path(&u.0, PVC_ROOT)).map(|(c, _)| c);
+    let output_claim = pods::pvc_path(&output_uri(tj), PVC_ROOT).map(|(c, _)| c);
+    let mut claims: Vec<(String, bool)> = Vec::new();
+    if let Some(claim) = &output_claim {
+        claims.push((claim.clone(), false));
+    }
+    if let Some(claim) = data_claim.filter(|d| Some(d) != output_claim.as_ref()) {
+        claims.push((claim, true));
+    }
+    let (volumes, mounts): (Vec<_>, Vec<_>) = claims
+        .iter()
+        .enumerate()
+        .map(|(i, (claim, ro))| pods::pvc_volume(&format!("data-{i}"), claim, PVC_ROOT, *ro))
+        .unzip();
+    let labels = labels(tj);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(tj.name_any()),
+            namespace: tj.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(tj.controller_owner_ref(&()).into_iter().collect()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(trials),
+            parallelism: Some(parallelism),
+            backoff_limit_per_index: Some(spec.backoff_limit),
+            active_deadline_seconds: spec.active_deadline_seconds,
+            suspend: Some(spec.suspend),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "FailIndex".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(CONTAINER.into()),
+                            operator: "In".into(),
+                            values: vec![PERMANENT_EXIT_CODE],
+                        }),
+                        ..Default::default()
+                    },
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: CONTAINER.into(),
+                        image: Some(c.image.clone().unwrap_or_else(|| defaults.train_image.clone())),
+                        image_pull_policy: Some(format!("{:?}", c.image_pull_policy)),
+                        env: Some(env),
+                        resources: c.resources.clone(),
+                        security_context: Some(pods::container_security()),
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                        ..Default::default()
+                    }],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
+                    service_account_name: c.service_account_name.clone(),
+                    image_pull_secrets: (!c.image_pull_secrets.is_empty())
+                        .then(|| c.image_pull_secrets.clone()),
+                    security_context: Some(pods::pod_security()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tj(yaml: &str) -> TrainingJob {
+        let mut t: TrainingJob = serde_saphyr::from_str(yaml).unwrap();
+        t.metadata.namespace = Some("ml".into());
+        t.metadata.uid = Some("uid-1".into());
+        t
+    }
+
+    const BASE: &str = "apiVersion: mizzen.dev/v1alpha1\nkind: TrainingJob\nmetadata: {name: iris}\nspec:\n  \
+        dataset: {uri: s3://data/iris.csv, label: species}\n  algorithm: logisticRegression\n  \
+        output: {uri: s3://models/iris/}\n";
+
+    fn defaults() -> Defaults {
+        Defaults { train_image: "mizzen-train:test".into() }
+    }
+
+    #[test]
+    fn a_single_run_is_one_index_with_the_spec_mapped() {
+        let t = tj(&format!(
+            "{BASE}  backoffLimit: 3\n  activeDeadlineSeconds: 600\n  ttlSecondsAfterFinished: 5\n  suspend: true\n  \
+             hyperparameters: {{l2: 0.5, seed: 7}}\n"
+        ));
+        let config = config(&t).unwrap();
+        assert_eq!(config.hyperparameters["l2"], "0.5");
+        assert_eq!(config.hyperparameters["seed"], "7");
+        assert_eq!(config.algorithm, "logisticRegression");
+        assert_eq!(config.output_uri, "s3://models/iris/");
+        assert!(config.trials.is_empty());
+        let job = job(&t, &config, &defaults());
+        let s = job.spec.unwrap();
+        assert_eq!((s.completions, s.parallelism), (Some(1), Some(1)));
+        assert_eq!(s.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!(s.backoff_limit_per_index, Some(3));
+        assert_eq!(s.active_deadline_seconds, Some(600));
+        assert_eq!(s.suspend, Some(true));
+        assert_eq!(s.ttl_seconds_after_finished, None, "the operator deletes the Job after copying results");
+        let rules = s.pod_failure_policy.unwrap().rules;
+        assert_eq!(rules[0].action, "FailIndex");
+        assert_eq!(rules[0].on_exit_codes.as_ref().unwrap().values, [PERMANENT_EXIT_CODE]);
+        let pod = s.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("mizzen-train:test"));
+        assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+        let env = c.env.as_ref().unwrap();
+        let passed: TrainConfig = serde_json::from_str(env[0].value.as_deref().unwrap()).unwrap();
+        assert_eq!(passed, config);
+        assert_eq!(job.metadata.owner_references.unwrap()[0].uid, "uid-1");
+    }
+
+    #[test]
+    fn a_search_is_one_index_per_trial() {
+        let t = tj(&format!(
+            "{BASE}  search:\n    algorithm: grid\n    maxTrials: 10\n    parallelism: 3\n    \
+             objective: {{metric: logLoss}}\n    parameters: [{{name: l2, categorical: ['0.1', '1', '10']}}]\n"
+        ));
+        let config = config(&t).unwrap();
+        assert_eq!(config.trials.len(), 3);
+        let s = job(&t, &config, &defaults()).spec.unwrap();
+        assert_eq!((s.completions, s.parallelism), (Some(3), Some(3)));
+        assert_eq!(objective(&t.spec), (Metric::LogLoss, true));
+    }
+
+    #[test]
+    fn pvc_uris_are_mounted_and_registry_outputs_refused_for_now() {
+        let t = tj(&BASE
+            .replace("s3://data/iris.csv", "pvc://data/iris.csv")
+            .replace("s3://models/iris/", "pvc://models/iris/"));
+        let config = config(&t).unwrap();
+        assert_eq!(config.dataset.uri, "file:///mnt/pvc/data/iris.csv");
+        assert_eq!(config.output_uri, "file:///mnt/pvc/models/iris/");
+        let pod = job(&t, &config, &defaults()).spec.unwrap().template.spec.unwrap();
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!((mounts[0].mount_path.as_str(), mounts[0].read_only), ("/mnt/pvc/models", Some(false)));
+        assert_eq!((mounts[1].mount_path.as_str(), mounts[1].read_only), ("/mnt/pvc/data", Some(true)));
+
+        let t = tj(&BASE.replace("  output: {uri: s3://models/iris/}\n", ""));
+        let refusal = super::config(&t).unwrap_err();
+        assert_eq!(refusal.reason, "RegistryUnavailable");
+        assert!(refusal.message.contains("registry://iris"), "{}", refusal.message);
+    }
+}
