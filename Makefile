@@ -34,7 +34,7 @@ e2e: ## The e2e suite on a fresh local cluster, torn down afterwards (MIZZEN_CLU
 	hack/e2e.sh
 
 e2e-on-running-cluster: ## The e2e suite against the cluster that is up now (fast iteration)
-	$(CARGO) build -p mizzen-operator
+	$(CARGO) build -p mizzen-operator -p mizzen-train
 	$(CARGO) test -p mizzen-e2e --test e2e
 
 cluster-up: ## Start the local cluster (kubeconfig in .cluster/kubeconfig); idempotent

@@ -16,7 +16,7 @@ trap 'status=130; exit' INT TERM
 "$HERE/cluster/down.sh"
 t0=$(date +%s)
 "$HERE/cluster/up.sh" || exit
-"$CARGO" build -p mizzen-operator || exit
+"$CARGO" build -p mizzen-operator -p mizzen-train || exit
 "$CARGO" test -p mizzen-e2e --test e2e -- "$@"
 status=$?
 echo "[e2e] cluster and suite took $(($(date +%s) - t0)) s" >&2

@@ -279,15 +279,25 @@ impl Drop for Operator {
 
 /// The operator binary: `$MIZZEN_OPERATOR_BIN`, else next to this test binary's target directory.
 fn operator_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MIZZEN_OPERATOR_BIN") {
+    built_bin("mizzen-operator", "MIZZEN_OPERATOR_BIN")
+}
+
+/// mizzen-train, built next to the operator (`make e2e` builds both).
+pub fn trainer_bin() -> Result<PathBuf> {
+    built_bin("mizzen-train", "MIZZEN_TRAIN_BIN")
+}
+
+/// A workspace binary: `$ENV` if set, else the one in this test's target directory.
+fn built_bin(name: &str, env: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
-    // This test runs from TARGET/debug/deps/; the operator is TARGET/debug/mizzen-operator.
+    // This test runs from TARGET/debug/deps/; the binaries are in TARGET/debug/.
     let exe = std::env::current_exe()?;
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("mizzen-operator"));
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join(name));
     match bin {
         Some(b) if b.exists() => Ok(b),
-        _ => bail!("mizzen-operator is not built: run `cargo build -p mizzen-operator` (make e2e does)"),
+        _ => bail!("{name} is not built: run `cargo build -p {name}` (make e2e does)"),
     }
 }
 

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             false model_deployment_manual_promotion_and_abort,
             false model_deployment_scales_rolls_back_and_stays_idle,
             false model_deployment_progress_deadline_degrades,
+            false training_job_runs_as_an_indexed_job,
+            false training_job_reports_the_best_trial_and_deploys_it,
+            false training_job_with_bad_data_fails_with_the_reason,
         ],
         |c| Box::pin(install_crds(c)),
     )
@@ -263,11 +266,12 @@ async fn operator_records_an_honest_initial_status(cluster: Cluster) -> Result<(
     let ns = cluster.namespace("initial-status")?;
     let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     ns.kubectl(&["apply", "-f", &repo_root().join("manifests/examples").to_string_lossy()]).ok()?;
-    for (kind, name, condition) in [("tjob", "iris", "Succeeded"), ("fset", "customers", "Ready")] {
-        let reason = ns.wait_for_condition(kind, name, condition, "Unknown").await?;
-        ensure!(reason == "NotImplemented", "{kind}/{name}: reason {reason}");
-        ensure!(ns.jsonpath(kind, name, "{.status.observedGeneration}")? == "1");
-    }
+    let reason = ns.wait_for_condition("fset", "customers", "Ready", "Unknown").await?;
+    ensure!(reason == "NotImplemented", "fset/customers: reason {reason}");
+    ensure!(ns.jsonpath("fset", "customers", "{.status.observedGeneration}")? == "1");
+    // TrainingJobs have a reconciler: the example's Job is created.
+    let reason = ns.wait_for_condition("tjob", "iris", "Created", "True").await?;
+    ensure!(reason == "JobCreated", "tjob/iris: reason {reason}");
     // ModelDeployments have a reconciler: served on the fake nodes, they become Ready.
     let reason = ns.wait_for_condition("mdep", "iris", "Ready", "True").await?;
     ensure!(reason == "Serving", "mdep/iris: reason {reason}");
@@ -673,5 +677,181 @@ async fn model_deployment_progress_deadline_degrades(cluster: Cluster) -> Result
     ensure!(
         ns.jsonpath("mdep", "iris", "{.status.conditions[?(@.type==\"Progressing\")].status}")? == "False"
     );
+    Ok(())
+}
+
+// --- TrainingJob ------------------------------------------------------------------------------------
+
+/// A small labelled table: two numeric features and a word, two classes mostly separable.
+fn training_csv(rows: usize) -> String {
+    let mut out = String::from("x1,x2,color,label\n");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..rows {
+        let (a, b, noise) = (next() * 4.0 - 2.0, next() * 4.0 - 2.0, next());
+        let label = u8::from(a + 0.5 * b + (noise - 0.5) > 0.0);
+        let color = ["red", "green", "blue"][(next() * 3.0) as usize % 3];
+        out.push_str(&format!("{a:.4},{b:.4},{color},{label}\n"));
+    }
+    out
+}
+
+/// Runs the real mizzen-train locally; returns its exit code and termination message.
+fn run_trainer(dir: &std::path::Path, data: &str, extra: &[&str]) -> Result<(i32, String)> {
+    let csv = dir.join("data.csv");
+    std::fs::write(&csv, data)?;
+    let log = dir.join(format!("termination-{}.log", extra.join("_").replace(['=', '/', ','], "-")));
+    let out = std::process::Command::new(mizzen_e2e::trainer_bin()?)
+        .args(["--data", &csv.to_string_lossy(), "--label", "label", "--algorithm", "logisticRegression"])
+        .args(["--output", &dir.join("model").to_string_lossy(), "--termination-log", &log.to_string_lossy()])
+        .args(extra)
+        .output()?;
+    let message = std::fs::read_to_string(&log).context("the trainer wrote no termination message")?;
+    Ok((out.status.code().unwrap_or(-1), message))
+}
+
+fn tjob(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: mizzen.dev/v1alpha1\nkind: TrainingJob\nmetadata: {{name: {name}}}\nspec:\n  \
+         dataset: {{uri: \"s3://data/train.csv\", label: label}}\n  algorithm: logisticRegression\n  \
+         output: {{uri: \"s3://models/{name}/\"}}\n{extra}"
+    )
+}
+
+/// Waits for the suspended Job, then gives its pods the trainer's real reports: index I ends with
+/// `reports[I]` (message, exit code).
+async fn given_trainer_reports(ns: &Namespace, name: &str, reports: &[(String, i32)]) -> Result<()> {
+    wait_until("the suspended Job", Duration::from_secs(30), || async {
+        (ns.jsonpath("job", name, "{.spec.suspend}").ok()? == "true").then_some(())
+    })
+    .await?;
+    let mut annotations = serde_json::Map::new();
+    for (i, (message, code)) in reports.iter().enumerate() {
+        annotations.insert(format!("mizzen.dev/e2e-termination-message-{i}"), message.clone().into());
+        annotations.insert(format!("mizzen.dev/e2e-exit-code-{i}"), code.to_string().into());
+    }
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
+    ns.kubectl(&["patch", "job", name, "--type", "merge", "-p", &patch.to_string()]).ok()?;
+    ns.kubectl(&["patch", "tjob", name, "--type", "merge", "-p", r#"{"spec":{"suspend":false}}"#]).ok()?;
+    Ok(())
+}
+
+/// A TrainingJob with a search becomes one Indexed Job with an index per trial and the spec mapped; an
+/// output the release cannot write is refused at once; a pod that "succeeds" without a report (a fake
+/// node runs nothing) publishes nothing.
+async fn training_job_runs_as_an_indexed_job(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("tjob-spec")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(&tjob(
+        "search",
+        "  backoffLimit: 2\n  activeDeadlineSeconds: 900\n  trainer: {resources: {limits: {memory: 1Gi}}}\n  \
+         search:\n    algorithm: grid\n    parallelism: 2\n    objective: {metric: f1}\n    \
+         parameters: [{name: l2, logUniform: {min: 0.01, max: 1}, steps: 3}]\n",
+    ))?;
+    ns.wait_for_condition("tjob", "search", "Created", "True").await?;
+    let spec = |path: &str| ns.jsonpath("job", "search", path);
+    ensure!(spec("{.spec.completionMode}")? == "Indexed");
+    ensure!(spec("{.spec.completions}/{.spec.parallelism}/{.spec.backoffLimitPerIndex}")? == "3/2/2");
+    ensure!(spec("{.spec.activeDeadlineSeconds}")? == "900");
+    ensure!(spec("{.spec.podFailurePolicy.rules[0].action}")? == "FailIndex");
+    ensure!(spec("{.metadata.ownerReferences[0].kind}")? == "TrainingJob");
+    let pod = |path: &str| spec(&format!("{{.spec.template.spec{path}}}"));
+    ensure!(pod(".restartPolicy")? == "Never");
+    ensure!(pod(".securityContext.runAsNonRoot")? == "true");
+    ensure!(pod(".containers[0].securityContext.readOnlyRootFilesystem")? == "true");
+    ensure!(pod(".containers[0].resources.limits.memory")? == "1Gi");
+    let config: serde_json::Value = serde_json::from_str(&pod(".containers[0].env[0].value")?)?;
+    ensure!(config["trials"].as_array().map(Vec::len) == Some(3), "{config}");
+    ensure!(config["trials"][1]["l2"] == "0.1", "{config}");
+    // The fake nodes run nothing: the pods end without a report, and that is what the status says.
+    let reason = ns.wait_for_condition("tjob", "search", "Failed", "True").await?;
+    ensure!(reason == "NoReport", "reason {reason}");
+    ensure!(ns.jsonpath("tjob", "search", "{.status.trials.summary}")? == "0/3/3");
+
+    ns.apply(&tjob("registry", "").replace("s3://models/registry/", "registry://iris"))?;
+    let reason = ns.wait_for_condition("tjob", "registry", "Failed", "True").await?;
+    ensure!(reason == "RegistryUnavailable", "reason {reason}");
+    ensure!(ns.kubectl(&["get", "job", "registry"]).refused().is_ok(), "no Job for a refused run");
+    Ok(())
+}
+
+/// The status path with the real trainer: mizzen-train runs here on real data, and its termination
+/// messages are what the Job's pods report. The best trial is published, a failed trial is counted,
+/// the model passes the gate and is deployed (the ModelDeployment's model changes), events say so, and
+/// after the ttl the Job goes while the status stays.
+async fn training_job_reports_the_best_trial_and_deploys_it(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("tjob-status")?;
+    let dir = tempfile::tempdir()?;
+    let data = training_csv(400);
+    let (code_a, strong) = run_trainer(dir.path(), &data, &["--set", "l2=0.01"])?;
+    let (code_b, weak) = run_trainer(dir.path(), &data, &["--set", "l2=100000"])?;
+    ensure!(code_a == 0 && code_b == 0, "the trainer failed: {strong} / {weak}");
+    let report: serde_json::Value = serde_json::from_str(&strong)?;
+    let (_, bad) = run_trainer(dir.path(), "x1,x2\n1,2\n", &[])?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", "{autoPromotionEnabled: true}"))?;
+    ns.apply(&tjob(
+        "iris",
+        "  suspend: true\n  ttlSecondsAfterFinished: 3\n  \
+         deploy: {modelDeployment: iris, when: {metric: accuracy, threshold: 0.6}}\n  \
+         search:\n    algorithm: grid\n    parallelism: 3\n    objective: {metric: logLoss}\n    \
+         parameters: [{name: l2, categorical: ['100000', '0.01', '1']}]\n",
+    ))?;
+    ns.wait_for_condition("tjob", "iris", "Suspended", "True").await?;
+    given_trainer_reports(&ns, "iris", &[(weak, 0), (strong.clone(), 0), (bad, 2)]).await?;
+    let reason = ns.wait_for_condition("tjob", "iris", "Succeeded", "True").await?;
+    ensure!(reason == "ModelTrained", "reason {reason}");
+    ensure!(ns.jsonpath("tjob", "iris", "{.status.trials.summary}")? == "2/1/3");
+    let uri = ns.jsonpath("tjob", "iris", "{.status.model.uri}")?;
+    ensure!(uri == report["modelUri"], "model {uri}, best report {report}");
+    ensure!(ns.jsonpath("tjob", "iris", "{.status.bestHyperparameters.l2}")? == "0.01");
+    let accuracy: f64 = ns.jsonpath("tjob", "iris", "{.status.metrics.accuracy}")?.parse()?;
+    ensure!(Some(accuracy) == report["metrics"]["accuracy"].as_f64(), "{accuracy} vs {report}");
+    ensure!(ns.jsonpath("tjob", "iris", "{.status.objective.metric}")? == "logLoss");
+    ensure!(ns.jsonpath("tjob", "iris", "{.status.model.sha256}")? == report["modelSha256"]);
+    let reason = ns.wait_for_condition("tjob", "iris", "Deployed", "True").await?;
+    ensure!(reason == "Deployed");
+    ensure!(ns.jsonpath("mdep", "iris", "{.spec.model.uri}")? == uri, "the ModelDeployment was not updated");
+    let table = ns.kubectl(&["get", "tjob", "iris", "-o", "wide"]).ok()?;
+    ensure!(table.contains("Succeeded") && table.contains("logLoss") && table.contains("2/1/3"), "{table}");
+    let events = ns.kubectl(&["get", "events", "--field-selector", "involvedObject.name=iris"]).ok()?;
+    for reason in ["JobCreated", "TrainingSucceeded", "Deployed"] {
+        ensure!(events.contains(reason), "no {reason} event in\n{events}");
+    }
+    wait_until("the Job deleted after the ttl", Duration::from_secs(30), || async {
+        ns.kubectl(&["get", "job", "iris"]).refused().ok()
+    })
+    .await?;
+    ensure!(
+        ns.jsonpath("tjob", "iris", "{.status.phase}")? == "Succeeded",
+        "the status must outlive the Job"
+    );
+    Ok(())
+}
+
+/// Bad data ends Failed with the trainer's reason, visible in `kubectl get` and `kubectl describe`, and a
+/// permanent failure (exit code 2) is not retried however large backoffLimit is.
+async fn training_job_with_bad_data_fails_with_the_reason(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("tjob-bad-data")?;
+    let dir = tempfile::tempdir()?;
+    let (code, report) = run_trainer(dir.path(), "x1,x2\n1,2\n3,4\n", &[])?;
+    ensure!(code == 2, "exit code {code}: {report}");
+    ensure!(report.contains("InvalidData") && report.contains("label column"), "{report}");
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(&tjob("bad", "  suspend: true\n  backoffLimit: 4\n"))?;
+    given_trainer_reports(&ns, "bad", &[(report, 2)]).await?;
+    let reason = ns.wait_for_condition("tjob", "bad", "Failed", "True").await?;
+    ensure!(reason == "InvalidData", "reason {reason}");
+    let table = ns.kubectl(&["get", "tjob", "bad", "-o", "wide"]).ok()?;
+    ensure!(table.contains("Failed") && table.contains("InvalidData"), "{table}");
+    let described = ns.kubectl(&["describe", "tjob", "bad"]).ok()?;
+    ensure!(described.contains("label column \"label\" is not in the file"), "{described}");
+    let pods = ns.kubectl(&["get", "pods", "-l", "mizzen.dev/training-job=bad", "-o", "name"]).ok()?;
+    ensure!(pods.lines().count() == 1, "a permanent failure was retried: {pods}");
     Ok(())
 }

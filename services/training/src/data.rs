@@ -94,7 +94,9 @@ pub struct Spec {
 pub enum Kind {
     Numeric,
     /// Cells hold indexes into `values` (in order of first appearance).
-    Categorical { values: Vec<String> },
+    Categorical {
+        values: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +109,10 @@ pub struct Column {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Labels {
     /// Class index per row into `classes` (sorted as scikit-learn sorts them).
-    Classes { y: Vec<u32>, classes: Classes },
+    Classes {
+        y: Vec<u32>,
+        classes: Classes,
+    },
     Values(Vec<f64>),
 }
 
@@ -155,9 +160,11 @@ pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Datase
             let file = std::fs::File::open(&path)
                 .map_err(|e| DataError::Unreadable(format!("{}: {e}", path.display())))?;
             let spec = spec.clone();
-            tokio::task::spawn_blocking(move || read_csv(std::io::BufReader::with_capacity(1 << 20, file), &spec))
-                .await
-                .map_err(|e| DataError::Unreadable(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                read_csv(std::io::BufReader::with_capacity(1 << 20, file), &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
         }
         (Format::Parquet, Some(path)) => {
             let spec = spec.clone();
@@ -518,7 +525,13 @@ impl Builder {
             }
         };
         data.shrink_to_fit();
-        Ok(Dataset { columns, x: Matrix::from_vec(rows, width, data), labels, sha256: digest.0, bytes: digest.1 })
+        Ok(Dataset {
+            columns,
+            x: Matrix::from_vec(rows, width, data),
+            labels,
+            sha256: digest.0,
+            bytes: digest.1,
+        })
     }
 }
 
@@ -615,9 +628,10 @@ pub fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
     use arrow_array::Array as _;
     use arrow_array::cast::AsArray as _;
     use arrow_schema::DataType;
-    let not_parquet = |e: parquet::errors::ParquetError| DataError::Invalid(format!("not a valid Parquet file: {e}"));
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source).map_err(not_parquet)?;
+    let not_parquet =
+        |e: parquet::errors::ParquetError| DataError::Invalid(format!("not a valid Parquet file: {e}"));
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source)
+        .map_err(not_parquet)?;
     let header: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
     let (mut rows, indexes, label) = Builder::new(spec, &header)?;
     let reader = builder.with_batch_size(64 * 1024).build().map_err(not_parquet)?;
@@ -683,10 +697,8 @@ pub fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
     let mut seen = 0usize;
     for batch in reader {
         let batch = batch.map_err(|e| DataError::Invalid(format!("reading Parquet data: {e}")))?;
-        let feature_cells: Vec<Cells> = indexes
-            .iter()
-            .map(|&i| cells(&header[i], batch.column(i).as_ref()))
-            .collect::<Result<_, _>>()?;
+        let feature_cells: Vec<Cells> =
+            indexes.iter().map(|&i| cells(&header[i], batch.column(i).as_ref())).collect::<Result<_, _>>()?;
         let label_cells = cells(&header[label], batch.column(label).as_ref())?;
         for r in 0..batch.num_rows() {
             let place = Place::Row(seen + r + 1);
@@ -727,7 +739,10 @@ mod tests {
         assert_eq!(ds.columns[0], Column { name: "a".into(), kind: Kind::Numeric });
         assert_eq!(
             ds.columns[1],
-            Column { name: "color".into(), kind: Kind::Categorical { values: vec!["red".into(), "blue".into()] } }
+            Column {
+                name: "color".into(),
+                kind: Kind::Categorical { values: vec!["red".into(), "blue".into()] }
+            }
         );
         assert_eq!(ds.x.row(0), &[1.5, 0.0]);
         assert!(ds.x.row(1)[0].is_nan());
@@ -821,7 +836,8 @@ mod tests {
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let ds = read_parquet(bytes::Bytes::from(buf), ("d".into(), 0), &spec("y", Task::Classification)).unwrap();
+        let ds =
+            read_parquet(bytes::Bytes::from(buf), ("d".into(), 0), &spec("y", Task::Classification)).unwrap();
         assert_eq!(ds.columns[1].kind, Kind::Categorical { values: vec!["u".into(), "v".into()] });
         assert!(ds.x.row(1)[0].is_nan());
         assert_eq!(ds.labels, Labels::Classes { y: vec![0, 1, 0], classes: Classes::Int(vec![0, 1]) });

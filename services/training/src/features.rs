@@ -83,7 +83,14 @@ pub fn fit(ds: &Dataset, train_from: usize) -> Result<(Preprocessing, Vec<Featur
                     name: name.clone(),
                     count: column.len(),
                     missing,
-                    kind: StatsKind::Numeric { mean, std, min, max, quantiles, histogram: histogram(&column) },
+                    kind: StatsKind::Numeric {
+                        mean,
+                        std,
+                        min,
+                        max,
+                        quantiles,
+                        histogram: histogram(&column),
+                    },
                 });
             }
             Kind::Categorical { values } => {
@@ -94,8 +101,12 @@ pub fn fit(ds: &Dataset, train_from: usize) -> Result<(Preprocessing, Vec<Featur
                 let mut levels: Vec<String> =
                     values.iter().zip(&counts).filter(|(_, c)| **c > 0).map(|(v, _)| v.clone()).collect();
                 levels.sort();
-                let frequencies =
-                    values.iter().zip(&counts).filter(|(_, c)| **c > 0).map(|(v, c)| (v.clone(), *c)).collect();
+                let frequencies = values
+                    .iter()
+                    .zip(&counts)
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(v, c)| (v.clone(), *c))
+                    .collect();
                 prep.categorical.push(CategoricalFeature { name: name.clone(), levels });
                 stats.push(FeatureStats {
                     name: name.clone(),
@@ -148,7 +159,8 @@ pub fn design(ds: &mut Dataset, prep: &Preprocessing) -> Matrix {
         .collect();
     let cols = ds.x.cols;
     if numeric.len() == cols {
-        let factors: Vec<(f64, f64, f64)> = prep.numeric.iter().map(|f| (f.fill, f.mean, 1.0 / f.scale)).collect();
+        let factors: Vec<(f64, f64, f64)> =
+            prep.numeric.iter().map(|f| (f.fill, f.mean, 1.0 / f.scale)).collect();
         for row in ds.x.data.chunks_exact_mut(cols) {
             for (v, &(fill, mean, inv)) in row.iter_mut().zip(&factors) {
                 let x = if v.is_nan() { fill } else { *v };

@@ -4,10 +4,17 @@
 
 pub mod data;
 pub mod features;
+pub mod lbfgs;
+pub mod learn;
 pub mod matrix;
+pub mod metrics;
 pub mod network;
+pub mod onnx;
 pub mod prep;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod train;
 
 pub use matrix::Matrix;
 pub use network::{Dense, Head, Network};

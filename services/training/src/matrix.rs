@@ -29,7 +29,11 @@ impl Matrix {
 
     /// The rows `start..end` as a borrowed view.
     pub fn rows_slice(&self, start: usize, end: usize) -> MatrixView<'_> {
-        MatrixView { rows: end - start, cols: self.cols, data: &self.data[start * self.cols..end * self.cols] }
+        MatrixView {
+            rows: end - start,
+            cols: self.cols,
+            data: &self.data[start * self.cols..end * self.cols],
+        }
     }
 
     pub fn view(&self) -> MatrixView<'_> {
@@ -51,6 +55,10 @@ impl<'a> MatrixView<'a> {
     }
 
     pub fn rows_slice(&self, start: usize, end: usize) -> MatrixView<'a> {
-        MatrixView { rows: end - start, cols: self.cols, data: &self.data[start * self.cols..end * self.cols] }
+        MatrixView {
+            rows: end - start,
+            cols: self.cols,
+            data: &self.data[start * self.cols..end * self.cols],
+        }
     }
 }

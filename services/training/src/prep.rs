@@ -65,7 +65,7 @@ impl Preprocessing {
 /// Class labels of a classifier, in the order of its probability columns: integers when every label
 /// in the data is an integer (the ONNX `label` output is int64), strings otherwise (string output).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(untagged)]
 pub enum Classes {
     Int(Vec<i64>),
     Str(Vec<String>),

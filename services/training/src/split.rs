@@ -42,7 +42,12 @@ mod tests {
         for i in 0..n {
             text.push_str(&format!("{i},{}\n", i * 10));
         }
-        let spec = crate::data::Spec { label: "y".into(), features: None, categorical: vec![], task: Task::Regression };
+        let spec = crate::data::Spec {
+            label: "y".into(),
+            features: None,
+            categorical: vec![],
+            task: Task::Regression,
+        };
         read_csv(text.as_bytes(), &spec).unwrap()
     }
 

@@ -1,0 +1,264 @@
+//! Logistic regression by L-BFGS and ridge regression by a direct solve.
+
+use super::par::{axpy, dot, sum_rows};
+use super::{Fit, FitError};
+use crate::lbfgs;
+use crate::matrix::MatrixView;
+use crate::network::{Dense, Head, Network};
+
+/// Parameters at most (weights and biases), so a wide one-hot design cannot exhaust memory silently.
+const MAX_PARAMETERS: usize = 1 << 26;
+/// Features at most for the ridge normal equations (their Gram matrix is features²).
+const MAX_RIDGE_FEATURES: usize = 8192;
+
+/// scikit-learn's `LogisticRegression(C=1/l2, solver="lbfgs")`: minimizes
+/// `(sum_i logloss_i + l2/2 ||W||²) / n` (the intercepts unpenalized) from zero. Two classes: one logit
+/// for class 1 and a logistic head; more: a multinomial softmax over one column per class.
+pub(super) fn logistic(
+    x: MatrixView<'_>,
+    y: &[u32],
+    n_classes: usize,
+    l2: f64,
+    max_iterations: u32,
+    tolerance: f64,
+) -> Result<Fit, FitError> {
+    let f = x.cols;
+    let k = if n_classes == 2 { 1 } else { n_classes };
+    let weights = k.checked_mul(f).filter(|&w| w + k <= MAX_PARAMETERS).ok_or_else(|| {
+        FitError::InvalidData(format!(
+            "{f} features x {n_classes} classes is too many parameters for logistic regression"
+        ))
+    })?;
+    let dim = weights + k;
+    let n = x.rows as f64;
+    let mut partials = Vec::new();
+    let mut sums = vec![0.0; dim + 1];
+    // Parameters class-major: the weights of output c at [c*f, (c+1)*f), then the k intercepts.
+    let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
+        let (w, b) = theta.split_at(weights);
+        if k == 1 {
+            sum_rows(x.rows, dim + 1, &mut partials, &mut sums, |s, e, acc| {
+                binary_rows(x, y, w, b[0], s, e, acc)
+            });
+        } else {
+            sum_rows(x.rows, dim + 1, &mut partials, &mut sums, |s, e, acc| {
+                multinomial_rows(x, y, w, b, s, e, acc)
+            });
+        }
+        let mut penalty = 0.0;
+        for ((g, s), wi) in grad[..weights].iter_mut().zip(&sums[..weights]).zip(w) {
+            penalty += wi * wi;
+            *g = (s + l2 * wi) / n;
+        }
+        for (g, s) in grad[weights..].iter_mut().zip(&sums[weights..dim]) {
+            *g = s / n;
+        }
+        (sums[dim] + 0.5 * l2 * penalty) / n
+    };
+    let options = lbfgs::Options { max_iterations, gtol: tolerance, ..lbfgs::Options::default() };
+    let m = lbfgs::minimize(objective, vec![0.0; dim], &options)
+        .map_err(|e| FitError::Diverged(format!("logistic regression: {e}")))?;
+    if !m.f.is_finite() || m.x.iter().any(|v| !v.is_finite()) {
+        return Err(FitError::Diverged(
+            "logistic regression: the loss or the weights became non-finite".into(),
+        ));
+    }
+    let (w, b) = m.x.split_at(weights);
+    // Dense weights are [inputs x outputs]: transpose the class-major block.
+    let mut dense_w = vec![0.0; weights];
+    for (c, wc) in w.chunks_exact(f).enumerate() {
+        for (j, v) in wc.iter().enumerate() {
+            dense_w[j * k + c] = *v;
+        }
+    }
+    let network = Network {
+        hidden: vec![],
+        output: Dense { inputs: f, outputs: k, weights: dense_w, bias: b.to_vec() },
+        head: if k == 1 { Head::Logistic } else { Head::Softmax },
+    };
+    Ok(Fit { network, iterations: m.iterations, converged: m.converged(), final_loss: m.f })
+}
+
+/// Adds the rows `start..end` of the binary log loss and its gradient into `acc` = [dW (f), db, loss].
+fn binary_rows(x: MatrixView<'_>, y: &[u32], w: &[f64], b: f64, start: usize, end: usize, acc: &mut [f64]) {
+    let f = x.cols;
+    let (gw, rest) = acc.split_at_mut(f);
+    let mut gb = 0.0;
+    let mut loss = 0.0;
+    for (row, &label) in x.data[start * f..end * f].chunks_exact(f).zip(&y[start..end]) {
+        let z = b + dot(row, w);
+        let t = if label == 1 { 1.0 } else { 0.0 };
+        // log(1 + e^z) - t z, and sigmoid(z), from one exponential of -|z|.
+        let e = (-z.abs()).exp();
+        loss += e.ln_1p() + z.max(0.0) - t * z;
+        let p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+        let r = p - t;
+        gb += r;
+        axpy(r, row, gw);
+    }
+    rest[0] += gb;
+    rest[1] += loss;
+}
+
+/// Adds the rows `start..end` of the multinomial log loss and its gradient into
+/// `acc` = [dW (k x f, class-major), db (k), loss].
+fn multinomial_rows(
+    x: MatrixView<'_>,
+    y: &[u32],
+    w: &[f64],
+    b: &[f64],
+    start: usize,
+    end: usize,
+    acc: &mut [f64],
+) {
+    let f = x.cols;
+    let k = b.len();
+    let (gw, rest) = acc.split_at_mut(k * f);
+    let (gb, loss) = rest.split_at_mut(k);
+    let mut z = vec![0.0; k];
+    let mut total = 0.0;
+    for (row, &label) in x.data[start * f..end * f].chunks_exact(f).zip(&y[start..end]) {
+        let label = label as usize;
+        for ((zc, wc), bc) in z.iter_mut().zip(w.chunks_exact(f)).zip(b) {
+            *zc = bc + dot(row, wc);
+        }
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let z_label = z[label] - max;
+        let mut sum = 0.0;
+        for zc in z.iter_mut() {
+            *zc = (*zc - max).exp();
+            sum += *zc;
+        }
+        total += sum.ln() - z_label;
+        let inv = 1.0 / sum;
+        for (c, ((ec, gwc), gbc)) in z.iter().zip(gw.chunks_exact_mut(f)).zip(gb.iter_mut()).enumerate() {
+            let r = ec * inv - if c == label { 1.0 } else { 0.0 };
+            *gbc += r;
+            axpy(r, row, gwc);
+        }
+    }
+    loss[0] += total;
+}
+
+/// scikit-learn's `Ridge(alpha=l2)`: minimizes `||y - X w - b||² + l2 ||w||²` exactly by centering `X`
+/// and `y` (the intercept is unpenalized) and solving `(Xc'Xc + l2 I) w = Xc'yc` by Cholesky.
+pub(super) fn ridge(x: MatrixView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitError> {
+    let f = x.cols;
+    let n = x.rows;
+    if f > MAX_RIDGE_FEATURES {
+        return Err(FitError::InvalidData(format!(
+            "linearRegression solves the normal equations directly and supports at most \
+             {MAX_RIDGE_FEATURES} features, got {f}"
+        )));
+    }
+    let mut partials = Vec::new();
+    let mut sums = vec![0.0; f + 1];
+    sum_rows(n, f + 1, &mut partials, &mut sums, |s, e, acc| {
+        let (ax, ay) = acc.split_at_mut(f);
+        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
+            axpy(1.0, row, ax);
+            ay[0] += yi;
+        }
+    });
+    let mean: Vec<f64> = sums[..f].iter().map(|s| s / n as f64).collect();
+    let y_mean = sums[f] / n as f64;
+
+    // The upper triangle of Xc'Xc, then Xc'yc.
+    let mut gram = vec![0.0; f * f + f];
+    sum_rows(n, f * f + f, &mut partials, &mut gram, |s, e, acc| {
+        let (g, xy) = acc.split_at_mut(f * f);
+        let mut xc = vec![0.0; f];
+        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
+            for ((c, v), m) in xc.iter_mut().zip(row).zip(&mean) {
+                *c = v - m;
+            }
+            let yc = yi - y_mean;
+            for j in 0..f {
+                let a = xc[j];
+                if a != 0.0 {
+                    axpy(a, &xc[j..], &mut g[j * f + j..(j + 1) * f]);
+                    xy[j] += a * yc;
+                }
+            }
+        }
+    });
+    let rhs = gram.split_off(f * f);
+    for j in 0..f {
+        for l in 0..j {
+            gram[j * f + l] = gram[l * f + j];
+        }
+        gram[j * f + j] += l2;
+    }
+    let w = solve_spd(&gram, &rhs, f)
+        .ok_or_else(|| FitError::Diverged("linearRegression: the normal equations are not finite".into()))?;
+    let b = y_mean - dot(&mean, &w);
+
+    let mut sse = [0.0];
+    sum_rows(n, 1, &mut partials, &mut sse, |s, e, acc| {
+        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
+            let r = yi - b - dot(row, &w);
+            acc[0] += r * r;
+        }
+    });
+    let final_loss = (sse[0] + l2 * dot(&w, &w)) / n as f64;
+    if !final_loss.is_finite() || !b.is_finite() {
+        return Err(FitError::Diverged("linearRegression: the solution is not finite".into()));
+    }
+    let network = Network {
+        hidden: vec![],
+        output: Dense { inputs: f, outputs: 1, weights: w, bias: vec![b] },
+        head: Head::Identity,
+    };
+    Ok(Fit { network, iterations: 1, converged: true, final_loss })
+}
+
+/// Solves `A w = rhs` for a symmetric positive semi-definite `A` (`f x f`, row-major) by Cholesky. A
+/// column whose pivot vanishes (relative to its diagonal entry) depends linearly on the ones before it,
+/// which happens only without a penalty (duplicated columns, a full one-hot block next to the intercept):
+/// its weight is set to 0 and the rest solve the reduced system, a least-squares solution that predicts
+/// as well as any other.
+fn solve_spd(a: &[f64], rhs: &[f64], f: usize) -> Option<Vec<f64>> {
+    if a.iter().chain(rhs).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut l = a.to_vec();
+    cholesky_semidefinite(&mut l, f);
+    let mut w = rhs.to_vec();
+    // L z = rhs, then L' w = z; a dropped column (zero pivot) gets 0.
+    for j in 0..f {
+        let pivot = l[j * f + j];
+        w[j] = if pivot == 0.0 { 0.0 } else { (w[j] - dot(&l[j * f..j * f + j], &w[..j])) / pivot };
+    }
+    for j in (0..f).rev() {
+        let pivot = l[j * f + j];
+        if pivot == 0.0 {
+            w[j] = 0.0;
+            continue;
+        }
+        let mut s = w[j];
+        for i in j + 1..f {
+            s -= l[i * f + j] * w[i];
+        }
+        w[j] = s / pivot;
+    }
+    w.iter().all(|v| v.is_finite()).then_some(w)
+}
+
+/// In-place lower Cholesky factor of `a` (row-major `f x f`; the lower triangle is read and written).
+/// A pivot at most 1e-10 of its diagonal entry marks a dependent column: its column of `L` is zeroed.
+fn cholesky_semidefinite(a: &mut [f64], f: usize) {
+    for j in 0..f {
+        let diag = a[j * f + j];
+        let lj = &a[j * f..j * f + j];
+        let pivot = diag - dot(lj, lj);
+        let keep = pivot > 1e-10 * diag.abs() && pivot > 0.0;
+        let pivot = if keep { pivot.sqrt() } else { 0.0 };
+        a[j * f + j] = pivot;
+        // The rows below: L[i][j] = (A[i][j] - L_i . L_j) / L[j][j], or 0 for a dropped column.
+        let (head, tail) = a.split_at_mut((j + 1) * f);
+        let lj = &head[j * f..j * f + j];
+        for row_i in tail.chunks_exact_mut(f) {
+            row_i[j] = if keep { (row_i[j] - dot(&row_i[..j], lj)) / pivot } else { 0.0 };
+        }
+    }
+}

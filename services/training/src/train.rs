@@ -1,0 +1,286 @@
+//! One training run, end to end: read and check the data, split the holdout, fit the preprocessing and
+//! the model on the training rows, score the holdout, export ONNX, and write the model and its metadata.
+
+use crate::data::{self, DataError, Dataset, Labels, Task};
+use crate::features::{self, FeatureStats};
+use crate::learn::{self, Algorithm, FitError, Params, Target};
+use crate::network::Network;
+use crate::onnx::{self, ModelDoc};
+use crate::prep::{Classes, Preprocessing};
+use crate::{metrics, split};
+use bytes::Bytes;
+use mizzen_common::training::{TrainConfig, Trained};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Why a run failed: a CamelCase reason for the TrainingJob's condition and a message to act on.
+/// `permanent` failures (bad data, bad configuration) are not worth retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TrainError {
+    pub reason: &'static str,
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl TrainError {
+    fn config(message: String) -> Self {
+        Self { reason: "InvalidConfig", message, permanent: true }
+    }
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        let permanent = matches!(e, DataError::Invalid(_));
+        Self { reason: e.reason(), message: e.to_string(), permanent }
+    }
+}
+
+impl From<FitError> for TrainError {
+    fn from(e: FitError) -> Self {
+        Self { reason: e.reason(), message: e.to_string(), permanent: true }
+    }
+}
+
+/// A trained, scored model, before it is written.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub algorithm: Algorithm,
+    pub prep: Preprocessing,
+    pub network: Network,
+    pub classes: Option<Classes>,
+    pub metrics: BTreeMap<String, f64>,
+    pub hyperparameters: BTreeMap<String, String>,
+    pub stats: Vec<FeatureStats>,
+    pub iterations: u32,
+    pub converged: bool,
+    pub final_loss: f64,
+    pub rows: usize,
+    /// For each holdout row, its 0-based row in the file.
+    pub holdout_rows: Vec<u32>,
+    /// The model's predictions on the holdout rows (probabilities row-major, or values).
+    pub holdout_predictions: Vec<f64>,
+    pub fit_seconds: f64,
+    pub dataset_sha256: String,
+    pub dataset_bytes: u64,
+}
+
+/// The hyperparameters of trial `trial`: the base ones overridden by the trial's.
+pub fn hyperparameters(
+    config: &TrainConfig,
+    trial: Option<u32>,
+) -> Result<BTreeMap<String, String>, TrainError> {
+    let mut h = config.hyperparameters.clone();
+    if let Some(i) = trial {
+        let t = config.trials.get(i as usize).ok_or_else(|| {
+            TrainError::config(format!(
+                "trial {i} does not exist: the search has {} trials",
+                config.trials.len()
+            ))
+        })?;
+        h.extend(t.clone());
+    }
+    Ok(h)
+}
+
+pub fn algorithm(config: &TrainConfig) -> Result<Algorithm, TrainError> {
+    config.algorithm.parse::<Algorithm>().map_err(|e| TrainError::config(e.to_string()))
+}
+
+pub fn task(algorithm: Algorithm) -> Task {
+    match algorithm {
+        Algorithm::LinearRegression => Task::Regression,
+        _ => Task::Classification,
+    }
+}
+
+/// Reads the dataset the configuration names.
+pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
+    let algorithm = algorithm(config)?;
+    let spec = data::Spec {
+        label: config.dataset.label.clone(),
+        features: config.dataset.features.clone(),
+        categorical: config.dataset.categorical.clone(),
+        task: task(algorithm),
+    };
+    Ok(data::load(&config.dataset.uri, config.dataset.format.as_deref(), &spec).await?)
+}
+
+/// Splits, preprocesses, fits and scores. Consumes the dataset (its matrix becomes the design matrix in
+/// place when every feature is numeric).
+pub fn train(
+    mut ds: Dataset,
+    config: &TrainConfig,
+    hyperparameters: &BTreeMap<String, String>,
+) -> Result<Model, TrainError> {
+    let algorithm = algorithm(config)?;
+    let params = Params::from_hyperparameters(hyperparameters)?;
+    let rows = ds.x.rows;
+    let (holdout, origin) = split::shuffle_split(&mut ds, config.holdout_fraction, config.split_seed)?;
+    let (prep, stats) = features::fit(&ds, holdout)?;
+    let x = features::design(&mut ds, &prep);
+    let train_x = x.rows_slice(holdout, rows);
+    let test_x = x.rows_slice(0, holdout);
+    let start = Instant::now();
+    let (fit, classes, metrics, predictions) = match &ds.labels {
+        Labels::Classes { y, classes } => {
+            let target = Target::Classes { y: &y[holdout..], n_classes: classes.len() };
+            let fit = learn::fit(algorithm, train_x, target, &params)?;
+            let proba = fit.network.predict(test_x);
+            let m = metrics::classification(&y[..holdout], &proba, classes.len());
+            (fit, Some(classes.clone()), m, proba)
+        }
+        Labels::Values(y) => {
+            let fit = learn::fit(algorithm, train_x, Target::Values(&y[holdout..]), &params)?;
+            let pred = fit.network.predict(test_x);
+            let m = metrics::regression(&y[..holdout], &pred);
+            (fit, None, m, pred)
+        }
+    };
+    let fit_seconds = start.elapsed().as_secs_f64();
+    let mut holdout_rows = origin;
+    holdout_rows.truncate(holdout);
+    Ok(Model {
+        algorithm,
+        prep,
+        network: fit.network,
+        classes,
+        metrics,
+        hyperparameters: learn::resolved(algorithm, &params),
+        stats,
+        iterations: fit.iterations,
+        converged: fit.converged,
+        final_loss: fit.final_loss,
+        rows,
+        holdout_rows,
+        holdout_predictions: predictions,
+        fit_seconds,
+        dataset_sha256: ds.sha256.clone(),
+        dataset_bytes: ds.bytes,
+    })
+}
+
+/// The directory a run writes to: the output URI, under `trials/I/` for a search's trial. A plain path
+/// becomes a `file://` URI.
+pub fn output_dir(config: &TrainConfig, trial: Option<u32>) -> Result<String, TrainError> {
+    let base = config.output_uri.trim_end_matches('/');
+    let base = if base.contains("://") {
+        base.to_string()
+    } else {
+        let path = std::path::absolute(base)
+            .map_err(|e| TrainError::config(format!("output {}: {e}", config.output_uri)))?;
+        format!("file://{}", path.display())
+    };
+    Ok(match trial {
+        Some(i) => format!("{base}/trials/{i}"),
+        None => base,
+    })
+}
+
+/// The model's metadata, written next to it as `model.json`.
+pub fn metadata(
+    model: &Model,
+    config: &TrainConfig,
+    trial: Option<u32>,
+    model_sha256: &str,
+) -> serde_json::Value {
+    let numeric: Vec<&str> = model.prep.numeric.iter().map(|f| f.name.as_str()).collect();
+    let categorical: Vec<&str> = model.prep.categorical.iter().map(|f| f.name.as_str()).collect();
+    let mut inputs = serde_json::Map::new();
+    if !numeric.is_empty() {
+        inputs.insert(
+            "input".into(),
+            json!({"datatype": "FP32", "shape": [-1, numeric.len()], "features": numeric}),
+        );
+    }
+    if !categorical.is_empty() {
+        inputs.insert(
+            "categories".into(),
+            json!({"datatype": "BYTES", "shape": [-1, categorical.len()], "features": categorical}),
+        );
+    }
+    let outputs = match &model.classes {
+        Some(_) => json!(["label", "probabilities"]),
+        None => json!(["variable"]),
+    };
+    json!({
+        "format": "onnx",
+        "producer": format!("mizzen-train {}", env!("CARGO_PKG_VERSION")),
+        "algorithm": model.algorithm.name(),
+        "label": config.dataset.label,
+        "inputs": inputs,
+        "outputs": outputs,
+        "classes": model.classes,
+        "hyperparameters": model.hyperparameters,
+        "metrics": model.metrics,
+        "trial": trial,
+        "modelSha256": model_sha256,
+        "dataset": {
+            "uri": config.dataset.uri,
+            "sha256": model.dataset_sha256,
+            "bytes": model.dataset_bytes,
+            "rows": model.rows,
+            "trainRows": model.rows - model.holdout_rows.len(),
+            "holdoutRows": model.holdout_rows.len(),
+            "holdoutFraction": config.holdout_fraction,
+            "splitSeed": config.split_seed,
+        },
+        "preprocessing": model.prep,
+        "featureStats": model.stats,
+        "training": {
+            "iterations": model.iterations,
+            "converged": model.converged,
+            "finalLoss": model.final_loss,
+            "fitSeconds": model.fit_seconds,
+        },
+    })
+}
+
+/// Exports the model and writes `model.onnx` and `model.json` under the run's output directory.
+pub async fn publish(model: &Model, config: &TrainConfig, trial: Option<u32>) -> Result<Trained, TrainError> {
+    let doc = ModelDoc {
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!("{} trained by mizzen-train on {}", model.algorithm.name(), config.dataset.uri),
+        metadata: vec![("mizzen.dataset_sha256".into(), model.dataset_sha256.clone())],
+    };
+    let bytes = onnx::export(&model.prep, &model.network, model.classes.as_ref(), &doc)
+        .map_err(|e| TrainError { reason: "ExportFailed", message: e.to_string(), permanent: true })?;
+    let sha = data::hex(&Sha256::digest(&bytes));
+    let dir = output_dir(config, trial)?;
+    let model_uri = format!("{dir}/model.onnx");
+    let meta = serde_json::to_vec_pretty(&metadata(model, config, trial, &sha)).expect("metadata serializes");
+    let unwritable = |e: mizzen_common::storage::StorageError| TrainError {
+        reason: if e.to_string().contains("not supported") {
+            "OutputUnsupported"
+        } else {
+            "OutputUnwritable"
+        },
+        message: e.to_string(),
+        permanent: false,
+    };
+    mizzen_common::storage::write(&model_uri, Bytes::from(bytes)).await.map_err(unwritable)?;
+    mizzen_common::storage::write(&format!("{dir}/model.json"), Bytes::from(meta))
+        .await
+        .map_err(unwritable)?;
+    Ok(Trained {
+        metrics: model.metrics.clone(),
+        hyperparameters: model.hyperparameters.clone(),
+        model_uri,
+        model_sha256: sha,
+        dataset_sha256: model.dataset_sha256.clone(),
+    })
+}
+
+/// Reads, trains and publishes trial `trial` of `config` (or the single run).
+pub async fn run(config: &TrainConfig, trial: Option<u32>) -> Result<(Model, Trained), TrainError> {
+    let hyper = hyperparameters(config, trial)?;
+    let ds = load(config).await?;
+    let cfg = config.clone();
+    let model = tokio::task::spawn_blocking(move || train(ds, &cfg, &hyper))
+        .await
+        .map_err(|e| TrainError { reason: "TrainerFailed", message: e.to_string(), permanent: false })??;
+    let trained = publish(&model, config, trial).await?;
+    Ok((model, trained))
+}
