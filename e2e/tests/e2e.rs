@@ -794,7 +794,7 @@ async fn training_job_reports_the_best_trial_and_deploys_it(cluster: Cluster) ->
     let report: serde_json::Value = serde_json::from_str(&strong)?;
     let (_, bad) = run_trainer(dir.path(), "x1,x2\n1,2\n", &[])?;
     let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
-    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", "{autoPromotionEnabled: true}"))?;
+    ns.apply(&mdep("iris", "s3://models/iris-v1.onnx", "{}"))?;
     ns.apply(&tjob(
         "iris",
         "  suspend: true\n  ttlSecondsAfterFinished: 3\n  \

@@ -6,10 +6,11 @@ use crate::lbfgs;
 use crate::matrix::MatrixView;
 use crate::network::{Dense, Head, Network};
 
-/// Parameters at most (weights and biases), so a wide one-hot design cannot exhaust memory silently.
-const MAX_PARAMETERS: usize = 1 << 26;
+/// Logistic regression parameters at most (L-BFGS keeps 20 vectors of them), so a wide one-hot design
+/// cannot exhaust memory.
+const MAX_PARAMETERS: usize = 1 << 22;
 /// Features at most for the ridge normal equations (their Gram matrix is features²).
-const MAX_RIDGE_FEATURES: usize = 8192;
+const MAX_RIDGE_FEATURES: usize = 4096;
 
 /// scikit-learn's `LogisticRegression(C=1/l2, solver="lbfgs")`: minimizes
 /// `(sum_i logloss_i + l2/2 ||W||²) / n` (the intercepts unpenalized) from zero. Two classes: one logit

@@ -16,8 +16,10 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPSILON: f64 = 1e-8;
 const VALIDATION_FRACTION: f64 = 0.1;
-/// Weights and biases at most.
-const MAX_PARAMETERS: usize = 1 << 26;
+/// Weights and biases at most (Adam keeps four more copies, early stopping one).
+const MAX_PARAMETERS: usize = 1 << 24;
+/// Activations of a minibatch (or a validation block) at most, all layers together.
+const MAX_ACTIVATIONS: usize = 1 << 25;
 /// Validation rows per forward pass.
 const SCORE_BLOCK: usize = 512;
 
@@ -82,6 +84,18 @@ pub(super) fn fit(x: MatrixView<'_>, target: Target<'_>, s: &Settings) -> Result
                     "a network of layer sizes {sizes:?} has more than {MAX_PARAMETERS} parameters"
                 ),
             })?;
+    }
+
+    let units: usize = sizes[1..].iter().sum();
+    let batch_rows = s.batch_size.clamp(1, n).max(SCORE_BLOCK);
+    if units.checked_mul(batch_rows).is_none_or(|a| a > MAX_ACTIVATIONS) {
+        return Err(FitError::InvalidHyperparameter {
+            name: "batchSize",
+            message: format!(
+                "a minibatch of {batch_rows} rows through layers {sizes:?} holds more than {MAX_ACTIVATIONS} \
+                 activations; use smaller batches or layers"
+            ),
+        });
     }
 
     let mut rng = StdRng::seed_from_u64(s.seed);
@@ -460,4 +474,96 @@ pub(crate) fn argmax(v: &[f64]) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backpropagation against central differences of the minibatch loss (penalty included), for each
+    /// head, through two ReLU layers.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (b, f) = (7, 3);
+        let input: Vec<f64> = (0..b * f).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let classes: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
+        let binary: Vec<u32> = (0..b as u32).map(|i| i % 2).collect();
+        let values: Vec<f64> = (0..b).map(|i| i as f64 * 0.3 - 1.0).collect();
+        let settings = Settings {
+            hidden: vec![5, 4],
+            alpha: 0.3,
+            learning_rate: 0.0,
+            batch_size: b,
+            max_epochs: 1,
+            patience: 1,
+            tolerance: 0.0,
+            seed: 0,
+        };
+        for task in [Task::Binary(&binary), Task::Multiclass(&classes, 3), Task::Regression(&values)] {
+            let sizes = [f, 5, 4, task.outputs()];
+            let mut layers: Vec<Dense> = sizes
+                .windows(2)
+                .map(|p| Dense {
+                    inputs: p[0],
+                    outputs: p[1],
+                    weights: (0..p[0] * p[1]).map(|_| rng.random_range(-1.0..1.0)).collect(),
+                    bias: (0..p[1]).map(|_| rng.random_range(-0.5..0.5)).collect(),
+                })
+                .collect();
+            let mut loss_at = |layers: &mut Vec<Dense>| {
+                let mut t = Trainer::new(layers, b, task.head());
+                t.input.copy_from_slice(&input);
+                let loss = t.step(layers, b, |i| i, task, &settings);
+                (loss, t.grad_w, t.grad_b)
+            };
+            let (_, grad_w, grad_b) = loss_at(&mut layers);
+            let h = 1e-6;
+            for l in 0..layers.len() {
+                for i in 0..layers[l].weights.len() {
+                    let keep = layers[l].weights[i];
+                    layers[l].weights[i] = keep + h;
+                    let up = loss_at(&mut layers).0;
+                    layers[l].weights[i] = keep - h;
+                    let down = loss_at(&mut layers).0;
+                    layers[l].weights[i] = keep;
+                    let numeric = (up - down) / (2.0 * h);
+                    assert!(
+                        (numeric - grad_w[l][i]).abs() < 1e-6,
+                        "layer {l} w{i}: {numeric} vs {}",
+                        grad_w[l][i]
+                    );
+                }
+                for i in 0..layers[l].bias.len() {
+                    let keep = layers[l].bias[i];
+                    layers[l].bias[i] = keep + h;
+                    let up = loss_at(&mut layers).0;
+                    layers[l].bias[i] = keep - h;
+                    let down = loss_at(&mut layers).0;
+                    layers[l].bias[i] = keep;
+                    let numeric = (up - down) / (2.0 * h);
+                    assert!(
+                        (numeric - grad_b[l][i]).abs() < 1e-6,
+                        "layer {l} b{i}: {numeric} vs {}",
+                        grad_b[l][i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stratified_split_keeps_class_proportions() {
+        let y: Vec<u32> = (0..100).map(|i| u32::from(i % 4 == 0)).collect();
+        let mut rng = StdRng::seed_from_u64(1);
+        let (train, val) = stratified_split(&y, 2, 10, &mut rng);
+        assert_eq!((train.len(), val.len()), (90, 10));
+        assert_eq!(val.iter().filter(|&&i| y[i] == 1).count(), 3); // 25% of 10, rounded by remainder
+        let mut all: Vec<usize> = train.iter().chain(&val).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        // 1.5, 1.5, 2: the floors, then the tied largest remainder to the lower class.
+        assert_eq!(approximate_mode(&[3, 3, 4], 5), vec![2, 1, 2]);
+        assert_eq!(approximate_mode(&[0, 5], 5), vec![0, 5]);
+    }
 }

@@ -168,6 +168,18 @@ fn logistic_regression_on_many_rows_uses_every_chunk_and_is_deterministic() {
 }
 
 #[test]
+fn unpenalized_logistic_regression_on_separable_data_stops_at_the_limit() {
+    let x = Matrix::from_vec(6, 1, vec![-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]);
+    let y = [0, 0, 0, 1, 1, 1];
+    let p = Params { l2: Some(0.0), max_iterations: Some(50), ..Params::default() };
+    let fit =
+        fit(Algorithm::LogisticRegression, x.view(), Target::Classes { y: &y, n_classes: 2 }, &p).unwrap();
+    assert!(fit.iterations <= 50 && fit.final_loss < 1e-3, "{fit:?}");
+    let proba = fit.network.predict(x.view());
+    assert_eq!(metrics::classification(&y, &proba, 2)["accuracy"], 1.0);
+}
+
+#[test]
 fn ridge_matches_scikit_learn() {
     let d = small();
     // scikit-learn 1.9.1: Ridge(alpha).fit(X, yv).coef_, .intercept_
@@ -397,8 +409,10 @@ fn bad_input_is_an_error_not_a_panic() {
     let hidden0 = Params { hidden_layers: Some(vec![8, 0]), ..Params::default() };
     let e = fit(Algorithm::Mlp, x, target, &hidden0).unwrap_err();
     assert!(e.to_string().contains("layer 2 has size 0"), "{e}");
-    let huge = Params { hidden_layers: Some(vec![usize::MAX / 2, 3]), ..Params::default() };
-    assert!(matches!(fit(Algorithm::Mlp, x, target, &huge), Err(FitError::InvalidHyperparameter { .. })));
+    for layers in [vec![usize::MAX / 2, 3], vec![1 << 20]] {
+        let huge = Params { hidden_layers: Some(layers), ..Params::default() };
+        assert!(matches!(fit(Algorithm::Mlp, x, target, &huge), Err(FitError::InvalidHyperparameter { .. })));
+    }
     for bad in [
         Params { batch_size: Some(0), ..Params::default() },
         Params { learning_rate: Some(0.0), ..Params::default() },
