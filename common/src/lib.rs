@@ -5,5 +5,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod training;

@@ -66,6 +66,10 @@ struct Args {
     /// on the same split).
     #[arg(long, value_name = "FILE")]
     holdout_rows: Option<PathBuf>,
+    /// Also write the model's predictions on the holdout rows here, one row per line in the order of
+    /// --holdout-rows: the class probabilities (comma-separated) or the predicted value.
+    #[arg(long, value_name = "FILE")]
+    holdout_predictions: Option<PathBuf>,
     /// Where the report goes as the container's termination message. Default: /dev/termination-log when
     /// it exists (in a Kubernetes container).
     #[arg(long, env = "MIZZEN_TERMINATION_LOG", value_name = "FILE")]
@@ -118,13 +122,23 @@ async fn run(args: &Args) -> Result<mizzen_common::training::Trained, TrainError
     let trial = if config.trials.is_empty() { None } else { args.trial.or(Some(0)) };
     tracing::info!(data = %config.dataset.uri, algorithm = %config.algorithm, ?trial, "training");
     let (model, trained) = train::run(&config, trial).await?;
-    if let Some(path) = &args.holdout_rows {
-        let text: String = model.holdout_rows.iter().map(|r| format!("{r}\n")).collect();
+    let write = |path: &PathBuf, text: String| {
         std::fs::write(path, text).map_err(|e| TrainError {
             reason: "OutputUnwritable",
             message: format!("{}: {e}", path.display()),
             permanent: false,
-        })?;
+        })
+    };
+    if let Some(path) = &args.holdout_rows {
+        write(path, model.holdout_rows.iter().map(|r| format!("{r}\n")).collect())?;
+    }
+    if let Some(path) = &args.holdout_predictions {
+        let width = model.holdout_predictions.len() / model.holdout_rows.len().max(1);
+        let lines = model
+            .holdout_predictions
+            .chunks(width.max(1))
+            .map(|row| row.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",") + "\n");
+        write(path, lines.collect())?;
     }
     tracing::info!(
         model = %trained.model_uri,

@@ -8,66 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
-}
-
-/// The project's Python virtual environment (created once, cached outside the clone).
-pub fn venv() -> &'static PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let out = Command::new(repo_root().join("hack/python-env.sh"))
-            .output()
-            .expect("running hack/python-env.sh");
-        assert!(out.status.success(), "hack/python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-}
-
-pub fn python() -> PathBuf {
-    venv().join("bin/python")
-}
-
-/// libonnxruntime.so from the onnxruntime wheel.
-pub fn ort_dylib() -> &'static PathBuf {
-    static DYLIB: OnceLock<PathBuf> = OnceLock::new();
-    DYLIB.get_or_init(|| {
-        let lib = venv().join("lib");
-        let capi = std::fs::read_dir(&lib)
-            .expect("venv lib")
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("site-packages/onnxruntime/capi"))
-            .find(|p| p.exists())
-            .expect("onnxruntime in the venv");
-        std::fs::read_dir(&capi)
-            .expect("capi")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
-            .expect("libonnxruntime.so.* in the onnxruntime wheel")
-    })
-}
+pub use mizzen_common::testing::{ort_dylib, python, repo_root, venv};
 
 /// The test models, made once per content of make_models.py.
 pub fn models() -> &'static PathBuf {
     static MODELS: OnceLock<PathBuf> = OnceLock::new();
     MODELS.get_or_init(|| {
-        let script = repo_root().join("services/inference/models/make_models.py");
-        let text = std::fs::read(&script).expect("make_models.py");
-        let hash =
-            text.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-        let cache = std::env::var_os("MIZZEN_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mizzen"));
-        let dir = cache.join(format!("models-{hash:016x}"));
-        if !dir.join("inputs.npz").exists() {
-            let tmp = cache.join(format!("models-{hash:016x}.tmp-{}", std::process::id()));
-            let status =
-                Command::new(python()).arg(&script).arg(&tmp).status().expect("running make_models.py");
-            assert!(status.success(), "make_models.py failed");
-            let _ = std::fs::rename(&tmp, &dir);
-        }
-        dir
+        mizzen_common::testing::generated("services/inference/models/make_models.py", "models", "inputs.npz")
     })
 }
 

@@ -511,7 +511,7 @@ mod tests {
                     bias: (0..p[1]).map(|_| rng.random_range(-0.5..0.5)).collect(),
                 })
                 .collect();
-            let mut loss_at = |layers: &mut Vec<Dense>| {
+            let loss_at = |layers: &mut Vec<Dense>| {
                 let mut t = Trainer::new(layers, b, task.head());
                 t.input.copy_from_slice(&input);
                 let loss = t.step(layers, b, |i| i, task, &settings);
@@ -519,36 +519,30 @@ mod tests {
             };
             let (_, grad_w, grad_b) = loss_at(&mut layers);
             let h = 1e-6;
+            let mut checked = 0;
             for l in 0..layers.len() {
-                for i in 0..layers[l].weights.len() {
-                    let keep = layers[l].weights[i];
-                    layers[l].weights[i] = keep + h;
+                let params = (0..layers[l].weights.len()).map(|i| (false, i, grad_w[l][i]));
+                let params = params.chain((0..layers[l].bias.len()).map(|i| (true, i, grad_b[l][i])));
+                for (is_bias, i, analytic) in params {
+                    let at = |layers: &mut Vec<Dense>, v: f64| {
+                        let layer = &mut layers[l];
+                        if is_bias { layer.bias[i] = v } else { layer.weights[i] = v }
+                    };
+                    let keep = if is_bias { layers[l].bias[i] } else { layers[l].weights[i] };
+                    at(&mut layers, keep + h);
                     let up = loss_at(&mut layers).0;
-                    layers[l].weights[i] = keep - h;
+                    at(&mut layers, keep - h);
                     let down = loss_at(&mut layers).0;
-                    layers[l].weights[i] = keep;
+                    at(&mut layers, keep);
                     let numeric = (up - down) / (2.0 * h);
                     assert!(
-                        (numeric - grad_w[l][i]).abs() < 1e-6,
-                        "layer {l} w{i}: {numeric} vs {}",
-                        grad_w[l][i]
+                        (numeric - analytic).abs() < 1e-6,
+                        "layer {l} bias {is_bias} {i}: {numeric} vs {analytic}"
                     );
-                }
-                for i in 0..layers[l].bias.len() {
-                    let keep = layers[l].bias[i];
-                    layers[l].bias[i] = keep + h;
-                    let up = loss_at(&mut layers).0;
-                    layers[l].bias[i] = keep - h;
-                    let down = loss_at(&mut layers).0;
-                    layers[l].bias[i] = keep;
-                    let numeric = (up - down) / (2.0 * h);
-                    assert!(
-                        (numeric - grad_b[l][i]).abs() < 1e-6,
-                        "layer {l} b{i}: {numeric} vs {}",
-                        grad_b[l][i]
-                    );
+                    checked += 1;
                 }
             }
+            assert_eq!(checked, 3 * 5 + 5 + 5 * 4 + 4 + 4 * task.outputs() + task.outputs());
         }
     }
 

@@ -1,0 +1,69 @@
+//! Test fixtures shared by the crates' tests (feature `testing`, enabled only as a dev-dependency): the
+//! project's Python environment, ONNX Runtime's library from its onnxruntime wheel, and data made once by
+//! a Python script and cached outside the clone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MIZZEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mizzen"))
+}
+
+/// The project's Python virtual environment (created once by hack/python-env.sh, cached outside the clone).
+pub fn venv() -> &'static PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let out = Command::new(repo_root().join("hack/python-env.sh"))
+            .output()
+            .expect("running hack/python-env.sh");
+        assert!(out.status.success(), "hack/python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+pub fn python() -> PathBuf {
+    venv().join("bin/python")
+}
+
+/// libonnxruntime.so from the onnxruntime wheel.
+pub fn ort_dylib() -> &'static PathBuf {
+    static DYLIB: OnceLock<PathBuf> = OnceLock::new();
+    DYLIB.get_or_init(|| {
+        let capi = std::fs::read_dir(venv().join("lib"))
+            .expect("venv lib")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/onnxruntime/capi"))
+            .find(|p| p.exists())
+            .expect("onnxruntime in the venv");
+        std::fs::read_dir(&capi)
+            .expect("capi")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
+            .expect("libonnxruntime.so.* in the onnxruntime wheel")
+    })
+}
+
+/// The directory `python SCRIPT DIR` fills, made once per content of the script (repo-relative path) and
+/// cached as `$MIZZEN_CACHE/PREFIX-HASH`. `done` names a file the script writes last.
+pub fn generated(script: &str, prefix: &str, done: &str) -> PathBuf {
+    let script = repo_root().join(script);
+    let text = std::fs::read(&script).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let hash = text.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let cache = cache_dir();
+    let dir = cache.join(format!("{prefix}-{hash:016x}"));
+    if !dir.join(done).exists() {
+        let tmp = cache.join(format!("{prefix}-{hash:016x}.tmp-{}", std::process::id()));
+        let status = Command::new(python()).arg(&script).arg(&tmp).status().expect("running a Python script");
+        assert!(status.success(), "{} failed", script.display());
+        let _ = std::fs::rename(&tmp, &dir);
+    }
+    dir
+}

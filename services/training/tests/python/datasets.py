@@ -1,0 +1,54 @@
+"""Writes the datasets the trainer's tests and benchmarks use into DIR (argv[1]), as CSV:
+iris (string classes), breast_cancer (binary, integer classes), diabetes (regression), mixed (numeric,
+string and missing values) and synthetic_1m (1,000,000 x 20, binary, scikit-learn's make_classification).
+"""
+import os
+import sys
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, make_classification
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+
+
+def write(name, header, columns, fmt):
+    with open(os.path.join(out, name), "w") as f:
+        f.write(",".join(header) + "\n")
+        for row in zip(*columns):
+            f.write(",".join(fmt(v) for v in row) + "\n")
+
+
+iris = load_iris()
+species = [iris.target_names[t] for t in iris.target]
+write("iris.csv", ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"],
+      [*iris.data.T, species], str)
+
+bc = load_breast_cancer()
+names = [n.replace(" ", "_") for n in bc.feature_names]
+write("breast_cancer.csv", names + ["diagnosis"], [*bc.data.T, bc.target], lambda v: repr(float(v)) if isinstance(v, float) else str(v))
+
+db = load_diabetes()
+write("diabetes.csv", list(db.feature_names) + ["progression"], [*db.data.T, db.target], lambda v: repr(float(v)))
+
+# Mixed types: two numeric columns with missing values, a colour, a size code, a string label.
+rng = np.random.default_rng(7)
+n = 3000
+a = rng.normal(size=n)
+b = rng.normal(size=n) * 3 + 1
+colour = rng.choice(["red", "green", "blue"], size=n)
+size = rng.choice(["S", "M", "L", "XL"], size=n)
+score = a + 0.3 * b + np.where(colour == "red", 1.0, 0.0) - np.where(size == "S", 0.8, 0.0) + rng.normal(size=n) * 0.7
+label = np.where(score > 0.5, "yes", "no")
+a_text = [("" if rng.random() < 0.05 else f"{v:.5f}") for v in a]
+b_text = [("NA" if rng.random() < 0.05 else f"{v:.5f}") for v in b]
+write("mixed.csv", ["a", "b", "colour", "size", "buy"], [a_text, b_text, colour, size, label], str)
+
+X, y = make_classification(n_samples=1_000_000, n_features=20, n_informative=10, n_redundant=5,
+                           class_sep=0.8, random_state=0)
+data = np.column_stack([X, y])
+header = ",".join([f"f{i}" for i in range(20)] + ["y"])
+np.savetxt(os.path.join(out, "synthetic_1m.csv"), data, delimiter=",", header=header, comments="",
+           fmt=["%.6g"] * 20 + ["%d"])
+
+open(os.path.join(out, "done"), "w").close()
