@@ -49,8 +49,8 @@ cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries i
 demo: ## The end-to-end tour: serve a model, then roll ModelDeployments out blue-green on a local cluster
 	hack/demo.sh
 
-bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; the operator with 500 ModelDeployments
-	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator
+bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs scikit-learn; the operator with 500 ModelDeployments
+	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator -p mizzen-train
 	hack/bench.sh
 
 crds: ## Regenerate crds/ from the Rust types

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs bench/run.py with the release binaries, the test models, ONNX Runtime's library and the peers'
+# Runs bench/run.py (serving) and bench/training.py (training) with the release binaries, the test models, ONNX Runtime's library and the peers'
 # Python environment; results land in $MIZZEN_CACHE/bench/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +12,12 @@ MODELS=$CACHE/bench/models
 DYLIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
 "$BENCH_VENV/bin/python" "$ROOT/bench/run.py" --serve "$TARGET/release/mizzen-serve" --loadgen "$TARGET/release/mizzen-bench" \
   --models "$MODELS" --ort-dylib "$DYLIB" --bench-venv "$BENCH_VENV" --out "$CACHE/bench" "$@"
+
+# Training: mizzen-train against scikit-learn on the same data and split.
+TRAIN_DATA=$CACHE/bench/train-data
+[[ -f $TRAIN_DATA/done ]] || "$VENV/bin/python" "$ROOT/services/training/tests/python/datasets.py" "$TRAIN_DATA"
+"$VENV/bin/python" "$ROOT/bench/training.py" --train "$TARGET/release/mizzen-train" --data "$TRAIN_DATA" \
+  --out "$CACHE/bench/training.md"
 
 # The operator at scale, on a fresh local cluster that is torn down afterwards.
 "$ROOT/hack/cluster/down.sh"

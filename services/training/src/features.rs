@@ -76,21 +76,14 @@ pub fn fit(ds: &Dataset, train_from: usize) -> Result<(Preprocessing, Vec<Featur
                     mean,
                     scale: if std > 0.0 && std.is_finite() { std } else { 1.0 },
                 });
-                column.sort_unstable_by(f64::total_cmp);
-                let (min, max) = (column[0], column[column.len() - 1]);
-                let quantiles = QUANTILES.iter().map(|&q| (q, quantile(&column, q))).collect();
+                let quantiles = quantiles(&mut column);
+                let (min, max) = (quantiles[0].1, quantiles[QUANTILES.len() - 1].1);
+                let histogram = histogram(&column, min, max);
                 stats.push(FeatureStats {
                     name: name.clone(),
                     count: column.len(),
                     missing,
-                    kind: StatsKind::Numeric {
-                        mean,
-                        std,
-                        min,
-                        max,
-                        quantiles,
-                        histogram: histogram(&column),
-                    },
+                    kind: StatsKind::Numeric { mean, std, min, max, quantiles, histogram },
                 });
             }
             Kind::Categorical { values } => {
@@ -126,20 +119,41 @@ pub fn fit(ds: &Dataset, train_from: usize) -> Result<(Preprocessing, Vec<Featur
     Ok((prep, stats))
 }
 
-/// Linear interpolation between order statistics (numpy's default).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+/// `QUANTILES` with linear interpolation between order statistics (numpy's default), by selection
+/// rather than a full sort: each order statistic is found in the part of the column above the previous one.
+fn quantiles(values: &mut [f64]) -> Vec<(f64, f64)> {
+    let last = values.len() - 1;
+    let mut ranks: Vec<usize> = QUANTILES
+        .iter()
+        .flat_map(|q| {
+            let pos = q * last as f64;
+            [pos.floor() as usize, pos.ceil() as usize]
+        })
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut order = std::collections::BTreeMap::new();
+    let mut from = 0;
+    for &k in &ranks {
+        let (_, v, _) = values[from..].select_nth_unstable_by(k - from, f64::total_cmp);
+        order.insert(k, *v);
+        from = k;
+    }
+    QUANTILES
+        .iter()
+        .map(|&q| {
+            let pos = q * last as f64;
+            let (lo, hi) = (order[&(pos.floor() as usize)], order[&(pos.ceil() as usize)]);
+            (q, lo + (hi - lo) * (pos - pos.floor()))
+        })
+        .collect()
 }
 
-fn histogram(sorted: &[f64]) -> Histogram {
-    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+fn histogram(values: &[f64], min: f64, max: f64) -> Histogram {
     let width = (max - min) / BINS as f64;
     let edges = (0..=BINS).map(|i| if i == BINS { max } else { min + width * i as f64 }).collect();
     let mut counts = vec![0; BINS];
-    for &v in sorted {
+    for &v in values {
         let bin = if width > 0.0 { (((v - min) / width) as usize).min(BINS - 1) } else { 0 };
         counts[bin] += 1;
     }
@@ -244,6 +258,26 @@ mod tests {
         assert_eq!(&x.row(0)[1..], &[0.0, 0.0], "a level unseen in training encodes as zeros");
         assert_eq!(&x.row(1)[1..], &[0.0, 1.0]);
         assert_eq!(&x.row(2)[1..], &[1.0, 0.0]);
+    }
+
+    #[test]
+    fn quantiles_by_selection_match_a_sort() {
+        let mut state = 7u64;
+        let mut values: Vec<f64> = (0..1001)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            })
+            .collect();
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        for (q, v) in quantiles(&mut values) {
+            let pos = q * 1000.0;
+            let (lo, hi) = (sorted[pos.floor() as usize], sorted[pos.ceil() as usize]);
+            assert_eq!(v, lo + (hi - lo) * pos.fract(), "q {q}");
+        }
+        assert_eq!(quantiles(&mut [3.0, 1.0])[5], (0.5, 2.0));
+        assert_eq!(quantiles(&mut [5.0])[10], (1.0, 5.0));
     }
 
     #[test]

@@ -118,28 +118,31 @@ pub fn train(
     let algorithm = algorithm(config)?;
     let params = Params::from_hyperparameters(hyperparameters)?;
     let rows = ds.x.rows;
+    // Timed from here: split, preprocessing and fit (what a scikit-learn Pipeline's fit covers).
+    let start = Instant::now();
     let (holdout, origin) = split::shuffle_split(&mut ds, config.holdout_fraction, config.split_seed)?;
     let (prep, stats) = features::fit(&ds, holdout)?;
     let x = features::design(&mut ds, &prep);
     let train_x = x.rows_slice(holdout, rows);
     let test_x = x.rows_slice(0, holdout);
-    let start = Instant::now();
+    let fit_seconds;
     let (fit, classes, metrics, predictions) = match &ds.labels {
         Labels::Classes { y, classes } => {
             let target = Target::Classes { y: &y[holdout..], n_classes: classes.len() };
             let fit = learn::fit(algorithm, train_x, target, &params)?;
+            fit_seconds = start.elapsed().as_secs_f64();
             let proba = fit.network.predict(test_x);
             let m = metrics::classification(&y[..holdout], &proba, classes.len());
             (fit, Some(classes.clone()), m, proba)
         }
         Labels::Values(y) => {
             let fit = learn::fit(algorithm, train_x, Target::Values(&y[holdout..]), &params)?;
+            fit_seconds = start.elapsed().as_secs_f64();
             let pred = fit.network.predict(test_x);
             let m = metrics::regression(&y[..holdout], &pred);
             (fit, None, m, pred)
         }
     };
-    let fit_seconds = start.elapsed().as_secs_f64();
     let mut holdout_rows = origin;
     holdout_rows.truncate(holdout);
     Ok(Model {

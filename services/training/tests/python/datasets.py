@@ -50,5 +50,7 @@ data = np.column_stack([X, y])
 header = ",".join([f"f{i}" for i in range(20)] + ["y"])
 np.savetxt(os.path.join(out, "synthetic_1m.csv"), data, delimiter=",", header=header, comments="",
            fmt=["%.6g"] * 20 + ["%d"])
+np.savetxt(os.path.join(out, "synthetic_100k.csv"), data[:100_000], delimiter=",", header=header, comments="",
+           fmt=["%.6g"] * 20 + ["%d"])
 
 open(os.path.join(out, "done"), "w").close()
