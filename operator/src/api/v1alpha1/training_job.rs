@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
     printcolumn(name = "Value", type_ = "number", json_path = ".status.objective.value", description = "The objective metric's value on the holdout set"),
     printcolumn(name = "Model", type_ = "string", json_path = ".status.model.uri", description = "Where the published model is"),
     printcolumn(name = "Trials", type_ = "string", json_path = ".status.trials.summary", priority = 1, description = "Succeeded/failed/total trials"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Failed\")].reason", priority = 1, description = "Why the run failed"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason", priority = 1, description = "Why the run is where it is: ModelTrained, a failure reason, or what it waits for"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 52")
         .message("metadata.name must be a DNS label of at most 52 characters that starts with a letter: it names the Job and its pods"),
