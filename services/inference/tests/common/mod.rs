@@ -3,11 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use mizzen_common::testing::{ort_dylib, python, repo_root, venv};
 
 /// The test models, made once per content of make_models.py.
