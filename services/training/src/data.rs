@@ -23,6 +23,9 @@ pub enum DataError {
     /// The URI cannot be read (missing file, no access, unsupported scheme).
     #[error("cannot read the dataset: {0}")]
     Unreadable(String),
+    /// The URI is malformed or its scheme unsupported: retrying cannot help.
+    #[error("cannot read the dataset: {0}")]
+    Unsupported(String),
     /// The data does not fit the spec; the message says what to fix.
     #[error("{0}")]
     Invalid(String),
@@ -32,7 +35,7 @@ impl DataError {
     /// The reason the TrainingJob's Failed condition carries.
     pub fn reason(&self) -> &'static str {
         match self {
-            DataError::Unreadable(_) => "DataUnreadable",
+            DataError::Unreadable(_) | DataError::Unsupported(_) => "DataUnreadable",
             DataError::Invalid(_) => "InvalidData",
         }
     }
@@ -185,8 +188,11 @@ pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Datase
             .map_err(|e| DataError::Unreadable(e.to_string()))?
         }
         (format, None) => {
-            let bytes =
-                mizzen_common::storage::read(uri).await.map_err(|e| DataError::Unreadable(e.to_string()))?;
+            let bytes = mizzen_common::storage::read(uri).await.map_err(|e| match e {
+                mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(e.to_string()),
+                // A URI this release cannot read is refused for good.
+                _ => DataError::Unsupported(e.to_string()),
+            })?;
             let spec = spec.clone();
             tokio::task::spawn_blocking(move || match format {
                 Format::Csv => read_csv(&bytes[..], &spec),
@@ -373,15 +379,17 @@ impl Builder {
     }
 
     /// A text cell of feature `j` in the current row (the row being pushed is `self.rows`).
+    /// Categories keep their exact text (a client sends the same string to the served model); blanks
+    /// around a number or a missing marker are ignored.
     fn text(&mut self, j: usize, place: Place, value: &str) {
-        let value = value.trim();
-        if MISSING.contains(&value) {
+        let trimmed = value.trim();
+        if MISSING.contains(&trimmed) {
             self.data.push(f64::NAN);
             return;
         }
         let col = &mut self.cols[j];
         if !col.declared_categorical
-            && let Ok(v) = value.parse::<f64>()
+            && let Ok(v) = trimmed.parse::<f64>()
         {
             col.present += 1;
             col.numbers += 1;
@@ -539,7 +547,9 @@ impl Builder {
 /// Returns the classes and, for each sorted position, the original index.
 fn sort_classes(names: &[String]) -> (Classes, Vec<usize>) {
     let mut order: Vec<usize> = (0..names.len()).collect();
-    let ints: Option<Vec<i64>> = names.iter().map(|n| n.parse::<i64>().ok()).collect();
+    // Only labels that print back as written ("1", not "01" or "+1"), so two labels never become one class.
+    let ints: Option<Vec<i64>> =
+        names.iter().map(|n| n.parse::<i64>().ok().filter(|i| i.to_string() == *n)).collect();
     match ints {
         Some(ints) => {
             order.sort_by_key(|&i| ints[i]);
@@ -805,6 +815,19 @@ mod tests {
         missing.features = Some(vec!["a".into(), "zz".into()]);
         let e = err("a,y\n1,1\n", &missing);
         assert!(e.contains("feature column(s) \"zz\" not in the file"), "{e}");
+    }
+
+    #[test]
+    fn class_labels_that_read_alike_stay_apart_and_categories_keep_their_text() {
+        let ds = csv("a,c,y\n1, small,01\n2,small,1\n3,x,1\n", &spec("y", Task::Classification)).unwrap();
+        assert_eq!(
+            ds.labels,
+            Labels::Classes { y: vec![0, 1, 1], classes: Classes::Str(vec!["01".into(), "1".into()]) }
+        );
+        assert_eq!(
+            ds.columns[1].kind,
+            Kind::Categorical { values: vec![" small".into(), "small".into(), "x".into()] }
+        );
     }
 
     #[test]

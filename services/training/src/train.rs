@@ -33,7 +33,7 @@ impl TrainError {
 
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
-        let permanent = matches!(e, DataError::Invalid(_));
+        let permanent = matches!(e, DataError::Invalid(_) | DataError::Unsupported(_));
         Self { reason: e.reason(), message: e.to_string(), permanent }
     }
 }
@@ -254,14 +254,13 @@ pub async fn publish(model: &Model, config: &TrainConfig, trial: Option<u32>) ->
     let dir = output_dir(config, trial)?;
     let model_uri = format!("{dir}/model.onnx");
     let meta = serde_json::to_vec_pretty(&metadata(model, config, trial, &sha)).expect("metadata serializes");
-    let unwritable = |e: mizzen_common::storage::StorageError| TrainError {
-        reason: if e.to_string().contains("not supported") {
-            "OutputUnsupported"
-        } else {
-            "OutputUnwritable"
-        },
-        message: e.to_string(),
-        permanent: false,
+    let unwritable = |e: mizzen_common::storage::StorageError| {
+        let transient = matches!(e, mizzen_common::storage::StorageError::Write { .. });
+        TrainError {
+            reason: if transient { "OutputUnwritable" } else { "OutputUnsupported" },
+            message: e.to_string(),
+            permanent: !transient,
+        }
     };
     mizzen_common::storage::write(&model_uri, Bytes::from(bytes)).await.map_err(unwritable)?;
     mizzen_common::storage::write(&format!("{dir}/model.json"), Bytes::from(meta))

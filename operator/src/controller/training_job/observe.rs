@@ -40,7 +40,7 @@ pub struct Observation {
 }
 
 /// The last terminated trainer container of each pod: (index, pod failed?, report or why there is none).
-fn pod_reports(pods: &[Pod]) -> Vec<(u32, bool, Result<Report, String>)> {
+fn pod_reports(pods: Vec<&Pod>) -> Vec<(u32, bool, Result<Report, String>)> {
     let mut out = Vec::new();
     for pod in pods {
         let Some(index) = pod
@@ -148,7 +148,19 @@ pub fn observe(job: &Job, pods: &[Pod], total: i32, metric: &str, lower_is_bette
     };
     let mut succeeded = BTreeMap::new();
     let mut failures: BTreeMap<u32, (String, String)> = BTreeMap::new();
-    // Pods of an index in creation order would be ideal; a success anywhere wins, else the last failure.
+    // Attempts in order (the API lists pods by name, whose suffix is random): a success anywhere wins,
+    // else the last attempt's failure.
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| {
+        let failures: u32 = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("batch.kubernetes.io/job-index-failure-count"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (failures, p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    });
     for (index, pod_failed, report) in pod_reports(pods) {
         match report {
             Ok(Report { outcome: Outcome::Succeeded(t), .. }) if !pod_failed => {
@@ -162,9 +174,7 @@ pub fn observe(job: &Job, pods: &[Pod], total: i32, metric: &str, lower_is_bette
                     .insert(index, ("TrainerFailed".into(), "the pod failed after reporting success".into()));
             }
             Err(why) => {
-                failures
-                    .entry(index)
-                    .or_insert((if pod_failed { "TrainerFailed" } else { "NoReport" }.into(), why));
+                failures.insert(index, (if pod_failed { "TrainerFailed" } else { "NoReport" }.into(), why));
             }
         }
     }
@@ -202,7 +212,11 @@ pub fn observe(job: &Job, pods: &[Pod], total: i32, metric: &str, lower_is_bette
         }
     } else if condition("Suspended").is_some() || job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
         State::Suspended
-    } else if running > 0 {
+    } else if status.ready.unwrap_or(0) > 0
+        || status.succeeded.unwrap_or(0) > 0
+        || status.failed.unwrap_or(0) > 0
+    {
+        // A trainer has started (active pods may still be pending: image pulls, scheduling).
         State::Running
     } else {
         State::Created
@@ -352,9 +366,32 @@ mod tests {
     }
 
     #[test]
+    fn the_last_attempt_of_an_index_gives_the_reason_whatever_order_pods_are_listed_in() {
+        let attempt = |failures: u32, reason: &str| {
+            let mut p = pod(0, true, 1, Some(&bad(reason, reason)));
+            p.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert("batch.kubernetes.io/job-index-failure-count".into(), failures.to_string());
+            p
+        };
+        let pods = [attempt(1, "InvalidData"), attempt(0, "DataUnreadable")];
+        let o = observe(&job(Some(("Failed", "FailedIndexes")), "", "0", 0), &pods, 1, "accuracy", false);
+        assert!(
+            matches!(o.state, State::Failed { ref reason, .. } if reason == "InvalidData"),
+            "{:?}",
+            o.state
+        );
+    }
+
+    #[test]
     fn unfinished_runs_are_created_running_or_suspended() {
         assert_eq!(observe(&job(None, "", "", 0), &[], 1, "accuracy", false).state, State::Created);
-        assert_eq!(observe(&job(None, "", "", 2), &[], 3, "accuracy", false).state, State::Running);
+        let mut started = job(None, "", "", 2);
+        assert_eq!(observe(&started, &[], 3, "accuracy", false).state, State::Created, "pods pending");
+        started.status.as_mut().unwrap().ready = Some(1);
+        assert_eq!(observe(&started, &[], 3, "accuracy", false).state, State::Running);
         assert_eq!(
             observe(&job(Some(("Suspended", "JobSuspended")), "", "", 0), &[], 1, "accuracy", false).state,
             State::Suspended

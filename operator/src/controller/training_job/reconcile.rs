@@ -62,6 +62,20 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
             }
             Ok(config) => {
                 let job = match jobs.get_opt(&name).await? {
+                    // The Job went before the run finished (deleted by hand): say so rather than train again.
+                    None if old.job_name.is_some() => {
+                        let message = format!("Job {name} was deleted before the run finished");
+                        status.phase = TrainingJobPhase::Failed;
+                        status.completion_time = Some(Time(Timestamp::now()));
+                        let desired = vec![
+                            c("Running", FALSE, "JobDeleted", String::new()),
+                            c("Succeeded", FALSE, "JobDeleted", String::new()),
+                            c("Failed", TRUE, "JobDeleted", message.clone()),
+                        ];
+                        publish(&ctx, &tj, EventType::Warning, "JobDeleted", message).await;
+                        write_status(&tj, &ctx, &old, status, &desired).await?;
+                        return Ok(Action::await_change());
+                    }
                     None => {
                         let job = build::job(&tj, &config, &ctx.train_defaults);
                         let pp =
@@ -84,12 +98,18 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                             .iter()
                             .flatten()
                             .any(|o| Some(&o.uid) == tj.uid().as_ref());
+                        // A Job of an earlier TrainingJob of the same name, still being deleted: wait for it.
+                        if !ours && job.metadata.deletion_timestamp.is_some() {
+                            return Ok(Action::requeue(Duration::from_secs(2)));
+                        }
                         if !ours {
                             let message =
                                 format!("a Job named {name} exists and does not belong to this TrainingJob");
                             status.phase = TrainingJobPhase::Failed;
+                            status.completion_time = Some(Time(Timestamp::now()));
                             let desired = vec![
                                 c("Created", FALSE, "JobConflict", message.clone()),
+                                c("Succeeded", FALSE, "JobConflict", String::new()),
                                 c("Failed", TRUE, "JobConflict", message),
                             ];
                             write_status(&tj, &ctx, &old, status, &desired).await?;
@@ -109,8 +129,13 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                     }
                 };
                 let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-                let pods =
-                    pods.list(&ListParams::default().labels(&format!("{TRAINING_JOB_LABEL}={name}"))).await?;
+                // Only this Job's pods: a same-named earlier run's pods may linger.
+                let job_uid = job.metadata.uid.clone().unwrap_or_default();
+                let pods = pods
+                    .list(&ListParams::default().labels(&format!(
+                        "{TRAINING_JOB_LABEL}={name},batch.kubernetes.io/controller-uid={job_uid}"
+                    )))
+                    .await?;
                 let (metric, lower) = build::objective(&tj.spec);
                 let metric = build::metric_name(metric);
                 let mut obs =
@@ -134,17 +159,30 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
         && let Some(deploy) = &tj.spec.deploy
         && !is_true(&old, "Deployed")
     {
-        let (d, retry) = deploy_model(&ctx, &tj, &ns, &status, deploy).await?;
+        let (d, retry) = match deploy_model(&ctx, &tj, &ns, &status, deploy).await {
+            Ok(outcome) => outcome,
+            // The results are recorded whatever happens to the deploy; it is tried again later.
+            Err(e) => (
+                c("Deployed", FALSE, "DeployFailed", format!("setting the ModelDeployment's model: {e}")),
+                true,
+            ),
+        };
         if retry {
             wake = Some(30);
         }
         desired.push(d);
     }
     let now_finished = matches!(status.phase, TrainingJobPhase::Succeeded | TrainingJobPhase::Failed);
+    if now_finished && !finished && tj.spec.ttl_seconds_after_finished.is_some() {
+        // Come back for the ttl once the final status is in the cache.
+        wake = Some(wake.map_or(1, |w| w.min(1)));
+    }
     write_status(&tj, &ctx, &old, status.clone(), &desired).await?;
 
     // Delete the Job (and its pods) once the ttl after finishing has passed; the status stays.
-    if now_finished && let Some(ttl) = tj.spec.ttl_seconds_after_finished {
+    // Only once the final status has been stored and read back (`finished` comes from the object), so a
+    // reconcile from a stale cache cannot take the missing Job for one never made.
+    if finished && let Some(ttl) = tj.spec.ttl_seconds_after_finished {
         let done = status
             .completion_time
             .as_ref()
@@ -347,7 +385,8 @@ async fn deploy_model(
             true,
         ));
     }
-    let patch = serde_json::json!({ "spec": { "model": { "uri": model.uri, "sha256": model.sha256 } } });
+    // A version the ModelDeployment named belongs to its old model: drop it.
+    let patch = serde_json::json!({ "spec": { "model": { "uri": model.uri, "sha256": model.sha256, "version": null } } });
     mds.patch(target, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let message = format!(
         "{metric} {value:.4} passed {threshold}: ModelDeployment {target} now rolls out {}",
