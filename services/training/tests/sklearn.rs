@@ -126,3 +126,40 @@ fn ridge_on_diabetes_matches_scikit_learn() {
     assert!((ours - theirs).abs() < 1e-6, "r2 {ours} vs scikit-learn {theirs}");
     assert!(metric(&o.compared, &["onnx", "maxAbsDiff"]) < 1e-3, "{}", o.compared);
 }
+
+/// The trainer's report on one file.
+fn report(data: &str, label: &str, algorithm: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_mizzen-train"))
+        .args([
+            "--data",
+            &datasets().join(data).to_string_lossy(),
+            "--label",
+            label,
+            "--algorithm",
+            algorithm,
+        ])
+        .args([
+            "--output",
+            &dir.path().join("model").to_string_lossy(),
+            "--termination-log",
+            &log.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mizzen-train failed on {data}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&std::fs::read_to_string(log).unwrap()).unwrap()
+}
+
+/// Parquet written by pyarrow (snappy and zstd, nulls, dictionary and large strings) trains exactly like
+/// the same values in CSV.
+#[test]
+fn parquet_from_pyarrow_trains_like_the_same_csv() {
+    for (name, label) in [("iris", "species"), ("mixed", "buy")] {
+        let csv = report(&format!("{name}.csv"), label, "logisticRegression");
+        let parquet = report(&format!("{name}.parquet"), label, "logisticRegression");
+        assert_eq!(csv["metrics"], parquet["metrics"], "{name}");
+        assert_ne!(csv["datasetSha256"], parquet["datasetSha256"]);
+    }
+}

@@ -1,6 +1,8 @@
 """Writes the datasets the trainer's tests and benchmarks use into DIR (argv[1]), as CSV:
 iris (string classes), breast_cancer (binary, integer classes), diabetes (regression), mixed (numeric,
-string and missing values) and synthetic_1m (1,000,000 x 20, binary, scikit-learn's make_classification).
+string and missing values) and synthetic_1m (1,000,000 x 20, binary, scikit-learn's make_classification);
+and as Parquet written by pyarrow, the same values: iris.parquet (snappy) and mixed.parquet (zstd, nulls,
+a dictionary-encoded and a large-string column).
 """
 import os
 import sys
@@ -43,6 +45,22 @@ label = np.where(score > 0.5, "yes", "no")
 a_text = [("" if rng.random() < 0.05 else f"{v:.5f}") for v in a]
 b_text = [("NA" if rng.random() < 0.05 else f"{v:.5f}") for v in b]
 write("mixed.csv", ["a", "b", "colour", "size", "buy"], [a_text, b_text, colour, size, label], str)
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+pq.write_table(pa.table({
+    "sepal_length": iris.data[:, 0], "sepal_width": iris.data[:, 1], "petal_length": iris.data[:, 2],
+    "petal_width": iris.data[:, 3], "species": pa.array(species, pa.string()),
+}), os.path.join(out, "iris.parquet"), compression="snappy", row_group_size=64)
+number = lambda t: None if t in ("", "NA") else float(t)  # noqa: E731
+pq.write_table(pa.table({
+    "a": pa.array([number(t) for t in a_text], pa.float64()),
+    "b": pa.array([number(t) for t in b_text], pa.float64()),
+    "colour": pa.array(list(colour)).dictionary_encode(),
+    "size": pa.array(list(size), pa.large_string()),
+    "buy": pa.array(list(label)),
+}), os.path.join(out, "mixed.parquet"), compression="zstd", row_group_size=1000)
 
 X, y = make_classification(n_samples=1_000_000, n_features=20, n_informative=10, n_redundant=5,
                            class_sep=0.8, random_state=0)
