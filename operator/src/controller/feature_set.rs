@@ -18,13 +18,6 @@ impl Kind for FeatureSet {
         not_implemented("Ready", "FeatureSets")
     }
 
-    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
-        serde_json::json!({
-            "observedGeneration": self.metadata.generation,
-            "conditions": conditions,
-        })
-    }
-
     fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {
         let c = children.watch::<Self, StatefulSet>(c);
         let c = children.watch::<Self, Service>(c);

@@ -76,10 +76,14 @@ pub trait Kind:
 {
     /// The conditions in the object's status.
     fn conditions(&self) -> &[Condition];
-    /// The conditions the controller can vouch for now.
-    fn desired_conditions(&self) -> Vec<Desired<'static>>;
-    /// The status to apply, holding `conditions` and every other status field the controller owns.
-    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value;
+    /// The conditions the default, status-only reconcile records (kinds without a reconciler yet).
+    fn desired_conditions(&self) -> Vec<Desired<'static>> {
+        Vec::new()
+    }
+    /// The status the default reconcile applies, holding `conditions`.
+    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
+        serde_json::json!({ "observedGeneration": self.meta().generation, "conditions": conditions })
+    }
     /// Adds watches on the children this kind owns.
     fn owns(controller: Controller<Self>, children: &Children) -> Controller<Self>;
     /// One reconcile. By default: record the desired conditions (kinds without a reconciler yet).

@@ -10,8 +10,7 @@ pub mod smoke;
 
 use super::{Children, Context, Error, Kind};
 use crate::api::v1alpha1::common::Condition;
-use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentPhase};
-use crate::conditions::Desired;
+use crate::api::v1alpha1::model_deployment::ModelDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
@@ -21,19 +20,6 @@ use std::sync::Arc;
 impl Kind for ModelDeployment {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
-    }
-
-    /// Only the default (status-only) reconcile uses this; ModelDeployments have their own.
-    fn desired_conditions(&self) -> Vec<Desired<'static>> {
-        Vec::new()
-    }
-
-    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
-        serde_json::json!({
-            "observedGeneration": self.metadata.generation,
-            "phase": ModelDeploymentPhase::Pending,
-            "conditions": conditions,
-        })
     }
 
     fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, Error>> + Send {

@@ -8,8 +8,7 @@ pub mod search;
 
 use super::{Children, Context, Error, Kind};
 use crate::api::v1alpha1::common::Condition;
-use crate::api::v1alpha1::training_job::{TrainingJob, TrainingJobPhase};
-use crate::conditions::Desired;
+use crate::api::v1alpha1::training_job::TrainingJob;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::controller::{Action, Controller};
 use std::sync::Arc;
@@ -17,19 +16,6 @@ use std::sync::Arc;
 impl Kind for TrainingJob {
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
-    }
-
-    /// Only the default (status-only) reconcile uses this; TrainingJobs have their own.
-    fn desired_conditions(&self) -> Vec<Desired<'static>> {
-        Vec::new()
-    }
-
-    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
-        serde_json::json!({
-            "observedGeneration": self.metadata.generation,
-            "phase": TrainingJobPhase::Pending,
-            "conditions": conditions,
-        })
     }
 
     fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, Error>> + Send {
