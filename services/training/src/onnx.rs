@@ -10,7 +10,7 @@
 //!   `Preprocessing::categorical` order. Absent when there are no categorical features. A missing value is
 //!   the empty string (any value not among the feature's levels encodes the same way).
 //!
-//! Inside the graph, all in float32: each numeric column is imputed (`IsNaN` + `Where` with `fill`) and
+//! Inside the graph, all in float32: each numeric column is imputed (`IsNaN`/`IsInf` + `Where` with `fill`) and
 //! standardized (`Sub` mean, `Div` scale); each categorical column is one-hot encoded over its levels
 //! (`ai.onnx.ml.OneHotEncoder`, `zeros=1`: an unknown or missing value gives all zeros); `Concat(axis=1)`
 //! of the numeric block and then each categorical block is the design matrix. Each hidden layer is
@@ -90,8 +90,11 @@ pub fn export(
         let fill = g.floats("fill", &[k], prep.numeric.iter().map(|f| f.fill), "numeric fill")?;
         let mean = g.floats("mean", &[k], prep.numeric.iter().map(|f| f.mean), "numeric mean")?;
         let scale = g.floats("scale", &[k], prep.numeric.iter().map(|f| f.scale), "numeric scale")?;
+        // Missing is NaN or an infinity, as when training (which reads both as missing).
         let nan = g.node("IsNaN", &["input"], vec![]);
-        let filled = g.node("Where", &[&nan, &fill, "input"], vec![]);
+        let inf = g.node("IsInf", &["input"], vec![]);
+        let missing = g.node("Or", &[&nan, &inf], vec![]);
+        let filled = g.node("Where", &[&missing, &fill, "input"], vec![]);
         let centered = g.node("Sub", &[&filled, &mean], vec![]);
         blocks.push(g.node("Div", &[&centered, &scale], vec![]));
     }
@@ -709,6 +712,7 @@ mod tests {
                 vec![NAN, 7e4, -0.9],
                 vec![65.0, NAN, NAN],
                 vec![NAN, NAN, NAN],
+                vec![f64::INFINITY, f64::NEG_INFINITY, 0.3],
                 vec![18.0, 1.5e5, 2.5],
                 vec![41.5, 5.2e4, 0.1],
             ],

@@ -48,7 +48,7 @@ impl Preprocessing {
         assert_eq!(out.len(), self.width(), "design row width");
         let (head, mut rest) = out.split_at_mut(self.numeric.len());
         for ((o, &x), f) in head.iter_mut().zip(numeric).zip(&self.numeric) {
-            let x = if x.is_nan() { f.fill } else { x };
+            let x = if x.is_finite() { x } else { f.fill };
             *o = (x - f.mean) / f.scale;
         }
         for (value, c) in categories.iter().zip(&self.categorical) {
