@@ -12,13 +12,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`.
+/// Installs the global subscriber, writing to stderr (stdout stays free for a program's output, such as
+/// mizzen-train's report). `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer().compact()).try_init(),
-        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => {
+            registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init()
+        }
     };
     result.map_err(|e| e.to_string())
 }
