@@ -33,6 +33,16 @@ pub async fn read(uri: &str) -> Result<Bytes, StorageError> {
     result.bytes().await.map_err(|source| StorageError::Read { uri: uri.into(), source })
 }
 
+/// A blocking reader over the object at `uri`, streamed as it is read (for large files: nothing holds the
+/// whole object). Read it from a blocking thread (`spawn_blocking`), not from async code.
+pub async fn blocking_reader(uri: &str) -> Result<impl std::io::Read + Send + 'static, StorageError> {
+    use futures::TryStreamExt as _;
+    let (store, path) = resolve(uri)?;
+    let result = store.get(&path).await.map_err(|source| StorageError::Read { uri: uri.into(), source })?;
+    let stream = result.into_stream().map_err(std::io::Error::other);
+    Ok(tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream)))
+}
+
 /// Writes `bytes` as the object at `uri`, replacing it (for `file://`, parent directories are created).
 pub async fn write(uri: &str, bytes: Bytes) -> Result<(), StorageError> {
     let (store, path) = resolve(uri)?;
@@ -101,6 +111,23 @@ mod tests {
         assert_eq!(&read(&uri).await.unwrap()[..], b"{}");
         let err = write("registry://iris", Bytes::new()).await.unwrap_err().to_string();
         assert!(err.contains("mizzen-registry"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn blocking_readers_stream_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let text = "a,b\n".repeat(100_000);
+        std::fs::write(&path, &text).unwrap();
+        let mut reader = blocking_reader(&format!("file://{}", path.display())).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut reader, &mut s).unwrap();
+            s
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, text);
     }
 
     #[tokio::test]

@@ -187,23 +187,34 @@ pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Datase
             .await
             .map_err(|e| DataError::Unreadable(e.to_string()))?
         }
-        (format, None) => {
-            let bytes = mizzen_common::storage::read(uri).await.map_err(|e| match e {
-                mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(e.to_string()),
-                // A URI this release cannot read is refused for good.
-                _ => DataError::Unsupported(e.to_string()),
-            })?;
+        // Remote CSV is streamed; remote Parquet (read from its footer backwards) is fetched whole.
+        (Format::Csv, None) => {
+            let reader = mizzen_common::storage::blocking_reader(uri).await.map_err(storage_error)?;
             let spec = spec.clone();
-            tokio::task::spawn_blocking(move || match format {
-                Format::Csv => read_csv(&bytes[..], &spec),
-                Format::Parquet => {
-                    let digest = (hex(&Sha256::digest(&bytes)), bytes.len() as u64);
-                    read_parquet(bytes, digest, &spec)
-                }
+            tokio::task::spawn_blocking(move || {
+                read_csv(std::io::BufReader::with_capacity(1 << 20, reader), &spec)
             })
             .await
             .map_err(|e| DataError::Unreadable(e.to_string()))?
         }
+        (Format::Parquet, None) => {
+            let bytes = mizzen_common::storage::read(uri).await.map_err(storage_error)?;
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                let digest = (hex(&Sha256::digest(&bytes)), bytes.len() as u64);
+                read_parquet(bytes, digest, &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
+        }
+    }
+}
+
+fn storage_error(e: mizzen_common::storage::StorageError) -> DataError {
+    match e {
+        mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(e.to_string()),
+        // A URI this release cannot read is refused for good.
+        _ => DataError::Unsupported(e.to_string()),
     }
 }
 

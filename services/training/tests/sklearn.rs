@@ -127,19 +127,17 @@ fn ridge_on_diabetes_matches_scikit_learn() {
     assert!(metric(&o.compared, &["onnx", "maxAbsDiff"]) < 1e-3, "{}", o.compared);
 }
 
+/// A dataset's path, or `data` itself when it is a URI.
+fn data_uri(data: &str) -> String {
+    if data.contains("://") { data.to_string() } else { datasets().join(data).display().to_string() }
+}
+
 /// The trainer's report on one file.
 fn report(data: &str, label: &str, algorithm: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_mizzen-train"))
-        .args([
-            "--data",
-            &datasets().join(data).to_string_lossy(),
-            "--label",
-            label,
-            "--algorithm",
-            algorithm,
-        ])
+        .args(["--data", &data_uri(data), "--label", label, "--algorithm", algorithm])
         .args([
             "--output",
             &dir.path().join("model").to_string_lossy(),
@@ -161,5 +159,47 @@ fn parquet_from_pyarrow_trains_like_the_same_csv() {
         let parquet = report(&format!("{name}.parquet"), label, "logisticRegression");
         assert_eq!(csv["metrics"], parquet["metrics"], "{name}");
         assert_ne!(csv["datasetSha256"], parquet["datasetSha256"]);
+    }
+}
+
+/// A loopback HTTP file server over the datasets (Python's http.server), stopped when dropped.
+struct FileServer(std::process::Child, u16);
+
+impl FileServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(python())
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(datasets())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CSV streamed over HTTP and Parquet fetched over HTTP train exactly like the local files, with the
+/// same dataset digest.
+#[test]
+fn remote_data_trains_like_local_data() {
+    let server = FileServer::start();
+    for (file, label) in [("breast_cancer.csv", "diagnosis"), ("mixed.parquet", "buy")] {
+        let local = report(file, label, "logisticRegression");
+        let remote = report(&format!("http://127.0.0.1:{}/{file}", server.1), label, "logisticRegression");
+        assert_eq!(local["metrics"], remote["metrics"], "{file}");
+        assert_eq!(local["datasetSha256"], remote["datasetSha256"], "{file}");
     }
 }
