@@ -325,6 +325,12 @@ mod tests {
         assert_eq!((mounts[0].mount_path.as_str(), mounts[0].read_only), ("/mnt/pvc/models", Some(false)));
         assert_eq!((mounts[1].mount_path.as_str(), mounts[1].read_only), ("/mnt/pvc/data", Some(true)));
 
+        let t = tj(&BASE.replace(
+            "uri: s3://data/iris.csv, label: species",
+            "featureSet: {name: customers, labelsUri: s3://data/labels.csv}, label: species",
+        ));
+        assert_eq!(super::config(&t).unwrap_err().reason, "FeatureSetUnsupported");
+
         let t = tj(&BASE.replace("  output: {uri: s3://models/iris/}\n", ""));
         let refusal = super::config(&t).unwrap_err();
         assert_eq!(refusal.reason, "RegistryUnavailable");

@@ -7,7 +7,7 @@ use super::observe::{self, Observation, State};
 use crate::api::v1alpha1::ModelDeployment;
 use crate::api::v1alpha1::common::status::{FALSE, TRUE, UNKNOWN};
 use crate::api::v1alpha1::training_job::{
-    ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
+    DeploySpec, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
 };
 use crate::conditions::{self, Desired};
 use crate::controller::{Context, Error, FIELD_MANAGER};
@@ -343,6 +343,38 @@ async fn transition_event(ctx: &Context, tj: &TrainingJob, obs: &Observation) {
     }
 }
 
+/// The deploy gate: the model, the metric's name and value and the threshold when it passes, else the
+/// Deployed=False condition saying why.
+fn gate<'a>(
+    status: &'a TrainingJobStatus,
+    deploy: &DeploySpec,
+) -> Result<(&'a PublishedModel, String, f64, f64), Desired<'static>> {
+    let metric = build::metric_name(deploy.when.metric);
+    let Some(model) = &status.model else {
+        return Err(c("Deployed", FALSE, "NoModel", "the run published no model".into()));
+    };
+    let Some(&value) = status.metrics.get(&metric) else {
+        return Err(c(
+            "Deployed",
+            FALSE,
+            "MetricMissing",
+            format!("the trainer reported no {metric} for this model"),
+        ));
+    };
+    let threshold = deploy.when.threshold;
+    let lower = deploy.when.metric.lower_is_better();
+    if (lower && value <= threshold) || (!lower && value >= threshold) {
+        return Ok((model, metric, value, threshold));
+    }
+    let side = if lower { "above" } else { "below" };
+    Err(c(
+        "Deployed",
+        FALSE,
+        "BelowThreshold",
+        format!("{metric} {value:.4} is {side} the threshold {threshold}: not deployed"),
+    ))
+}
+
 /// Sets the ModelDeployment's model when the gate passes. Returns the Deployed condition and whether to
 /// try again later (the ModelDeployment does not exist yet).
 async fn deploy_model(
@@ -350,28 +382,19 @@ async fn deploy_model(
     tj: &TrainingJob,
     ns: &str,
     status: &TrainingJobStatus,
-    deploy: &crate::api::v1alpha1::training_job::DeploySpec,
+    deploy: &DeploySpec,
 ) -> Result<(Desired<'static>, bool), Error> {
-    let metric = build::metric_name(deploy.when.metric);
-    let Some(model) = &status.model else {
-        return Ok((c("Deployed", FALSE, "NoModel", "the run published no model".into()), false));
-    };
-    let Some(&value) = status.metrics.get(&metric) else {
-        return Ok((
-            c("Deployed", FALSE, "MetricMissing", format!("the trainer reported no {metric} for this model")),
-            false,
-        ));
-    };
-    let threshold = deploy.when.threshold;
-    let passes = if deploy.when.metric.lower_is_better() { value <= threshold } else { value >= threshold };
-    if !passes {
-        let side = if deploy.when.metric.lower_is_better() { "above" } else { "below" };
-        let message = format!("{metric} {value:.4} is {side} the threshold {threshold}: not deployed");
-        if !status.conditions.iter().any(|c| c.type_ == "Deployed" && c.reason == "BelowThreshold") {
-            publish(ctx, tj, EventType::Warning, "NotDeployed", message.clone()).await;
+    let (model, metric, value, threshold) = match gate(status, deploy) {
+        Ok(passed) => passed,
+        Err(refused) => {
+            if refused.reason == "BelowThreshold"
+                && !status.conditions.iter().any(|c| c.type_ == "Deployed" && c.reason == "BelowThreshold")
+            {
+                publish(ctx, tj, EventType::Warning, "NotDeployed", refused.message.clone()).await;
+            }
+            return Ok((refused, false));
         }
-        return Ok((c("Deployed", FALSE, "BelowThreshold", message), false));
-    }
+    };
     let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), ns);
     let target = &deploy.model_deployment;
     if mds.get_opt(target).await?.is_none() {
@@ -434,4 +457,38 @@ async fn write_status(
     api.patch_status(&tj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(yaml: &str) -> DeploySpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn status(metric: &str, value: f64) -> TrainingJobStatus {
+        TrainingJobStatus {
+            metrics: [(metric.to_string(), value)].into(),
+            model: Some(PublishedModel { uri: "s3://m/model.onnx".into(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_deploy_gate_knows_which_way_each_metric_is_better() {
+        let at_least = deploy("{modelDeployment: iris, when: {metric: accuracy, threshold: 0.9}}");
+        assert!(gate(&status("accuracy", 0.9), &at_least).is_ok());
+        let refused = gate(&status("accuracy", 0.85), &at_least).unwrap_err();
+        assert_eq!(refused.reason, "BelowThreshold");
+        assert_eq!(refused.message, "accuracy 0.8500 is below the threshold 0.9: not deployed");
+        let at_most = deploy("{modelDeployment: iris, when: {metric: logLoss, threshold: 0.3}}");
+        assert!(gate(&status("logLoss", 0.2), &at_most).is_ok());
+        let refused = gate(&status("logLoss", 0.35), &at_most).unwrap_err();
+        assert!(refused.message.contains("above the threshold"), "{}", refused.message);
+        assert_eq!(gate(&status("f1", 0.99), &at_least).unwrap_err().reason, "MetricMissing");
+        let mut none = status("accuracy", 1.0);
+        none.model = None;
+        assert_eq!(gate(&none, &at_least).unwrap_err().reason, "NoModel");
+    }
 }
