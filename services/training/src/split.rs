@@ -1,7 +1,7 @@
 //! The seeded holdout split, done in place: rows are shuffled (Fisher-Yates with a seeded generator) and
 //! the first `ceil(n * fraction)` become the holdout set, so no copy of the data is made.
 
-use crate::data::{DataError, Dataset};
+use crate::data::{DataError, Dataset, Labels};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
 /// Shuffles the rows of `ds` and returns the number of holdout rows (the first ones) and, for each row
@@ -19,23 +19,49 @@ pub fn shuffle_split(ds: &mut Dataset, fraction: f64, seed: u64) -> Result<(usiz
     }
     let mut origin: Vec<u32> = (0..n as u32).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    let cols = ds.x.cols;
     for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        if i != j {
-            let (a, b) = ds.x.data.split_at_mut(i * cols);
-            a[j * cols..(j + 1) * cols].swap_with_slice(&mut b[..cols]);
-            ds.labels.swap(i, j);
-            origin.swap(i, j);
+        origin.swap(i, rng.random_range(0..=i));
+    }
+    permute(ds, &origin);
+    Ok((holdout, origin))
+}
+
+/// Moves row `origin[p]` of `ds` (cells and label) to position `p`, following the permutation's cycles:
+/// each row is read once and written once, where the same permutation as a sequence of swaps would
+/// touch two random rows per swap.
+fn permute(ds: &mut Dataset, origin: &[u32]) {
+    let cols = ds.x.cols;
+    let data = &mut ds.x.data;
+    let mut done = vec![false; origin.len()];
+    let mut saved = vec![0.0; cols];
+    for start in 0..origin.len() {
+        if done[start] || origin[start] as usize == start {
+            continue;
+        }
+        saved.copy_from_slice(&data[start * cols..(start + 1) * cols]);
+        let mut q = start;
+        loop {
+            done[q] = true;
+            let from = origin[q] as usize;
+            if from == start {
+                data[q * cols..(q + 1) * cols].copy_from_slice(&saved);
+                break;
+            }
+            data.copy_within(from * cols..(from + 1) * cols, q * cols);
+            q = from;
         }
     }
-    Ok((holdout, origin))
+    // The labels are small: gathered into a new vector.
+    match &mut ds.labels {
+        Labels::Classes { y, .. } => *y = origin.iter().map(|&o| y[o as usize]).collect(),
+        Labels::Values(v) => *v = origin.iter().map(|&o| v[o as usize]).collect(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Labels, Task, read_csv};
+    use crate::data::{Task, read_csv};
 
     fn dataset(n: usize) -> Dataset {
         let mut text = String::from("x,y\n");
