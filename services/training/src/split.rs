@@ -1,5 +1,6 @@
-//! The seeded holdout split, done in place: rows are shuffled (Fisher-Yates with a seeded generator) and
-//! the first `ceil(n * fraction)` become the holdout set, so no copy of the data is made.
+//! The seeded holdout split, done in place: rows are shuffled (the permutation of a Fisher-Yates shuffle
+//! with a seeded generator, applied by following its cycles) and the first `ceil(n * fraction)` become
+//! the holdout set, so no copy of the data is made.
 
 use crate::data::{DataError, Dataset, Labels};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
