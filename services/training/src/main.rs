@@ -116,10 +116,13 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
     })
 }
 
-async fn run(args: &Args) -> Result<mizzen_common::training::Trained, TrainError> {
-    let config = config_of(args)?;
-    // The trial index counts only for a search (a single run is index 0 of a one-index Job).
-    let trial = if config.trials.is_empty() { None } else { args.trial.or(Some(0)) };
+/// The trial index counts only for a search (a single run is index 0 of a one-index Job).
+fn effective_trial(config: &TrainConfig, index: Option<u32>) -> Option<u32> {
+    if config.trials.is_empty() { None } else { index.or(Some(0)) }
+}
+
+async fn run(args: &Args, config: TrainConfig) -> Result<mizzen_common::training::Trained, TrainError> {
+    let trial = effective_trial(&config, args.trial);
     tracing::info!(data = %config.dataset.uri, algorithm = %config.algorithm, ?trial, "training");
     let (model, trained) = train::run(&config, trial).await?;
     let write = |path: &PathBuf, text: String| {
@@ -160,8 +163,14 @@ async fn main() -> ExitCode {
         eprintln!("mizzen-train: {e}");
         return ExitCode::from(2);
     }
-    let trial = args.trial;
-    let (outcome, code) = match run(&args).await {
+    // The report names the trial the run trained (none for a single run), decided once.
+    let config = config_of(&args);
+    let trial = config.as_ref().ok().and_then(|c| effective_trial(c, args.trial));
+    let result = match config {
+        Ok(config) => run(&args, config).await,
+        Err(e) => Err(e),
+    };
+    let (outcome, code) = match result {
         Ok(t) => (Outcome::Succeeded(t), 0),
         Err(e) => {
             tracing::error!(reason = e.reason, "{}", e.message);
