@@ -71,7 +71,7 @@ fn inputs_of(body: &[u8]) -> anyhow::Result<Vec<Tensor>> {
         let shape: Vec<i64> = serde_json::from_value(i["shape"].clone())?;
         let dt = DataType::parse(i["datatype"].as_str().context("datatype")?)?;
         let n = mizzen_serve::tensor::element_count(&shape)?;
-        let data = Data::from_json(dt, &i["data"], n)?;
+        let data = Data::from_json(dt, &i["data"].to_string(), n)?;
         out.push(Tensor { name: i["name"].as_str().context("name")?.to_string(), shape, data });
     }
     Ok(out)
@@ -184,13 +184,13 @@ async fn main() -> anyhow::Result<()> {
             let (info, mut runners) = mizzen_serve::model::load(&env, &bytes, &cfg, 1, "m", "1")?;
             let runner = &mut runners[0];
             for _ in 0..200 {
-                runner.run(&info, tensors.clone())?;
+                runner.run(&info, tensors.clone(), None)?;
             }
             let mut latencies = Vec::with_capacity(iterations);
             let start = Instant::now();
             for _ in 0..iterations {
                 let t = Instant::now();
-                runner.run(&info, tensors.clone())?;
+                runner.run(&info, tensors.clone(), None)?;
                 latencies.push(t.elapsed().as_micros() as u64);
             }
             report("inproc", 1, start.elapsed().as_secs_f64(), latencies, 0);

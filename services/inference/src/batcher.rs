@@ -30,6 +30,16 @@ struct Job {
     checked: Checked,
     reply: oneshot::Sender<Reply>,
     enqueued: Instant,
+    deadline: Instant,
+}
+
+/// Runs `f`, turning a panic into a 500 for the requests in it: a fault in one run never takes down a
+/// worker, the process or a connection.
+fn guarded(f: impl FnOnce() -> Reply) -> Reply {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("a model run panicked");
+        Err(InferError::internal("the model run failed unexpectedly").counted_as("panic"))
+    })
 }
 
 /// The queue in front of the model's workers, and the sessions they run on.
@@ -40,6 +50,7 @@ pub struct Batcher {
     runners: Arc<Vec<Mutex<Runner>>>,
     /// Requests running inline: in flight, but never joining a batch.
     inline: Arc<AtomicUsize>,
+    config: BatchConfig,
 }
 
 impl Batcher {
@@ -59,12 +70,17 @@ impl Batcher {
                 tracing::error!(%e, "cannot start a model worker");
             }
         }
-        Self { tx, metrics, info, runners, inline }
+        Self { tx, metrics, info, runners, inline, config }
+    }
+
+    /// Whether a request of `rows` rows may be joined with others (its inputs are then copied once more).
+    pub fn may_join(&self, rows: usize) -> bool {
+        self.config.enabled && self.info.batchable && rows < self.config.max_batch_size
     }
 
     /// Runs a request on the calling thread when nothing else is queued or in flight and a session is
     /// free: a lone request then skips two thread hand-offs. Gives the request back otherwise.
-    pub fn try_inline(&self, checked: Checked) -> Result<Reply, Checked> {
+    pub fn try_inline(&self, checked: Checked, deadline: Instant) -> Result<Reply, Checked> {
         if self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1 {
             return Err(checked);
         }
@@ -75,7 +91,8 @@ impl Batcher {
         let Checked { inputs, outputs, rows } = checked;
         self.inline.fetch_add(1, Ordering::Relaxed);
         let result =
-            tokio::task::block_in_place(|| runner.run(&self.info, inputs)).map(|outs| select(outs, &outputs));
+            tokio::task::block_in_place(|| guarded(|| runner.run(&self.info, inputs, Some(deadline))))
+                .map(|outs| select(outs, &outputs));
         self.inline.fetch_sub(1, Ordering::Relaxed);
         self.metrics.compute_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.queue_duration.observe(0.0);
@@ -84,17 +101,22 @@ impl Batcher {
     }
 
     /// Queues a checked request; the receiver yields its outputs (every served output, in model order).
-    pub fn submit(&self, checked: Checked) -> Result<oneshot::Receiver<Reply>, InferError> {
+    pub fn submit(
+        &self,
+        checked: Checked,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, InferError> {
         let (reply, rx) = oneshot::channel();
         // Counted before it is visible to the workers, who uncount it when they take it.
         self.metrics.queue_depth.inc();
-        match self.tx.try_send(Job { checked, reply, enqueued: Instant::now() }) {
+        match self.tx.try_send(Job { checked, reply, enqueued: Instant::now(), deadline }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.metrics.queue_depth.dec();
                 Err(match e {
                     TrySendError::Full(_) => {
                         InferError::unavailable("the request queue is full; retry later")
+                            .counted_as("queue_full")
                     }
                     TrySendError::Disconnected(_) => {
                         InferError::unavailable("the model workers have stopped")
@@ -188,6 +210,12 @@ fn collect(
 }
 
 fn run_batch(runner: &mut Runner, info: &ModelInfo, batch: Vec<Job>, metrics: &Metrics) {
+    // A request whose caller stopped waiting (timed out, disconnected) is not worth running.
+    let batch: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    if batch.is_empty() {
+        return;
+    }
+    let deadline = batch.iter().map(|j| j.deadline).max();
     let started = Instant::now();
     for job in &batch {
         metrics.queue_duration.observe(started.duration_since(job.enqueued).as_secs_f64());
@@ -198,12 +226,13 @@ fn run_batch(runner: &mut Runner, info: &ModelInfo, batch: Vec<Job>, metrics: &M
         let mut batch = batch;
         let Some(job) = batch.pop() else { return };
         let Job { checked, reply, .. } = job;
-        let result = runner.run(info, checked.inputs).map(|outs| select(outs, &checked.outputs));
+        let result =
+            guarded(|| runner.run(info, checked.inputs, deadline)).map(|outs| select(outs, &checked.outputs));
         metrics.compute_duration.observe(started.elapsed().as_secs_f64());
         let _ = reply.send(result);
         return;
     }
-    let result = join(&batch, rows).and_then(|inputs| runner.run(info, inputs));
+    let result = guarded(|| join(&batch, rows).and_then(|inputs| runner.run(info, inputs, deadline)));
     metrics.compute_duration.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(outputs) => {
@@ -284,6 +313,7 @@ mod tests {
             checked: Checked { inputs: vec![t("x", vec![rows as i64, 2], data)], outputs: vec![0], rows },
             reply,
             enqueued: Instant::now(),
+            deadline: Instant::now(),
         }
     }
 

@@ -4,10 +4,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use mizzen_common::{shutdown, storage, telemetry};
 use mizzen_serve::batcher::{BatchConfig, Batcher};
-use mizzen_serve::grpc::{GrpcInferenceServiceServer, Service};
+use mizzen_serve::grpc::{AdmissionLayer, GrpcInferenceServiceServer, Service};
+use mizzen_serve::limits::Limits;
 use mizzen_serve::metrics::Metrics;
 use mizzen_serve::model::{self, SessionConfig};
 use mizzen_serve::server::{Loaded, Server};
+use mizzen_serve::{conn, rest};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,12 +63,59 @@ struct Args {
     /// Most requests waiting; past it requests get 503.
     #[arg(long, env = "MIZZEN_MAX_QUEUE_SIZE", default_value_t = 1024)]
     max_queue_size: usize,
-    /// Largest request body, in bytes (REST and gRPC).
+    /// Largest request body (after decompression) or gRPC message, in bytes.
     #[arg(long, env = "MIZZEN_MAX_REQUEST_BYTES", default_value_t = 64 << 20)]
     max_request_bytes: usize,
-    /// Longest an inference may take, queue included, in milliseconds.
+    /// Memory budget for requests in flight, in bytes: bodies, decoded tensors and responses being built
+    /// are reserved from it before they are allocated; past it requests wait (until their deadline) or get
+    /// 503, and one that alone needs more gets 413.
+    #[arg(long, env = "MIZZEN_MAX_INFLIGHT_BYTES", default_value_t = 256 << 20)]
+    max_inflight_bytes: usize,
+    /// Open REST connections; past it a new connection gets 503 and is closed.
+    #[arg(long, env = "MIZZEN_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Open gRPC connections; past it a new connection is closed at once.
+    #[arg(long, env = "MIZZEN_GRPC_MAX_CONNECTIONS", default_value_t = 256)]
+    grpc_max_connections: usize,
+    /// REST: from a request's first byte to the end of its headers, in milliseconds.
+    #[arg(long, env = "MIZZEN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// From a request's headers to the end of its body (REST 408, gRPC DEADLINE_EXCEEDED), in milliseconds.
+    #[arg(long, env = "MIZZEN_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// REST: a keep-alive connection idle this long is closed; gRPC: a connection the client has sent
+    /// nothing on (not even a ping answer) for this long is closed. In milliseconds.
+    #[arg(long, env = "MIZZEN_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// A response the client does not read for this long closes the connection, in milliseconds.
+    #[arg(long, env = "MIZZEN_SEND_TIMEOUT_MS", default_value_t = 30_000)]
+    send_timeout_ms: u64,
+    /// Longest an inference may take once its request has arrived, queue and run included (a run past it
+    /// is stopped), in milliseconds.
     #[arg(long, env = "MIZZEN_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
+    /// After SIGTERM: how long in-flight requests may finish before the remaining connections are closed,
+    /// in milliseconds. Keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "MIZZEN_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    shutdown_grace_ms: u64,
+    /// gRPC: the server's keepalive ping interval, in milliseconds.
+    #[arg(long, env = "MIZZEN_GRPC_KEEPALIVE_MS", default_value_t = 20_000)]
+    grpc_keepalive_ms: u64,
+    /// gRPC: concurrent streams on one connection.
+    #[arg(long, env = "MIZZEN_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    grpc_max_concurrent_streams: u32,
+    /// gRPC: a connection is asked to go away after this long (clients reconnect), in milliseconds.
+    #[arg(long, env = "MIZZEN_GRPC_MAX_CONNECTION_AGE_MS", default_value_t = 1_800_000)]
+    grpc_max_connection_age_ms: u64,
+    /// REST: longest request target (path and query), in bytes.
+    #[arg(long, env = "MIZZEN_MAX_URI_BYTES", default_value_t = 8 << 10)]
+    max_uri_bytes: usize,
+    /// REST: most header fields in a request.
+    #[arg(long, env = "MIZZEN_MAX_HEADERS", default_value_t = 100)]
+    max_headers: usize,
+    /// REST: most bytes of headers in a request.
+    #[arg(long, env = "MIZZEN_MAX_HEADER_BYTES", default_value_t = 32 << 10)]
+    max_header_bytes: usize,
     /// Log format.
     #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -75,19 +124,59 @@ struct Args {
     log_filter: String,
 }
 
+impl Args {
+    fn limits(&self) -> Limits {
+        let ms = Duration::from_millis;
+        Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_inflight_bytes: self.max_inflight_bytes,
+            max_connections: self.max_connections.max(1),
+            grpc_max_connections: self.grpc_max_connections.max(1),
+            header_timeout: ms(self.header_timeout_ms),
+            body_timeout: ms(self.body_timeout_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+            send_timeout: ms(self.send_timeout_ms),
+            request_timeout: ms(self.request_timeout_ms),
+            shutdown_grace: ms(self.shutdown_grace_ms),
+            grpc_keepalive: ms(self.grpc_keepalive_ms),
+            grpc_max_concurrent_streams: self.grpc_max_concurrent_streams.max(1),
+            grpc_max_connection_age: ms(self.grpc_max_connection_age_ms),
+            max_uri_bytes: self.max_uri_bytes,
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+}
+
+/// Raises the open-file limit as far as allowed, and keeps the connection limits under it (with room for
+/// the model, logs and the listeners), so the server never runs out of descriptors.
+fn fit_connections(limits: &mut Limits) {
+    let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let room = usize::try_from(files).unwrap_or(usize::MAX).saturating_sub(128);
+    let wanted = limits.max_connections + limits.grpc_max_connections;
+    if wanted > room {
+        let rest = (room * limits.max_connections / wanted).max(1);
+        let grpc = room.saturating_sub(rest).max(1);
+        tracing::warn!(
+            files,
+            max_connections = rest,
+            grpc_max_connections = grpc,
+            "the open-file limit is below the connection limits; lowering them"
+        );
+        (limits.max_connections, limits.grpc_max_connections) = (rest, grpc);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mizzen_common::tls::install_crypto_provider();
     telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
     let (metrics, registry) = Metrics::new(&args.model_name);
-    let server = Server::new(
-        args.model_name.clone(),
-        args.model_version.clone(),
-        metrics.clone(),
-        Duration::from_millis(args.request_timeout_ms),
-        args.max_request_bytes,
-    );
+    let mut limits = args.limits();
+    fit_connections(&mut limits);
+    let server =
+        Server::new(args.model_name.clone(), args.model_version.clone(), metrics.clone(), limits.clone());
     let shutdown = shutdown::on_signal();
 
     // Listen first: liveness answers while the model loads, readiness once it is warmed up.
@@ -101,15 +190,24 @@ async fn main() -> anyhow::Result<()> {
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let rest = axum::serve(http, mizzen_serve::rest::router(server.clone(), registry))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let rest =
+        conn::serve_rest(http, rest::router(server.clone(), registry), server.clone(), shutdown.clone());
     let grpc_service = GrpcInferenceServiceServer::new(Service { server: server.clone() })
-        .max_decoding_message_size(args.max_request_bytes)
+        // The admission layer refuses larger messages first, with RESOURCE_EXHAUSTED.
+        .max_decoding_message_size(limits.max_request_bytes.saturating_add(5))
         .max_encoding_message_size(usize::MAX);
     let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.grpc_keepalive))
+        .http2_keepalive_timeout(Some(limits.idle_timeout.min(limits.grpc_keepalive)))
+        .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+        .http2_max_header_list_size(Some(64 << 10))
+        .max_connection_age(limits.grpc_max_connection_age)
+        .max_connection_age_grace(limits.shutdown_grace)
+        .layer(AdmissionLayer { server: server.clone() })
         .add_service(health_service)
         .add_service(grpc_service)
-        .serve_with_incoming_shutdown(tokio_stream_from(grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(conn::grpc_incoming(grpc, &server), shutdown.clone().cancelled_owned());
+    let grpc = conn::with_grace(grpc, shutdown.clone(), limits.shutdown_grace, "gRPC");
 
     let loading = {
         let (server, shutdown, health) = (server.clone(), shutdown.clone(), health.clone());
@@ -129,9 +227,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let (rest, grpc, loaded) = tokio::join!(rest, grpc, loading);
+    let ((), grpc, loaded) = tokio::join!(rest, grpc, loading);
     loaded?;
-    rest?;
     grpc?;
     tracing::info!("stopped");
     Ok(())
@@ -155,7 +252,7 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         let (info, mut runners) = model::load(&env, &bytes, &cfg, workers, &name, &version)?;
         for runner in &mut runners {
             runner
-                .run(&info, model::warmup_inputs(&info))
+                .run(&info, model::warmup_inputs(&info), None)
                 .map_err(|e| anyhow::anyhow!("the warm-up inference failed: {e}"))?;
         }
         Ok((info, runners))
@@ -182,14 +279,13 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
     Ok(Loaded { info, batcher })
 }
 
-fn tokio_stream_from(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((next, l))
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_defaults_are_the_documented_limits() {
+        let args = Args::parse_from(["mizzen-serve", "--model-uri", "file:///m.onnx"]);
+        assert_eq!(format!("{:?}", args.limits()), format!("{:?}", Limits::default()));
+    }
 }

@@ -13,6 +13,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub protocol: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
     pub protocol: &'static str,
 }
@@ -35,6 +41,18 @@ pub struct Metrics {
     pub inflight: Gauge,
     pub queue_depth: Gauge,
     pub model_load_seconds: Gauge<f64, AtomicU64>,
+    /// Requests and connections refused before they reach the model (bad route, limits, timeouts).
+    pub rejections: Family<RejectionLabels, Counter>,
+    pub connections: Family<ProtocolLabels, Gauge>,
+    /// Bytes of the memory budget held by requests in flight.
+    pub inflight_bytes: Gauge,
+}
+
+impl Metrics {
+    /// Counts one refusal.
+    pub fn reject(&self, protocol: &'static str, reason: &'static str) {
+        self.rejections.get_or_create(&RejectionLabels { protocol, reason }).inc();
+    }
 }
 
 impl Metrics {
@@ -53,6 +71,9 @@ impl Metrics {
             inflight: Gauge::default(),
             queue_depth: Gauge::default(),
             model_load_seconds: Gauge::default(),
+            rejections: Family::default(),
+            connections: Family::default(),
+            inflight_bytes: Gauge::default(),
         };
         registry.register(
             "requests",
@@ -85,6 +106,17 @@ impl Metrics {
             "model_load_seconds",
             "Time to fetch, load and warm up the model",
             m.model_load_seconds.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests and connections refused before reaching the model, by protocol and reason",
+            m.rejections.clone(),
+        );
+        registry.register("connections", "Open client connections", m.connections.clone());
+        registry.register(
+            "inflight_request_bytes",
+            "Bytes of the memory budget held by requests in flight",
+            m.inflight_bytes.clone(),
         );
         (m, registry)
     }

@@ -5,9 +5,11 @@ use crate::error::InferError;
 use crate::tensor::{Data, DataType, Tensor, element_count};
 use half::f16;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// One input or output of the model. `-1` marks a variable dimension.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +30,20 @@ pub struct ModelInfo {
     pub outputs: Vec<TensorSpec>,
     /// Every input and output has a variable first dimension, so requests can be joined along it.
     pub batchable: bool,
+}
+
+impl ModelInfo {
+    /// Bytes of the served outputs for `rows` rows (the whole output when the model is not batchable), when
+    /// the signature fixes them: every dimension past the batch one known, and no BYTES.
+    pub fn output_bytes(&self, rows: usize) -> Option<usize> {
+        self.outputs.iter().try_fold(0usize, |acc, spec| {
+            let size = spec.datatype.size()?;
+            let dims = if self.batchable { spec.shape.get(1..)? } else { &spec.shape[..] };
+            let per_row = dims.iter().try_fold(size, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+            let rows = if self.batchable { rows } else { 1 };
+            acc.checked_add(per_row.checked_mul(rows)?)
+        })
+    }
 }
 
 /// A checked request: inputs in the model's input order, and the indexes of the outputs to return.
@@ -53,32 +69,49 @@ pub fn addresses(served: &str, served_version: &str, name: &str, version: &str) 
 }
 
 impl ModelInfo {
+    /// Checks one declared input (name, datatype, shape) against the signature before its data is decoded;
+    /// returns the input's position and its element count.
+    pub fn check_declared(
+        &self,
+        name: &str,
+        datatype: DataType,
+        shape: &[i64],
+    ) -> Result<(usize, usize), InferError> {
+        let i = self.inputs.iter().position(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            InferError::invalid(format!("unknown input {name:?}; the model takes {names:?}"))
+        })?;
+        let spec = &self.inputs[i];
+        if datatype != spec.datatype {
+            return Err(InferError::invalid(format!(
+                "input {name:?} has datatype {datatype}, the model takes {}",
+                spec.datatype
+            )));
+        }
+        let fits = shape.len() == spec.shape.len()
+            && shape.iter().zip(&spec.shape).all(|(&got, &want)| want < 0 || got == want);
+        if !fits {
+            return Err(InferError::invalid(format!(
+                "input {name:?} has shape {shape:?}, the model takes {:?} (-1: any size)",
+                spec.shape
+            )));
+        }
+        let n = element_count(shape)?;
+        if n == 0 {
+            return Err(InferError::invalid(format!(
+                "input {name:?} has shape {shape:?}: no elements to infer on"
+            )));
+        }
+        Ok((i, n))
+    }
+
     /// Checks names, datatypes, shapes and element counts against the signature, and orders the inputs.
     pub fn check(&self, inputs: Vec<Tensor>, requested: &[String]) -> Result<Checked, InferError> {
         let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
         for t in inputs {
-            let i = self.inputs.iter().position(|s| s.name == t.name).ok_or_else(|| {
-                let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-                InferError::invalid(format!("unknown input {:?}; the model takes {names:?}", t.name))
-            })?;
+            let (i, n) = self.check_declared(&t.name, t.datatype(), &t.shape)?;
             let spec = &self.inputs[i];
-            if t.datatype() != spec.datatype {
-                return Err(InferError::invalid(format!(
-                    "input {:?} has datatype {}, the model takes {}",
-                    t.name,
-                    t.datatype(),
-                    spec.datatype
-                )));
-            }
-            let fits = t.shape.len() == spec.shape.len()
-                && t.shape.iter().zip(&spec.shape).all(|(&got, &want)| want < 0 || got == want);
-            if !fits {
-                return Err(InferError::invalid(format!(
-                    "input {:?} has shape {:?}, the model takes {:?} (-1: any size)",
-                    t.name, t.shape, spec.shape
-                )));
-            }
-            if element_count(&t.shape)? != t.data.len() {
+            if n != t.data.len() {
                 return Err(InferError::invalid(format!(
                     "input {:?} has {} elements for shape {:?}",
                     t.name,
@@ -176,7 +209,89 @@ pub struct SessionConfig {
 /// One ONNX Runtime session; `run` needs `&mut`, so each worker owns one.
 pub struct Runner {
     session: Session,
-    options: RunOptions<HasSelectedOutputs>,
+    /// Without selected outputs, run options are `Sync`: the watchdog thread can stop a run at its deadline.
+    options: Arc<RunOptions>,
+    watchdog: Arc<Watchdog>,
+    slot: usize,
+}
+
+/// Stops runs that pass their deadline: one thread for all of a model's sessions, woken only when a run's
+/// deadline is earlier than the one it sleeps toward.
+pub struct Watchdog {
+    state: Mutex<WatchState>,
+    wake: Condvar,
+}
+
+struct WatchState {
+    /// Per runner: its run options, the deadline of the run in progress, and whether it was stopped.
+    slots: Vec<(Arc<RunOptions>, Option<Instant>, bool)>,
+    /// The deadline the watchdog sleeps toward, if any.
+    sleeping_until: Option<Instant>,
+}
+
+impl Watchdog {
+    fn start(options: Vec<Arc<RunOptions>>) -> Arc<Self> {
+        let dog = Arc::new(Self {
+            state: Mutex::new(WatchState {
+                slots: options.into_iter().map(|o| (o, None, false)).collect(),
+                sleeping_until: None,
+            }),
+            wake: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&dog);
+        let spawned = std::thread::Builder::new().name("run-watchdog".into()).spawn(move || {
+            while let Some(dog) = weak.upgrade() {
+                if !dog.watch_once() {
+                    return;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(%e, "cannot start the run watchdog; runs will not be stopped at their deadline");
+        }
+        dog
+    }
+
+    /// Stops expired runs, then sleeps until the next deadline (at most a second, so the thread notices
+    /// when the model is dropped). False once the state is poisoned.
+    fn watch_once(&self) -> bool {
+        let Ok(mut st) = self.state.lock() else { return false };
+        let now = Instant::now();
+        for (options, deadline, fired) in &mut st.slots {
+            if deadline.is_some_and(|d| d <= now) {
+                let _ = options.terminate();
+                *deadline = None;
+                *fired = true;
+            }
+        }
+        let next = st.slots.iter().filter_map(|s| s.1).min();
+        let until = next.unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        st.sleeping_until = next;
+        self.wake.wait_timeout(st, until.saturating_duration_since(now)).is_ok()
+    }
+
+    fn arm(&self, slot: usize, deadline: Instant) {
+        let Ok(mut st) = self.state.lock() else { return };
+        st.slots[slot].1 = Some(deadline);
+        st.slots[slot].2 = false;
+        if st.sleeping_until.is_none_or(|s| deadline < s) {
+            st.sleeping_until = Some(deadline);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Ends the watch of `slot`'s run; true if the watchdog stopped it.
+    fn disarm(&self, slot: usize) -> bool {
+        let Ok(mut st) = self.state.lock() else { return false };
+        let (options, deadline, fired) = &mut st.slots[slot];
+        *deadline = None;
+        if std::mem::take(fired) {
+            // The flag stays set until cleared, and would stop the next run at once.
+            let _ = options.unterminate();
+            return true;
+        }
+        false
+    }
 }
 
 fn build_session(
@@ -233,29 +348,53 @@ pub fn load(
     }
     let batchable = inputs.iter().chain(&outputs).all(|s| s.shape.first().is_some_and(|&d| d < 0));
     let info = ModelInfo { name: name.into(), version: version.into(), inputs, outputs, batchable };
-    // Only tensor outputs are computed: a non-tensor output (such as a ZipMap) would be wasted work.
-    let options = || -> anyhow::Result<RunOptions<HasSelectedOutputs>> {
-        let selector = info.outputs.iter().fold(OutputSelector::no_default(), |s, o| s.with(o.name.clone()));
-        Ok(RunOptions::new().map_err(|e| anyhow::anyhow!("{e}"))?.with_outputs(selector))
-    };
-    let mut runners = vec![Runner { session: first, options: options()? }];
+    let mut sessions = vec![first];
     for _ in 1..workers.max(1) {
-        let session =
-            build_session(env, bytes, cfg).map_err(|e| anyhow::anyhow!("loading the model: {e}"))?;
-        runners.push(Runner { session, options: options()? });
+        sessions.push(build_session(env, bytes, cfg).map_err(|e| anyhow::anyhow!("loading the model: {e}"))?);
     }
+    let options = sessions
+        .iter()
+        .map(|_| RunOptions::new().map(Arc::new).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let watchdog = Watchdog::start(options.clone());
+    let runners = sessions
+        .into_iter()
+        .zip(options)
+        .enumerate()
+        .map(|(slot, (session, options))| Runner { session, options, watchdog: watchdog.clone(), slot })
+        .collect();
     Ok((info, runners))
 }
 
 impl Runner {
-    /// Runs checked inputs (in the model's input order) and returns every served output, in order.
-    pub fn run(&mut self, info: &ModelInfo, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+    /// Runs checked inputs (in the model's input order) and returns every served output, in order. A run
+    /// still going at `deadline` is stopped and answered 503.
+    pub fn run(
+        &mut self,
+        info: &ModelInfo,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, InferError> {
+        let timed_out = || {
+            InferError::unavailable("the inference ran past the request's deadline (--request-timeout-ms)")
+                .counted_as("timeout")
+        };
         let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for t in inputs {
             let name = t.name.clone();
             feeds.push((name, to_ort(t)?));
         }
-        let outputs = self.session.run_with_options(feeds, &self.options).map_err(run_error)?;
+        if let Some(deadline) = deadline {
+            if deadline <= Instant::now() {
+                return Err(timed_out());
+            }
+            self.watchdog.arm(self.slot, deadline);
+        }
+        let outputs = self.session.run_with_options(feeds, &*self.options);
+        if deadline.is_some() && self.watchdog.disarm(self.slot) {
+            return Err(timed_out());
+        }
+        let outputs = outputs.map_err(run_error)?;
         info.outputs
             .iter()
             .map(|spec| {
@@ -272,7 +411,8 @@ impl Runner {
 /// the caller's; anything else is ours.
 fn run_error(e: ort::Error) -> InferError {
     let msg = e.to_string();
-    if msg.contains("Got invalid dimensions")
+    if e.code() == ort::error::ErrorCode::InvalidArgument
+        || msg.contains("Got invalid dimensions")
         || msg.contains("Unexpected input data type")
         || msg.contains("nul byte")
     {

@@ -1,23 +1,43 @@
 //! The REST front end (axum): the Open Inference Protocol v2 with JSON tensors and Triton's binary tensor
 //! data extension, health endpoints and `/metrics`. Every error is `{"error": "..."}` with Triton's status.
+//!
+//! An infer request is read in this order, so nothing is allocated from what a client merely declares:
+//! the model is looked up; the body's declared size is checked against the limit and reserved from the
+//! memory budget; the body is read against its deadline (and inflated when compressed, counted again); the
+//! JSON envelope is parsed without its data; each input's name, datatype and shape are checked against the
+//! model and its decoded size against the bytes actually sent; that size is reserved; only then are the
+//! elements decoded, straight into typed vectors.
 
 use crate::error::InferError;
+use crate::limits::{Limits, Reservation};
 use crate::model::TensorSpec;
-use crate::server::{EXTENSIONS, SERVER_NAME, SERVER_VERSION, Server};
-use crate::tensor::{Data, DataType, Tensor, element_count};
+use crate::server::{EXTENSIONS, Loaded, SERVER_NAME, SERVER_VERSION, Server};
+use crate::tensor::{Data, DataType, Tensor, decoded_bytes};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::borrow::Cow;
+use std::io::Read;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
+/// After an early refusal, a body up to this size is read and dropped so the connection stays usable; a
+/// larger one closes the connection instead.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// Most inputs or requested outputs in one request, and most dimensions in one shape.
+const MAX_TENSORS: usize = 1024;
+const MAX_DIMS: usize = 64;
+/// Bodies past this size are parsed off the async worker threads.
+const BLOCKING_PARSE_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
 struct AppState {
@@ -25,10 +45,9 @@ struct AppState {
     registry: Arc<Registry>,
 }
 
-/// The REST routes.
+/// The REST routes. Bodies are read by the handlers themselves (see [`crate::conn`] for the rest of the
+/// connection's hygiene).
 pub fn router(server: Arc<Server>, registry: Registry) -> Router {
-    // The body limit is enforced here, before the handler reads anything.
-    let limit = server.max_request_bytes;
     let state = AppState { server, registry: Arc::new(registry) };
     Router::new()
         .route("/v2", get(server_metadata))
@@ -41,14 +60,48 @@ pub fn router(server: Arc<Server>, registry: Registry) -> Router {
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .route("/metrics", get(metrics))
-        .fallback(|| async { error(InferError::not_found("no such endpoint")) })
-        .layer(DefaultBodyLimit::max(limit))
+        .fallback(|State(s): State<AppState>| async move {
+            s.server.metrics.reject("rest", "no_such_endpoint");
+            error(InferError::not_found("no such endpoint"))
+        })
+        .method_not_allowed_fallback(|State(s): State<AppState>| async move {
+            s.server.metrics.reject("rest", "method_not_allowed");
+            error(InferError::new(crate::error::Kind::Invalid, "method not allowed on this endpoint"))
+                .map_status(StatusCode::METHOD_NOT_ALLOWED)
+        })
         .with_state(state)
 }
 
-fn error(e: InferError) -> Response {
+/// Whether a request goes to an infer handler, which reads its body itself.
+pub fn is_infer(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST && path.starts_with("/v2/models/") && path.ends_with("/infer")
+}
+
+/// `{"error": message}` with the error's status.
+pub fn error(e: InferError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(json!({ "error": e.message }))).into_response()
+}
+
+trait MapStatus {
+    fn map_status(self, status: StatusCode) -> Self;
+}
+
+impl MapStatus for Response {
+    fn map_status(mut self, status: StatusCode) -> Self {
+        *self.status_mut() = status;
+        self
+    }
+}
+
+/// Marks a response as the connection's last.
+pub fn close(response: &mut Response) {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+fn path_error(s: &Server, rejection: PathRejection) -> Response {
+    s.metrics.reject("rest", "bad_path");
+    error(InferError::invalid(format!("bad path: {}", rejection.body_text())))
 }
 
 async fn server_metadata() -> Response {
@@ -64,7 +117,7 @@ async fn server_ready(State(s): State<AppState>) -> Response {
     }
 }
 
-fn specs_json(specs: &[TensorSpec]) -> Value {
+fn specs_json(specs: &[TensorSpec]) -> serde_json::Value {
     specs.iter().map(|t| json!({ "name": t.name, "datatype": t.datatype.name(), "shape": t.shape })).collect()
 }
 
@@ -82,31 +135,44 @@ fn metadata(s: &Server, model: &str, version: &str) -> Response {
     }
 }
 
-async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> Response {
-    metadata(&s.server, &model, "")
+async fn model_metadata(State(s): State<AppState>, model: Result<Path<String>, PathRejection>) -> Response {
+    match model {
+        Ok(Path(model)) => metadata(&s.server, &model, ""),
+        Err(r) => path_error(&s.server, r),
+    }
 }
 
 async fn model_metadata_version(
     State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
-    metadata(&s.server, &model, &version)
+    match path {
+        Ok(Path((model, version))) => metadata(&s.server, &model, &version),
+        Err(r) => path_error(&s.server, r),
+    }
 }
 
-async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> Response {
-    match s.server.model(&model, "") {
+fn ready(s: &Server, model: &str, version: &str) -> Response {
+    match s.model(model, version) {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => error(e),
     }
 }
 
+async fn model_ready(State(s): State<AppState>, model: Result<Path<String>, PathRejection>) -> Response {
+    match model {
+        Ok(Path(model)) => ready(&s.server, &model, ""),
+        Err(r) => path_error(&s.server, r),
+    }
+}
+
 async fn model_ready_version(
     State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
-    match s.server.model(&model, &version) {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(e) => error(e),
+    match path {
+        Ok(Path((model, version))) => ready(&s.server, &model, &version),
+        Err(r) => path_error(&s.server, r),
     }
 }
 
@@ -114,55 +180,28 @@ async fn metrics(State(s): State<AppState>) -> Response {
     mizzen_common::metrics::response(&s.registry)
 }
 
-#[derive(Debug, Deserialize)]
-struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<InputTensor>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestedOutput>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InputTensor {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RequestedOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-}
-
-fn param_bool(p: &Option<Map<String, Value>>, key: &str) -> Option<bool> {
-    p.as_ref().and_then(|m| m.get(key)).and_then(Value::as_bool)
-}
-
 async fn infer(
     State(s): State<AppState>,
-    Path(model): Path<String>,
+    model: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    infer_common(&s.server, &model, "", &headers, body).await
+    match model {
+        Ok(Path(model)) => infer_common(&s.server, &model, "", &headers, body).await,
+        Err(r) => settle(path_error(&s.server, r), Some(body), &s.server.limits).await,
+    }
 }
 
 async fn infer_version(
     State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    infer_common(&s.server, &model, &version, &headers, body).await
+    match path {
+        Ok(Path((model, version))) => infer_common(&s.server, &model, &version, &headers, body).await,
+        Err(r) => settle(path_error(&s.server, r), Some(body), &s.server.limits).await,
+    }
 }
 
 async fn infer_common(
@@ -170,32 +209,346 @@ async fn infer_common(
     model: &str,
     version: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut tracker = server.track("rest");
-    let result = async {
-        let body = body.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                InferError::new(
-                    crate::error::Kind::TooLarge,
-                    format!("the request body is over the limit of {} bytes", server.max_request_bytes),
-                )
-            } else {
-                InferError::invalid(format!("cannot read the request body: {r}"))
-            }
-        })?;
-        let (request, inputs) = parse_request(headers, &body)?;
-        let requested: Vec<String> = request.outputs.iter().flatten().map(|o| o.name.clone()).collect();
-        let (info, outputs) = server.infer(model, version, inputs, &requested).await?;
-        Ok::<_, InferError>(respond(&info.name, &info.version, &request, outputs))
-    }
-    .await;
+    let mut body = Some(body);
+    let mut broken = false;
+    let result = infer_rest(server, model, version, headers, &mut body, &mut broken).await;
     tracker.finish(&result);
-    result.unwrap_or_else(error)
+    let mut response = result.unwrap_or_else(error);
+    if broken {
+        close(&mut response);
+    }
+    settle(response, body, &server.limits).await
 }
 
-/// Splits an infer body into the JSON request and decoded input tensors.
-fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<Tensor>), InferError> {
+/// After an answer given before the body was read: reads and drops a small body so the connection can
+/// carry the next request, or closes the connection when the body is large or slow.
+pub async fn settle(mut response: Response, body: Option<Body>, limits: &Limits) -> Response {
+    let Some(body) = body else { return response };
+    if http_body::Body::is_end_stream(&body) {
+        return response;
+    }
+    let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
+    let drained =
+        tokio::time::timeout(limits.body_timeout.min(std::time::Duration::from_secs(5)), limited.collect());
+    if !matches!(drained.await, Ok(Ok(_))) {
+        close(&mut response);
+    }
+    response
+}
+
+/// How the body is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self, InferError> {
+        let Some(v) = headers.get(header::CONTENT_ENCODING) else { return Ok(Encoding::Identity) };
+        match v.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Ok(Encoding::Identity),
+            "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+            "deflate" => Ok(Encoding::Deflate),
+            other => Err(InferError::new(
+                crate::error::Kind::Unsupported,
+                format!("unsupported Content-Encoding {other:?}; send gzip, deflate or identity"),
+            )),
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<usize>, InferError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| InferError::invalid("Content-Length must be a number"))
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        })
+        .transpose()
+}
+
+fn over_limit(limit: usize, what: &str) -> InferError {
+    InferError::too_large(format!(
+        "the request {what} is over the limit of {limit} bytes (--max-request-bytes)"
+    ))
+    .counted_as("too_large")
+}
+
+async fn infer_rest(
+    server: &Server,
+    model: &str,
+    version: &str,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+    broken: &mut bool,
+) -> Result<Response, InferError> {
+    let limits = &server.limits;
+    let arrived = Instant::now();
+    let loaded = server.model(model, version)?;
+    let encoding = Encoding::of(headers)?;
+    let declared = content_length(headers)?;
+    if declared.is_some_and(|n| n > limits.max_request_bytes) {
+        return Err(over_limit(limits.max_request_bytes, "body"));
+    }
+    let body_deadline = arrived + limits.body_timeout;
+    let mut reservation = server.budget.start();
+    reservation.grow(declared.unwrap_or(0), body_deadline).await?;
+    let Some(stream) = body.take() else { return Err(InferError::internal("the body was read twice")) };
+    // From here on a failure leaves part of the body unread: the connection cannot carry another request.
+    *broken = true;
+    let raw = read_body(stream, limits, declared, &mut reservation, body_deadline).await?;
+    *broken = false;
+    let deadline = Instant::now() + limits.request_timeout;
+    let raw = inflate(encoding, raw, limits.max_request_bytes, &mut reservation, deadline).await?;
+    let request = parse_request(headers, &raw, loaded, &mut reservation, deadline).await?;
+    let raw_len = raw.len();
+    drop(raw);
+    reservation.shrink(raw_len);
+    let decoded = reservation.bytes();
+    let outputs = server.infer(loaded, request.inputs, &request.outputs, &mut reservation, deadline).await?;
+    // The inputs went to ONNX Runtime and are gone, and so is ONNX Runtime's copy of the outputs.
+    reservation.shrink(decoded + (reservation.bytes() - decoded) / 2);
+    respond(loaded, &request.reply, outputs, reservation, deadline).await
+}
+
+/// Reads the body before `deadline`, at most `limits.max_request_bytes`. A body with a Content-Length was
+/// reserved already; a chunked one is reserved as its chunks arrive.
+async fn read_body(
+    mut body: Body,
+    limits: &Limits,
+    declared: Option<usize>,
+    reservation: &mut Reservation,
+    deadline: Instant,
+) -> Result<Bytes, InferError> {
+    let limit = limits.max_request_bytes;
+    let timed_out = || {
+        InferError::new(
+            crate::error::Kind::Timeout,
+            format!("the request body did not arrive within {:?} (--body-timeout-ms)", limits.body_timeout),
+        )
+    };
+    let mut whole = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(InferError::invalid(format!("cannot read the request body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        received = received.saturating_add(data.len());
+        if received > limit {
+            return Err(over_limit(limit, "body"));
+        }
+        if declared.is_some() {
+            whole.extend_from_slice(&data);
+        } else {
+            reservation
+                .grow(data.len(), deadline)
+                .await
+                .map_err(|e| if e.kind == crate::error::Kind::Unavailable { timed_out() } else { e })?;
+            chunks.push(data);
+        }
+    }
+    if declared.is_some() {
+        return Ok(whole.freeze());
+    }
+    // A chunked body is joined once, with its copy reserved first.
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    reservation.grow(received, deadline).await?;
+    let mut joined = Vec::with_capacity(received);
+    for c in chunks.drain(..) {
+        joined.extend_from_slice(&c);
+    }
+    reservation.shrink(received);
+    Ok(joined.into())
+}
+
+/// Inflates a gzip or deflate body, counting the inflated bytes against the size limit and the budget.
+async fn inflate(
+    encoding: Encoding,
+    raw: Bytes,
+    limit: usize,
+    reservation: &mut Reservation,
+    deadline: Instant,
+) -> Result<Bytes, InferError> {
+    let mut reader: Box<dyn Read + Send + '_> = match encoding {
+        Encoding::Identity => return Ok(raw),
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
+        // HTTP's deflate is zlib; some clients send raw deflate.
+        Encoding::Deflate
+            if raw.len() >= 2
+                && raw[0] & 0x0f == 8
+                && u16::from_be_bytes([raw[0], raw[1]]).is_multiple_of(31) =>
+        {
+            Box::new(flate2::read::ZlibDecoder::new(&raw[..]))
+        }
+        Encoding::Deflate => Box::new(flate2::read::DeflateDecoder::new(&raw[..])),
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .map_err(|e| InferError::invalid(format!("cannot decompress the {encoding:?} body: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > limit {
+            return Err(over_limit(limit, "body, decompressed,"));
+        }
+        // Reserve what the vector may grow to, not just what was read.
+        if out.len() + n > out.capacity() {
+            let grown = (out.capacity() * 2).max(out.len() + n).min(limit);
+            reservation.grow(grown - out.capacity(), deadline).await?;
+            out.reserve_exact(grown - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    drop(reader);
+    let compressed = raw.len();
+    drop(raw);
+    reservation.shrink(compressed);
+    Ok(out.into())
+}
+
+/// `parameters` of the request: the keys the server reads (others are skipped without being stored).
+#[derive(Debug, Default, Deserialize)]
+struct RequestParams {
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InputParams {
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OutputParams {
+    #[serde(default)]
+    binary_data: Option<bool>,
+}
+
+/// The request's JSON with each input's data left as unparsed text (borrowed from the body).
+#[derive(Debug, Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<RequestParams>,
+    #[serde(borrow, deserialize_with = "bounded")]
+    inputs: Vec<InputTensor<'a>>,
+    #[serde(default, borrow, deserialize_with = "bounded_opt")]
+    outputs: Option<Vec<RequestedOutput<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputTensor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(deserialize_with = "shape")]
+    shape: Vec<i64>,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
+    #[serde(default)]
+    parameters: Option<InputParams>,
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestedOutput<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    parameters: Option<OutputParams>,
+}
+
+/// A sequence of at most `limit` elements, refused as soon as it grows past it.
+struct Bounded<T> {
+    limit: usize,
+    what: &'static str,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {} {}", self.limit, self.what)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(x) = seq.next_element()? {
+            if out.len() == self.limit {
+                return Err(serde::de::Error::custom(format!("more than {} {}", self.limit, self.what)));
+            }
+            out.push(x);
+        }
+        Ok(out)
+    }
+}
+
+fn bounded<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    d.deserialize_seq(Bounded { limit: MAX_TENSORS, what: "tensors", _t: std::marker::PhantomData })
+}
+
+fn bounded_opt<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    bounded(d).map(Some)
+}
+
+fn shape<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    d.deserialize_seq(Bounded { limit: MAX_DIMS, what: "dimensions", _t: std::marker::PhantomData })
+}
+
+/// What the response needs to know of the request.
+#[derive(Debug, Default)]
+struct ReplyShape {
+    id: Option<String>,
+    binary_output: bool,
+    /// Requested outputs with their own binary choice.
+    outputs: Vec<(String, Option<bool>)>,
+}
+
+#[derive(Debug)]
+struct Request {
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+    reply: ReplyShape,
+}
+
+/// Where one input's elements are.
+enum Source<'a> {
+    Json(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// Splits an infer body into the JSON request and decoded input tensors, checking each input against the
+/// model and reserving its decoded size before decoding it.
+async fn parse_request(
+    headers: &HeaderMap,
+    body: &[u8],
+    loaded: &Loaded,
+    reservation: &mut Reservation,
+    deadline: Instant,
+) -> Result<Request, InferError> {
     let (json_part, mut binary) = match headers.get(HEADER_LENGTH) {
         Some(v) => {
             let n: usize = v
@@ -212,37 +565,57 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
         }
         None => (body, &[][..]),
     };
-    let request: InferRequest = serde_json::from_slice(json_part)
+    let large = body.len() > BLOCKING_PARSE_BYTES;
+    let envelope: Envelope = blocking(large, || serde_json::from_slice(json_part))
         .map_err(|e| InferError::invalid(format!("invalid infer request: {e}")))?;
-    if request.inputs.is_empty() {
+    if envelope.inputs.is_empty() {
         return Err(InferError::invalid("the request has no inputs"));
     }
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        let datatype = DataType::parse(&input.datatype)?;
-        let n = element_count(&input.shape)?;
-        let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
-        let data = match (binary_size, &input.data) {
+    // Check every input and find its data before anything is decoded.
+    let info = &loaded.info;
+    let mut plan = Vec::with_capacity(envelope.inputs.len());
+    let mut need = 0usize;
+    for input in &envelope.inputs {
+        let named = |e: InferError| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message));
+        let datatype = DataType::parse(&input.datatype).map_err(named)?;
+        let (_, n) = info.check_declared(&input.name, datatype, &input.shape)?;
+        let binary_size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
+        let source = match (binary_size, input.data) {
             (Some(size), None) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| InferError::invalid("binary_data_size must be a non-negative integer"))?;
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
                 let (raw, rest) = binary.split_at_checked(size).ok_or_else(|| {
-                    InferError::invalid(format!(
-                        "input {:?}: binary_data_size {size} is past the binary data",
-                        input.name
-                    ))
+                    named(InferError::invalid(format!("binary_data_size {size} is past the binary data")))
                 })?;
                 binary = rest;
-                Data::from_raw(datatype, raw, n)
+                Source::Binary(raw)
             }
-            (None, Some(data)) => Data::from_json(datatype, data, n),
-            (Some(_), Some(_)) => Err(InferError::invalid("an input has both data and binary_data_size")),
-            (None, None) => Err(InferError::invalid("an input has neither data nor binary_data_size")),
+            (None, Some(data)) => Source::Json(data.get()),
+            (Some(_), Some(_)) => {
+                return Err(named(InferError::invalid("has both data and binary_data_size")));
+            }
+            (None, None) => return Err(named(InferError::invalid("has neither data nor binary_data_size"))),
+        };
+        let sent = match source {
+            Source::Json(text) => text.len(),
+            Source::Binary(raw) => raw.len(),
+        };
+        // The bytes actually sent bound the element count: a number takes a character, a raw element its
+        // size, a raw BYTES element its 4-byte length.
+        let most = match (&source, datatype.size()) {
+            (Source::Json(_), _) => sent,
+            (Source::Binary(_), Some(size)) => sent / size,
+            (Source::Binary(_), None) => sent / 4,
+        };
+        if n > most {
+            return Err(named(InferError::invalid(format!(
+                "the shape {:?} asks for {n} elements, more than the {sent} bytes of data can hold",
+                input.shape
+            ))));
         }
-        .map_err(|e| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message)))?;
-        inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
+        let rows = input.shape.first().copied().unwrap_or(1).max(0) as usize;
+        let copies = if loaded.batcher.may_join(rows) { 2 } else { 1 };
+        need = need.saturating_add(decoded_bytes(datatype, n, sent).saturating_mul(copies));
+        plan.push((datatype, n, source));
     }
     if !binary.is_empty() {
         return Err(InferError::invalid(format!(
@@ -250,52 +623,142 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Vec<
             binary.len()
         )));
     }
-    Ok((request, inputs))
+    reservation.grow(need, deadline).await?;
+    let inputs = blocking(large, || {
+        envelope
+            .inputs
+            .iter()
+            .zip(plan)
+            .map(|(input, (datatype, n, source))| {
+                let data = match source {
+                    Source::Json(text) => Data::from_json(datatype, text, n),
+                    Source::Binary(raw) => Data::from_raw(datatype, raw, n),
+                }
+                .map_err(|e| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message)))?;
+                Ok(Tensor { name: input.name.to_string(), shape: input.shape.clone(), data })
+            })
+            .collect::<Result<Vec<_>, InferError>>()
+    })?;
+    let requested = envelope.outputs.unwrap_or_default();
+    let reply = ReplyShape {
+        id: envelope.id,
+        binary_output: envelope.parameters.and_then(|p| p.binary_data_output).unwrap_or(false),
+        outputs: requested
+            .iter()
+            .map(|o| (o.name.to_string(), o.parameters.as_ref().and_then(|p| p.binary_data)))
+            .collect(),
+    };
+    Ok(Request { inputs, outputs: requested.iter().map(|o| o.name.to_string()).collect(), reply })
 }
 
-/// Builds the response: JSON, or JSON + binary tensors when the request asked for binary outputs.
-fn respond(model: &str, version: &str, request: &InferRequest, outputs: Vec<Tensor>) -> Response {
-    let all_binary = param_bool(&request.parameters, "binary_data_output").unwrap_or(false);
+/// Runs CPU-heavy parsing of a large body off the async worker threads.
+fn blocking<T>(large: bool, f: impl FnOnce() -> T) -> T {
+    if large { tokio::task::block_in_place(f) } else { f() }
+}
+
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    model_name: &'a str,
+    model_version: &'a str,
+    outputs: Vec<ResponseOutput<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResponseOutput<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Data>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// Builds the response (JSON, or JSON + binary tensors when the request asked for binary outputs), its
+/// size reserved first and held until the response is sent.
+async fn respond(
+    loaded: &Loaded,
+    reply: &ReplyShape,
+    outputs: Vec<Tensor>,
+    mut reservation: Reservation,
+    deadline: Instant,
+) -> Result<Response, InferError> {
     let wants_binary = |name: &str| {
-        request
-            .outputs
-            .iter()
-            .flatten()
-            .find(|o| o.name == name)
-            .and_then(|o| param_bool(&o.parameters, "binary_data"))
-            .unwrap_or(all_binary)
+        reply.outputs.iter().find(|(n, _)| n == name).and_then(|(_, b)| *b).unwrap_or(reply.binary_output)
     };
-    let mut binary = Vec::new();
-    let outs: Vec<Value> = outputs
+    let raws: Vec<Option<Vec<u8>>> =
+        outputs.iter().map(|t| wants_binary(&t.name).then(|| t.data.to_raw())).collect();
+    let json_bound: usize = outputs
         .iter()
-        .map(|t| {
-            let mut o = json!({ "name": t.name, "datatype": t.datatype().name(), "shape": t.shape });
-            if wants_binary(&t.name) {
-                let raw = t.data.to_raw();
-                o["parameters"] = json!({ "binary_data_size": raw.len() });
-                binary.extend_from_slice(&raw);
-            } else {
-                o["data"] = t.data.to_json();
-            }
-            o
-        })
-        .collect();
-    let mut body = json!({ "model_name": model, "model_version": version, "outputs": outs });
-    if let Some(id) = &request.id {
-        body["id"] = Value::String(id.clone());
+        .zip(&raws)
+        .map(|(t, raw)| if raw.is_some() { 64 } else { t.data.json_bytes_bound() } + t.name.len() * 6 + 128)
+        .sum();
+    let binary_len: usize = raws.iter().flatten().map(Vec::len).sum();
+    reservation.grow(json_bound.saturating_add(binary_len), deadline).await?;
+    let body = ResponseBody {
+        id: reply.id.as_deref(),
+        model_name: &loaded.info.name,
+        model_version: &loaded.info.version,
+        outputs: outputs
+            .iter()
+            .zip(&raws)
+            .map(|(t, raw)| ResponseOutput {
+                name: &t.name,
+                datatype: t.datatype().name(),
+                shape: &t.shape,
+                parameters: raw.as_ref().map(|r| BinarySize { binary_data_size: r.len() }),
+                data: raw.is_none().then_some(&t.data),
+            })
+            .collect(),
+    };
+    let mut bytes = Vec::new();
+    serde_json::to_writer(&mut bytes, &body)
+        .map_err(|e| InferError::internal(format!("encoding the response: {e}")))?;
+    let json_len = bytes.len();
+    let binary: Vec<&Vec<u8>> = raws.iter().flatten().collect();
+    let content_type = if binary.is_empty() { "application/json" } else { "application/octet-stream" };
+    for raw in binary {
+        bytes.extend_from_slice(raw);
     }
-    let json_bytes = serde_json::to_vec(&body).unwrap_or_default();
-    if binary.is_empty() {
-        return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json_bytes)
-            .into_response();
+    let mut response = Response::new(Body::new(Held {
+        inner: http_body_util::Full::new(Bytes::from(bytes)),
+        _held: reservation,
+    }));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type != "application/json" {
+        response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
     }
-    let json_len = json_bytes.len();
-    let mut all = json_bytes;
-    all.extend_from_slice(&binary);
-    let mut response =
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))], all).into_response();
-    response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    response
+    Ok(response)
+}
+
+/// A response body that holds its request's reservation until it is sent.
+struct Held {
+    inner: http_body_util::Full<Bytes>,
+    _held: Reservation,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -311,40 +774,26 @@ mod tests {
     }
 
     #[test]
-    fn parses_json_and_binary_inputs() {
-        let body = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#;
-        let (_, inputs) = parse_request(&headers(None), body).unwrap();
-        assert_eq!(inputs[0].data, Data::F32(vec![1.0, 2.0]));
-
-        let json = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
-        let mut body = json.to_vec();
-        body.extend_from_slice(&Data::I32(vec![7, -1]).to_raw());
-        let (_, inputs) = parse_request(&headers(Some(json.len())), &body).unwrap();
-        assert_eq!(inputs[0].data, Data::I32(vec![7, -1]));
+    fn content_encodings() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            Encoding::of(&h)
+        };
+        assert_eq!(Encoding::of(&HeaderMap::new()).unwrap(), Encoding::Identity);
+        assert_eq!(with("GZIP").unwrap(), Encoding::Gzip);
+        assert_eq!(with("deflate").unwrap(), Encoding::Deflate);
+        assert_eq!(with("br").unwrap_err().http_status(), 415);
+        assert_eq!(with("gzip, br").unwrap_err().http_status(), 415);
     }
 
     #[test]
-    fn refuses_malformed_requests_with_reasons() {
-        let bad = |h: HeaderMap, b: &[u8]| parse_request(&h, b).unwrap_err().to_string();
-        assert!(bad(headers(None), b"{").contains("invalid infer request"));
-        assert!(bad(headers(None), br#"{"inputs":[]}"#).contains("no inputs"));
-        assert!(
-            bad(headers(None), br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP99","data":[1]}]}"#)
-                .contains("unknown datatype")
-        );
-        assert!(
-            bad(headers(None), br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#)
-                .contains("neither")
-        );
-        assert!(
-            bad(headers(None), br#"{"inputs":[{"name":"x","shape":[-2],"datatype":"FP32","data":[]}]}"#)
-                .contains("negative")
-        );
-        assert!(bad(headers(Some(999)), b"{}").contains("past the body"));
-        let json =
-            br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
-        let mut body = json.to_vec();
-        body.extend_from_slice(&[0; 4]);
-        assert!(bad(headers(Some(json.len())), &body).contains("past the binary data"));
+    fn is_infer_matches_only_posts_to_infer() {
+        use axum::http::Method;
+        assert!(is_infer(&Method::POST, "/v2/models/m/infer"));
+        assert!(is_infer(&Method::POST, "/v2/models/m/versions/1/infer"));
+        assert!(!is_infer(&Method::GET, "/v2/models/m/infer"));
+        assert!(!is_infer(&Method::POST, "/v2/models/m/ready"));
+        let _ = headers(None);
     }
 }

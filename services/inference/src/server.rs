@@ -1,12 +1,14 @@
-//! The protocol-independent core: the loaded model, readiness, and one `infer` that REST and gRPC share.
+//! The protocol-independent core: the loaded model, readiness, limits, and one `infer` that REST and gRPC
+//! share.
 
 use crate::batcher::Batcher;
 use crate::error::InferError;
+use crate::limits::{Budget, Limits, Reservation};
 use crate::metrics::{Metrics, ProtocolLabels, RequestLabels};
 use crate::model::ModelInfo;
 use crate::tensor::Tensor;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Server name and version, as `GET /v2` reports them.
 pub const SERVER_NAME: &str = "mizzen-serve";
@@ -27,26 +29,15 @@ pub struct Server {
     pub model_version: String,
     loaded: OnceLock<Loaded>,
     pub metrics: Metrics,
-    pub request_timeout: Duration,
-    pub max_request_bytes: usize,
+    pub limits: Limits,
+    /// Bytes of requests in flight, counted before they are allocated.
+    pub budget: Arc<Budget>,
 }
 
 impl Server {
-    pub fn new(
-        model_name: String,
-        model_version: String,
-        metrics: Metrics,
-        request_timeout: Duration,
-        max_request_bytes: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            model_name,
-            model_version,
-            loaded: OnceLock::new(),
-            metrics,
-            request_timeout,
-            max_request_bytes,
-        })
+    pub fn new(model_name: String, model_version: String, metrics: Metrics, limits: Limits) -> Arc<Self> {
+        let budget = Budget::new(limits.max_inflight_bytes, metrics.inflight_bytes.clone());
+        Arc::new(Self { model_name, model_version, loaded: OnceLock::new(), metrics, limits, budget })
     }
 
     /// Marks the model loaded and warmed up: the server is ready from now on.
@@ -64,25 +55,34 @@ impl Server {
         self.loaded.get().ok_or_else(|| InferError::unavailable(format!("model {name:?} is loading")))
     }
 
-    /// Checks the request against the model, queues it, and waits for its outputs.
+    /// Checks the request against the model, reserves its outputs (ONNX Runtime's and our copy) when the
+    /// signature fixes their size, runs it (inline or through the queue), and waits for its outputs until
+    /// `deadline`.
     pub async fn infer(
         &self,
-        name: &str,
-        version: &str,
+        loaded: &Loaded,
         inputs: Vec<Tensor>,
         outputs: &[String],
-    ) -> Result<(Arc<ModelInfo>, Vec<Tensor>), InferError> {
-        let loaded = self.model(name, version)?;
+        reservation: &mut Reservation,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Tensor>, InferError> {
         let checked = loaded.info.check(inputs, outputs)?;
-        let checked = match loaded.batcher.try_inline(checked) {
-            Ok(result) => return result.map(|outs| (loaded.info.clone(), outs)),
+        if let Some(bytes) = loaded.info.output_bytes(checked.rows) {
+            reservation.grow(bytes.saturating_mul(2), deadline).await?;
+        }
+        let checked = match loaded.batcher.try_inline(checked, deadline.into_std()) {
+            Ok(result) => return result,
             Err(checked) => checked,
         };
-        let rx = loaded.batcher.submit(checked)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result.map(|outs| (loaded.info.clone(), outs)),
+        let rx = loaded.batcher.submit(checked, deadline.into_std())?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(InferError::internal("the model worker dropped the request")),
-            Err(_) => Err(InferError::unavailable(format!("timed out after {:?}", self.request_timeout))),
+            Err(_) => Err(InferError::unavailable(format!(
+                "timed out after {:?} (--request-timeout-ms)",
+                self.limits.request_timeout
+            ))
+            .counted_as("timeout")),
         }
     }
 

@@ -4,7 +4,6 @@
 
 use crate::error::InferError;
 use half::f16;
-use serde_json::Value;
 
 /// An OIP datatype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -215,101 +214,40 @@ impl Data {
         sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes)
     }
 
-    /// Parses JSON `data` (flat or nested arrays) of `datatype`.
-    pub fn from_json(datatype: DataType, value: &Value, expected: usize) -> Result<Self, InferError> {
-        let mut flat = Vec::with_capacity(expected);
-        flatten(value, &mut flat, 0)?;
-        if flat.len() != expected {
+    /// Parses JSON `data` (flat or nested arrays) of `datatype` straight into the typed elements: nothing
+    /// but the elements themselves is allocated, and parsing stops at the first element past `expected`.
+    pub fn from_json(datatype: DataType, json: &str, expected: usize) -> Result<Self, InferError> {
+        if datatype == DataType::F16 {
+            return Err(InferError::invalid(
+                "FP16 cannot be sent as JSON; use the binary tensor data extension",
+            ));
+        }
+        // Every element takes at least one character, so `expected` past the text's length cannot be met
+        // and must not size an allocation.
+        if expected > json.len() {
             return Err(InferError::invalid(format!(
-                "data has {} elements but the shape asks for {expected}",
-                flat.len()
+                "data has fewer elements than the shape asks for ({expected})"
             )));
         }
-        fn num<T: TryFrom<i64> + TryFrom<u64>>(v: &Value, dt: DataType) -> Result<T, InferError> {
-            let out = if let Some(i) = v.as_i64() {
-                T::try_from(i).ok()
-            } else if let Some(u) = v.as_u64() {
-                T::try_from(u).ok()
-            } else {
-                None
-            };
-            out.ok_or_else(|| InferError::invalid(format!("{v} is not a valid {dt} value")))
+        let mut data = Data::with_capacity(datatype, expected);
+        let mut de = serde_json::Deserializer::from_str(json);
+        serde::de::DeserializeSeed::deserialize(Leaves { data: &mut data, expected, depth: 0 }, &mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| InferError::invalid(json_error(&e)))?;
+        if data.len() != expected {
+            return Err(InferError::invalid(format!(
+                "data has {} elements but the shape asks for {expected}",
+                data.len()
+            )));
         }
-        fn float(v: &Value, dt: DataType) -> Result<f64, InferError> {
-            v.as_f64().ok_or_else(|| InferError::invalid(format!("{v} is not a valid {dt} value")))
-        }
-        let dt = datatype;
-        macro_rules! ints {
-            ($var:ident) => {
-                Data::$var(flat.iter().map(|v| num(v, dt)).collect::<Result<_, _>>()?)
-            };
-        }
-        Ok(match datatype {
-            DataType::Bool => Data::Bool(
-                flat.iter()
-                    .map(|v| {
-                        v.as_bool()
-                            .ok_or_else(|| InferError::invalid(format!("{v} is not a valid BOOL value")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            DataType::U8 => ints!(U8),
-            DataType::U16 => ints!(U16),
-            DataType::U32 => ints!(U32),
-            DataType::U64 => ints!(U64),
-            DataType::I8 => ints!(I8),
-            DataType::I16 => ints!(I16),
-            DataType::I32 => ints!(I32),
-            DataType::I64 => ints!(I64),
-            DataType::F16 => {
-                return Err(InferError::invalid(
-                    "FP16 cannot be sent as JSON; use the binary tensor data extension",
-                ));
-            }
-            DataType::F32 => {
-                Data::F32(flat.iter().map(|v| float(v, dt).map(|f| f as f32)).collect::<Result<_, _>>()?)
-            }
-            DataType::F64 => Data::F64(flat.iter().map(|v| float(v, dt)).collect::<Result<_, _>>()?),
-            DataType::Bytes => Data::Bytes(
-                flat.iter()
-                    .map(|v| {
-                        v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
-                            InferError::invalid(format!("{v} is not a valid BYTES value (a string)"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-        })
-    }
-
-    /// The elements as a flat JSON array. Non-finite floats become `null`; BYTES become strings (lossy UTF-8).
-    pub fn to_json(&self) -> Value {
-        fn f(x: f64) -> Value {
-            serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
-        }
-        Value::Array(match self {
-            Data::Bool(v) => v.iter().map(|&x| Value::Bool(x)).collect(),
-            Data::U8(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::U16(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::U32(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::U64(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::I8(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::I16(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::I32(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::I64(v) => v.iter().map(|&x| x.into()).collect(),
-            Data::F16(v) => v.iter().map(|x| f(x.to_f64())).collect(),
-            Data::F32(v) => v.iter().map(|&x| f(x as f64)).collect(),
-            Data::F64(v) => v.iter().map(|&x| f(x)).collect(),
-            Data::Bytes(v) => {
-                v.iter().map(|b| Value::String(String::from_utf8_lossy(b).into_owned())).collect()
-            }
-        })
+        Ok(data)
     }
 
     /// Decodes the raw encoding: little-endian elements; BYTES as 4-byte little-endian length + bytes.
     pub fn from_raw(datatype: DataType, raw: &[u8], expected: usize) -> Result<Self, InferError> {
         let Some(size) = datatype.size() else {
-            let mut out = Vec::with_capacity(expected);
+            // Each element takes at least its 4-byte length, so the data bounds the count.
+            let mut out = Vec::with_capacity(expected.min(raw.len() / 4));
             let mut rest = raw;
             while !rest.is_empty() {
                 let (len, tail) =
@@ -318,22 +256,26 @@ impl Data {
                 let (item, tail) = tail
                     .split_at_checked(len)
                     .ok_or_else(|| InferError::invalid("a BYTES element runs past the data"))?;
+                if out.len() == expected {
+                    break;
+                }
                 out.push(item.to_vec());
                 rest = tail;
             }
-            if out.len() != expected {
+            if out.len() != expected || !rest.is_empty() {
                 return Err(InferError::invalid(format!(
-                    "raw data has {} BYTES elements but the shape asks for {expected}",
+                    "raw data has {}{} BYTES elements but the shape asks for {expected}",
+                    if rest.is_empty() { "" } else { "more than " },
                     out.len()
                 )));
             }
             return Ok(Data::Bytes(out));
         };
-        if raw.len() != expected * size {
+        if expected.checked_mul(size) != Some(raw.len()) {
             return Err(InferError::invalid(format!(
                 "raw data has {} bytes but the shape asks for {expected} {datatype} elements ({} bytes)",
                 raw.len(),
-                expected * size
+                expected as u128 * size as u128
             )));
         }
         macro_rules! le {
@@ -396,20 +338,194 @@ impl Data {
     }
 }
 
-/// Collects the leaves of nested JSON arrays, refusing anything deeper than any real tensor.
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), InferError> {
-    if depth > 64 {
-        return Err(InferError::invalid("data is nested too deeply"));
+/// A JSON error without serde's position suffix when the message is ours.
+fn json_error(e: &serde_json::Error) -> String {
+    format!("invalid data: {e}")
+}
+
+/// Deeper nesting than any real tensor.
+const MAX_DEPTH: usize = 64;
+
+/// Pushes the leaves of (nested) JSON arrays into typed data.
+struct Leaves<'d> {
+    data: &'d mut Data,
+    expected: usize,
+    depth: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+    S(&'a str),
+}
+
+impl std::fmt::Display for Leaf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leaf::I(v) => write!(f, "{v}"),
+            Leaf::U(v) => write!(f, "{v}"),
+            Leaf::F(v) => write!(f, "{v}"),
+            Leaf::B(v) => write!(f, "{v}"),
+            Leaf::S(v) => write!(f, "{v:?}"),
+        }
     }
-    match value {
-        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, depth + 1)),
-        Value::Object(_) => {
-            Err(InferError::invalid("data must hold numbers, booleans or strings, not objects"))
+}
+
+impl Leaves<'_> {
+    fn push<E: serde::de::Error>(self, leaf: Leaf<'_>) -> Result<(), E> {
+        if self.data.len() >= self.expected {
+            return Err(E::custom(format!(
+                "data has more elements than the shape asks for ({})",
+                self.expected
+            )));
         }
-        leaf => {
-            out.push(leaf);
-            Ok(())
+        let dt = self.data.datatype();
+        let bad = || E::custom(format!("{leaf} is not a valid {dt} value"));
+        macro_rules! int {
+            ($v:expr) => {
+                match leaf {
+                    Leaf::I(i) => $v.push(i.try_into().map_err(|_| bad())?),
+                    Leaf::U(u) => $v.push(u.try_into().map_err(|_| bad())?),
+                    _ => return Err(bad()),
+                }
+            };
         }
+        let float = || match leaf {
+            Leaf::I(i) => Ok(i as f64),
+            Leaf::U(u) => Ok(u as f64),
+            Leaf::F(f) => Ok(f),
+            _ => Err(bad()),
+        };
+        match self.data {
+            Data::Bool(v) => match leaf {
+                Leaf::B(b) => v.push(b),
+                _ => return Err(bad()),
+            },
+            Data::U8(v) => int!(v),
+            Data::U16(v) => int!(v),
+            Data::U32(v) => int!(v),
+            Data::U64(v) => int!(v),
+            Data::I8(v) => int!(v),
+            Data::I16(v) => int!(v),
+            Data::I32(v) => int!(v),
+            Data::I64(v) => int!(v),
+            Data::F32(v) => {
+                let x = float()? as f32;
+                if !x.is_finite() {
+                    return Err(E::custom(format!("{leaf} is out of the FP32 range")));
+                }
+                v.push(x)
+            }
+            Data::F64(v) => v.push(float()?),
+            Data::Bytes(v) => match leaf {
+                Leaf::S(s) => v.push(s.as_bytes().to_vec()),
+                _ => return Err(E::custom(format!("{leaf} is not a valid BYTES value (a string)"))),
+            },
+            Data::F16(_) => return Err(bad()),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leaves<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leaves<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of numbers, booleans or strings")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom("data is nested too deeply"));
+        }
+        let (data, expected, depth) = (self.data, self.expected, self.depth + 1);
+        while seq.next_element_seed(Leaves { data: &mut *data, expected, depth })?.is_some() {}
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Leaf::I(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Leaf::U(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Leaf::F(v))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Leaf::B(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Leaf::S(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom(format!("null is not a valid {} value", self.data.datatype())))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom("data must hold numbers, booleans or strings, not objects"))
+    }
+}
+
+/// The elements as a flat JSON array: non-finite floats become `null`, BYTES become strings (lossy UTF-8).
+impl serde::Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Data::Bool(v) => s.collect_seq(v),
+            Data::U8(v) => s.collect_seq(v),
+            Data::U16(v) => s.collect_seq(v),
+            Data::U32(v) => s.collect_seq(v),
+            Data::U64(v) => s.collect_seq(v),
+            Data::I8(v) => s.collect_seq(v),
+            Data::I16(v) => s.collect_seq(v),
+            Data::I32(v) => s.collect_seq(v),
+            Data::I64(v) => s.collect_seq(v),
+            Data::F16(v) => s.collect_seq(v.iter().map(|x| x.to_f32())),
+            Data::F32(v) => s.collect_seq(v),
+            Data::F64(v) => s.collect_seq(v),
+            Data::Bytes(v) => s.collect_seq(v.iter().map(|b| String::from_utf8_lossy(b))),
+        }
+    }
+}
+
+impl Data {
+    /// The most bytes this data takes as a JSON array (for charging a response before it is encoded).
+    pub fn json_bytes_bound(&self) -> usize {
+        let per = |n: usize, chars: usize| n.saturating_mul(chars + 1);
+        match self {
+            Data::Bool(v) => per(v.len(), 5),
+            Data::U8(v) => per(v.len(), 3),
+            Data::I8(v) => per(v.len(), 4),
+            Data::U16(v) => per(v.len(), 5),
+            Data::I16(v) => per(v.len(), 6),
+            Data::U32(v) => per(v.len(), 10),
+            Data::I32(v) => per(v.len(), 11),
+            Data::U64(v) => per(v.len(), 20),
+            Data::I64(v) => per(v.len(), 20),
+            Data::F16(v) => per(v.len(), 16),
+            Data::F32(v) => per(v.len(), 16),
+            Data::F64(v) => per(v.len(), 24),
+            // A byte may become a 6-character escape; quotes and comma around each element.
+            Data::Bytes(v) => v.iter().map(|b| b.len() * 6 + 3).sum(),
+        }
+        .saturating_add(2)
+    }
+}
+
+/// Bytes of memory `n` decoded elements of `datatype` take, with `content` bytes of BYTES data (see
+/// [`crate::limits::BYTES_ELEMENT_OVERHEAD`]).
+pub fn decoded_bytes(datatype: DataType, n: usize, content: usize) -> usize {
+    match datatype.size() {
+        Some(size) => n.saturating_mul(size),
+        None => n
+            .saturating_mul(crate::limits::BYTES_ELEMENT_OVERHEAD)
+            .saturating_add(content.saturating_mul(crate::limits::BYTES_COPIES)),
     }
 }
 
@@ -443,15 +559,16 @@ mod tests {
 
     #[test]
     fn json_flat_and_nested_parse_alike() {
-        let flat = Data::from_json(DataType::F32, &json!([1, 2.5, 3, 4]), 4).unwrap();
-        let nested = Data::from_json(DataType::F32, &json!([[1, 2.5], [3, 4]]), 4).unwrap();
+        let flat = Data::from_json(DataType::F32, "[1, 2.5, 3, 4]", 4).unwrap();
+        let nested = Data::from_json(DataType::F32, "[[1, 2.5], [3, 4]]", 4).unwrap();
         assert_eq!(flat, nested);
         assert_eq!(flat, Data::F32(vec![1.0, 2.5, 3.0, 4.0]));
     }
 
     #[test]
     fn json_refuses_wrong_types_counts_and_ranges() {
-        let err = |dt, v: Value, n| Data::from_json(dt, &v, n).unwrap_err().to_string();
+        let err =
+            |dt, v: serde_json::Value, n| Data::from_json(dt, &v.to_string(), n).unwrap_err().to_string();
         assert!(err(DataType::I64, json!([1.5]), 1).contains("not a valid INT64"));
         assert!(err(DataType::U8, json!([256]), 1).contains("not a valid UINT8"));
         assert!(err(DataType::U32, json!([-1]), 1).contains("not a valid UINT32"));
@@ -461,6 +578,23 @@ mod tests {
         assert!(err(DataType::F32, json!([1, 2]), 3).contains("2 elements but the shape asks for 3"));
         assert!(err(DataType::F32, json!([{"a": 1}]), 1).contains("not objects"));
         assert!(err(DataType::F16, json!([1]), 1).contains("binary"));
+        assert!(err(DataType::F32, json!([1e39]), 1).contains("out of the FP32 range"));
+        assert!(
+            err(DataType::F32, json!([1, 2, 3]), 2).contains("more elements than the shape asks for (2)")
+        );
+        assert!(err(DataType::F32, json!([null]), 1).contains("null is not a valid FP32"));
+        assert!(err(DataType::I64, json!([[[1]]]), 1 << 40).contains("fewer elements"));
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(
+            Data::from_json(DataType::F32, &deep, 1).unwrap_err().to_string().contains("nested too deeply")
+        );
+        assert!(Data::from_json(DataType::F32, "[1] x", 1).is_err(), "trailing characters");
+        // FP64 keeps what FP32 cannot hold; BYTES keep their text.
+        assert_eq!(Data::from_json(DataType::F64, "[1e39]", 1).unwrap(), Data::F64(vec![1e39]));
+        assert_eq!(
+            Data::from_json(DataType::Bytes, r#"["a\u00e9"]"#, 1).unwrap(),
+            Data::Bytes(vec!["aé".into()])
+        );
     }
 
     #[test]
@@ -487,11 +621,32 @@ mod tests {
     }
 
     #[test]
+    fn json_output_is_a_flat_array_with_null_for_non_finite_floats() {
+        let out = |d: Data| serde_json::to_string(&d).unwrap();
+        assert_eq!(out(Data::F32(vec![0.1, f32::NAN, f32::INFINITY])), "[0.1,null,null]");
+        assert_eq!(out(Data::Bytes(vec![b"a".to_vec(), vec![0xff]])), "[\"a\",\"\u{fffd}\"]");
+        assert_eq!(out(Data::Bool(vec![true])), "[true]");
+        for d in
+            [Data::F32(vec![-1.234_567_9e-30; 3]), Data::I64(vec![i64::MIN; 2]), Data::Bool(vec![false; 4])]
+        {
+            assert!(out(d.clone()).len() <= d.json_bytes_bound(), "{d:?}");
+        }
+    }
+
+    #[test]
     fn raw_refuses_bad_lengths() {
         assert!(Data::from_raw(DataType::F32, &[0; 7], 2).is_err());
         assert!(Data::from_raw(DataType::Bytes, &[5, 0, 0, 0, b'a'], 1).is_err());
         assert!(Data::from_raw(DataType::Bytes, &[1, 0], 1).is_err());
         assert!(Data::from_raw(DataType::Bytes, &[0, 0, 0, 0], 2).is_err());
+        assert!(
+            Data::from_raw(DataType::Bytes, &[0, 0, 0, 0, 0, 0, 0, 0], 1).is_err(),
+            "more elements than asked"
+        );
+        // Sizes that would overflow or claim far more than was sent allocate nothing.
+        assert!(Data::from_raw(DataType::I64, &[], 1 << 60).is_err());
+        assert!(Data::from_raw(DataType::I64, &[0; 16], usize::MAX / 4).is_err());
+        assert!(Data::from_raw(DataType::Bytes, &[], 1 << 43).is_err());
     }
 
     #[test]
