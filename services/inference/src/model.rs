@@ -375,8 +375,8 @@ impl Runner {
         inputs: Vec<Tensor>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, InferError> {
-        let timed_out = || {
-            InferError::unavailable("the inference ran past the request's deadline (--request-timeout-ms)")
+        let timed_out = |what: &str| {
+            InferError::unavailable(format!("{what} the request's deadline (--request-timeout-ms)"))
                 .counted_as("timeout")
         };
         let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
@@ -386,13 +386,13 @@ impl Runner {
         }
         if let Some(deadline) = deadline {
             if deadline <= Instant::now() {
-                return Err(timed_out());
+                return Err(timed_out("the run would have started after"));
             }
             self.watchdog.arm(self.slot, deadline);
         }
         let outputs = self.session.run_with_options(feeds, &*self.options);
         if deadline.is_some() && self.watchdog.disarm(self.slot) {
-            return Err(timed_out());
+            return Err(timed_out("the run was stopped at"));
         }
         let outputs = outputs.map_err(run_error)?;
         info.outputs

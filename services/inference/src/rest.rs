@@ -10,7 +10,7 @@
 
 use crate::error::InferError;
 use crate::limits::{Limits, Reservation};
-use crate::model::TensorSpec;
+use crate::model::{ModelInfo, TensorSpec};
 use crate::server::{EXTENSIONS, Loaded, SERVER_NAME, SERVER_VERSION, Server};
 use crate::tensor::{Data, DataType, Tensor, decoded_bytes};
 use axum::Router;
@@ -308,7 +308,8 @@ async fn infer_rest(
     *broken = false;
     let deadline = Instant::now() + limits.request_timeout;
     let raw = inflate(encoding, raw, limits.max_request_bytes, &mut reservation, deadline).await?;
-    let request = parse_request(headers, &raw, loaded, &mut reservation, deadline).await?;
+    let may_join = |rows| loaded.batcher.may_join(rows);
+    let request = parse_request(headers, &raw, &loaded.info, &may_join, &mut reservation, deadline).await?;
     let raw_len = raw.len();
     drop(raw);
     reservation.shrink(raw_len);
@@ -545,7 +546,8 @@ enum Source<'a> {
 async fn parse_request(
     headers: &HeaderMap,
     body: &[u8],
-    loaded: &Loaded,
+    info: &ModelInfo,
+    may_join: &(dyn Fn(usize) -> bool + Sync),
     reservation: &mut Reservation,
     deadline: Instant,
 ) -> Result<Request, InferError> {
@@ -572,7 +574,6 @@ async fn parse_request(
         return Err(InferError::invalid("the request has no inputs"));
     }
     // Check every input and find its data before anything is decoded.
-    let info = &loaded.info;
     let mut plan = Vec::with_capacity(envelope.inputs.len());
     let mut need = 0usize;
     for input in &envelope.inputs {
@@ -613,7 +614,7 @@ async fn parse_request(
             ))));
         }
         let rows = input.shape.first().copied().unwrap_or(1).max(0) as usize;
-        let copies = if loaded.batcher.may_join(rows) { 2 } else { 1 };
+        let copies = if may_join(rows) { 2 } else { 1 };
         need = need.saturating_add(decoded_bytes(datatype, n, sent).saturating_mul(copies));
         plan.push((datatype, n, source));
     }
@@ -653,7 +654,9 @@ async fn parse_request(
 
 /// Runs CPU-heavy parsing of a large body off the async worker threads.
 fn blocking<T>(large: bool, f: impl FnOnce() -> T) -> T {
-    if large { tokio::task::block_in_place(f) } else { f() }
+    let threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if large && threaded { tokio::task::block_in_place(f) } else { f() }
 }
 
 #[derive(Serialize)]
@@ -764,6 +767,8 @@ impl http_body::Body for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Budget;
+    use proptest::prelude::*;
 
     fn headers(n: Option<usize>) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -771,6 +776,183 @@ mod tests {
             h.insert(HEADER_LENGTH, HeaderValue::from(n));
         }
         h
+    }
+
+    /// A signature like the test model `multi_io.onnx`: a batch dimension and one input of most types.
+    fn info() -> ModelInfo {
+        let spec = |name: &str, datatype, shape: &[i64]| TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        };
+        ModelInfo {
+            name: "m".into(),
+            version: "1".into(),
+            inputs: vec![
+                spec("f32", DataType::F32, &[-1, 3]),
+                spec("i64", DataType::I64, &[-1, 2]),
+                spec("u8", DataType::U8, &[-1, 2]),
+                spec("b", DataType::Bool, &[-1]),
+                spec("s", DataType::Bytes, &[-1]),
+                spec("h", DataType::F16, &[-1, 2]),
+            ],
+            outputs: vec![spec("y", DataType::F32, &[-1, 3])],
+            batchable: true,
+        }
+    }
+
+    const VALID: &str = r#"{"id":"7","inputs":[
+        {"name":"f32","shape":[1,3],"datatype":"FP32","data":[1,2.5,3]},
+        {"name":"i64","shape":[1,2],"datatype":"INT64","data":[[1,-2]]},
+        {"name":"u8","shape":[1,2],"datatype":"UINT8","data":[0,255]},
+        {"name":"b","shape":[1],"datatype":"BOOL","data":[true]},
+        {"name":"s","shape":[1],"datatype":"BYTES","data":["x"]},
+        {"name":"h","shape":[1,2],"datatype":"FP16","parameters":{"binary_data_size":4}}],
+        "outputs":[{"name":"y","parameters":{"binary_data":true}}],"parameters":{"binary_data_output":false,"other":[1,{"a":2}]}}"#;
+    const F16: [u8; 4] = [0x00, 0x38, 0x00, 0xC0];
+
+    /// Parses with a generous budget; returns the tensors and the bytes reserved for them.
+    fn parse(body: &[u8], header_len: Option<usize>) -> Result<(Request, usize), InferError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let budget = Budget::new(1 << 30, Default::default());
+            let mut reservation = budget.start();
+            let deadline = Instant::now() + std::time::Duration::from_secs(1);
+            let r = parse_request(&headers(header_len), body, &info(), &|_| true, &mut reservation, deadline)
+                .await?;
+            Ok((r, reservation.bytes()))
+        })
+    }
+
+    fn binary_body(json: &[u8], binary: &[u8]) -> Vec<u8> {
+        [json, binary].concat()
+    }
+
+    fn heap(t: &Tensor) -> usize {
+        match &t.data {
+            Data::Bytes(v) => v.iter().map(|b| b.len() + 24).sum(),
+            d => d.len() * t.datatype().size().unwrap_or(0),
+        }
+    }
+
+    #[test]
+    fn parses_json_and_binary_inputs_in_order_with_their_reply_options() {
+        let (r, reserved) = parse(&binary_body(VALID.as_bytes(), &F16), Some(VALID.len())).unwrap();
+        let names: Vec<&str> = r.inputs.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["f32", "i64", "u8", "b", "s", "h"]);
+        assert_eq!(r.inputs[0].data, Data::F32(vec![1.0, 2.5, 3.0]));
+        assert_eq!(r.inputs[1].data, Data::I64(vec![1, -2]));
+        assert_eq!(r.inputs[4].data, Data::Bytes(vec![b"x".to_vec()]));
+        assert_eq!(r.inputs[5].data.len(), 2);
+        assert_eq!((r.reply.id.as_deref(), r.reply.binary_output), (Some("7"), false));
+        assert_eq!(r.reply.outputs, vec![("y".to_string(), Some(true))]);
+        assert!(reserved >= r.inputs.iter().map(heap).sum::<usize>());
+    }
+
+    #[test]
+    fn refuses_declared_sizes_the_data_cannot_hold_before_allocating() {
+        let bad = |body: &str, header: Option<usize>, binary: &[u8]| {
+            let e = parse(&binary_body(body.as_bytes(), binary), header).unwrap_err();
+            assert_eq!(e.http_status(), 400, "{body}: {e}");
+            e.message
+        };
+        let huge = r#"{"inputs":[{"name":"f32","shape":[2199023255552,3],"datatype":"FP32","data":[1]}]}"#;
+        assert!(bad(huge, None, b"").contains("more than the 3 bytes of data can hold"));
+        let max = r#"{"inputs":[{"name":"s","shape":[9223372036854775807],"datatype":"BYTES","data":[]}]}"#;
+        assert!(bad(max, None, b"").contains("can hold"));
+        let bin = r#"{"inputs":[{"name":"s","shape":[8796093022208],"datatype":"BYTES","parameters":{"binary_data_size":0}}]}"#;
+        assert!(bad(bin, Some(bin.len()), b"").contains("can hold"));
+        let wrap = r#"{"inputs":[{"name":"i64","shape":[1152921504606846976,2],"datatype":"INT64","parameters":{"binary_data_size":0}}]}"#;
+        assert!(bad(wrap, Some(wrap.len()), b"").contains("can hold"));
+        let overflow =
+            r#"{"inputs":[{"name":"f32","shape":[9223372036854775807,3],"datatype":"FP32","data":[1]}]}"#;
+        assert!(bad(overflow, None, b"").contains("too large"));
+        let zero = r#"{"inputs":[{"name":"f32","shape":[0,3],"datatype":"FP32","data":[]}]}"#;
+        assert!(bad(zero, None, b"").contains("no elements"));
+        let dims = format!(
+            r#"{{"inputs":[{{"name":"f32","shape":[{}],"datatype":"FP32","data":[]}}]}}"#,
+            ["1"; 65].join(",")
+        );
+        assert!(bad(&dims, None, b"").contains("more than 64 dimensions"));
+        let many = format!(
+            r#"{{"inputs":[{}]}}"#,
+            vec![r#"{"name":"b","shape":[1],"datatype":"BOOL","data":[true]}"#; 1025].join(",")
+        );
+        assert!(bad(&many, None, b"").contains("more than 1024 tensors"));
+        assert!(bad(r#"{"inputs":[]}"#, None, b"").contains("no inputs"));
+        assert!(bad("{", None, b"").contains("invalid infer request"));
+        assert!(bad("{}", Some(999), b"").contains("past the body"));
+        let short = r#"{"inputs":[{"name":"f32","shape":[1,3],"datatype":"FP32","parameters":{"binary_data_size":12}}]}"#;
+        assert!(bad(short, Some(short.len()), &[0; 4]).contains("past the binary data"));
+    }
+
+    /// Bodies made from a valid one by the mutations an attacker would try, and pure noise.
+    fn bodies() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let valid = binary_body(VALID.as_bytes(), &F16);
+        let tokens: Vec<&'static [u8]> = vec![
+            b"-1",
+            b"null",
+            b"[[",
+            b"]]",
+            b"1e999",
+            b"\"",
+            b"{}",
+            b"99999999999999999999",
+            b"9223372036854775807",
+            b"0",
+            b"[]",
+            b"\\u0000",
+            b"1e39",
+            b"-0.0",
+            b",",
+            b"4294967296",
+        ];
+        prop_oneof![
+            (proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), any::<bool>())
+                .prop_map({
+                    let valid = valid.clone();
+                    move |(flips, bin)| {
+                        let mut b = valid.clone();
+                        for (at, byte) in flips {
+                            let i = at.index(b.len());
+                            b[i] = byte;
+                        }
+                        (b, bin)
+                    }
+                }),
+            (any::<prop::sample::Index>(), any::<bool>()).prop_map({
+                let valid = valid.clone();
+                move |(at, bin)| (valid[..at.index(valid.len())].to_vec(), bin)
+            }),
+            (any::<prop::sample::Index>(), prop::sample::select(tokens), any::<bool>()).prop_map({
+                let valid = valid.clone();
+                move |(at, token, bin)| {
+                    let mut b = valid.clone();
+                    let i = at.index(VALID.len());
+                    b.splice(i..i + 1, token.iter().copied());
+                    (b, bin)
+                }
+            }),
+            (proptest::collection::vec(any::<u8>(), 0..512), any::<bool>()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the bytes: no panic, a client error with a message, or tensors that fit their
+        /// reservation.
+        #[test]
+        fn any_body_is_parsed_or_refused_within_its_reservation((body, binary) in bodies()) {
+            let header = binary.then(|| body.len().saturating_sub(4));
+            match parse(&body, header) {
+                Ok((r, reserved)) => prop_assert!(r.inputs.iter().map(heap).sum::<usize>() <= reserved),
+                Err(e) => {
+                    prop_assert!((400..500).contains(&e.http_status()), "{e:?}");
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
     }
 
     #[test]
@@ -788,12 +970,44 @@ mod tests {
     }
 
     #[test]
+    fn inflates_gzip_zlib_and_raw_deflate_within_the_limit() {
+        use flate2::Compression;
+        use std::io::Write;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let text = VALID.as_bytes().repeat(50);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(&text).unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+        zlib.write_all(&text).unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Compression::default());
+        raw.write_all(&text).unwrap();
+        let budget = Budget::new(1 << 30, Default::default());
+        let run = |enc, body: Vec<u8>, limit| {
+            rt.block_on(async {
+                let mut r = budget.start();
+                let deadline = Instant::now() + std::time::Duration::from_secs(1);
+                inflate(enc, body.into(), limit, &mut r, deadline).await
+            })
+        };
+        for (enc, body) in [
+            (Encoding::Gzip, gz.finish().unwrap()),
+            (Encoding::Deflate, zlib.finish().unwrap()),
+            (Encoding::Deflate, raw.finish().unwrap()),
+        ] {
+            assert_eq!(&run(enc, body.clone(), 1 << 20).unwrap()[..], &text[..]);
+            // A body that inflates past the limit is refused as too large, whatever its compressed size.
+            assert_eq!(run(enc, body, text.len() - 1).unwrap_err().http_status(), 413);
+        }
+        assert_eq!(run(Encoding::Gzip, b"not gzip".to_vec(), 1 << 20).unwrap_err().http_status(), 400);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn is_infer_matches_only_posts_to_infer() {
         use axum::http::Method;
         assert!(is_infer(&Method::POST, "/v2/models/m/infer"));
         assert!(is_infer(&Method::POST, "/v2/models/m/versions/1/infer"));
         assert!(!is_infer(&Method::GET, "/v2/models/m/infer"));
         assert!(!is_infer(&Method::POST, "/v2/models/m/ready"));
-        let _ = headers(None);
     }
 }

@@ -181,3 +181,169 @@ pub fn decoded_cost(msg: &[u8]) -> Result<usize, Malformed> {
     }
     Ok(cost)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::pb;
+    use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+    use proptest::prelude::*;
+    use prost::Message;
+    use std::collections::HashMap;
+
+    /// The heap a decoded request holds, from its vectors' and strings' capacities (maps: their entries).
+    fn heap(r: &pb::ModelInferRequest) -> usize {
+        let params = |p: &HashMap<String, pb::InferParameter>| -> usize {
+            p.iter()
+                .map(|(k, v)| {
+                    let s = match &v.parameter_choice {
+                        Some(pb::infer_parameter::ParameterChoice::StringParam(s)) => s.capacity(),
+                        _ => 0,
+                    };
+                    k.capacity() + s + 64
+                })
+                .sum()
+        };
+        let contents = |c: &pb::InferTensorContents| {
+            c.bool_contents.capacity()
+                + 4 * (c.int_contents.capacity() + c.uint_contents.capacity() + c.fp32_contents.capacity())
+                + 8 * (c.int64_contents.capacity()
+                    + c.uint64_contents.capacity()
+                    + c.fp64_contents.capacity())
+                + c.bytes_contents.iter().map(|b| b.capacity() + 24).sum::<usize>()
+        };
+        r.model_name.capacity()
+            + r.model_version.capacity()
+            + r.id.capacity()
+            + params(&r.parameters)
+            + r.inputs
+                .iter()
+                .map(|i| {
+                    i.name.capacity()
+                        + i.datatype.capacity()
+                        + 8 * i.shape.capacity()
+                        + params(&i.parameters)
+                        + i.contents.as_ref().map_or(0, contents)
+                        + std::mem::size_of::<InferInputTensor>()
+                })
+                .sum::<usize>()
+            + r.outputs
+                .iter()
+                .map(|o| {
+                    o.name.capacity()
+                        + params(&o.parameters)
+                        + std::mem::size_of::<InferRequestedOutputTensor>()
+                })
+                .sum::<usize>()
+            + r.raw_input_contents.iter().map(|b| b.capacity() + 24).sum::<usize>()
+    }
+
+    fn param() -> impl Strategy<Value = pb::InferParameter> {
+        use pb::infer_parameter::ParameterChoice as P;
+        prop_oneof![
+            any::<bool>().prop_map(P::BoolParam),
+            any::<i64>().prop_map(P::Int64Param),
+            ".{0,20}".prop_map(P::StringParam),
+        ]
+        .prop_map(|c| pb::InferParameter { parameter_choice: Some(c) })
+    }
+
+    fn params() -> impl Strategy<Value = HashMap<String, pb::InferParameter>> {
+        proptest::collection::hash_map(".{0,8}", param(), 0..4)
+    }
+
+    fn contents() -> impl Strategy<Value = pb::InferTensorContents> {
+        let v = |n| proptest::collection::vec(any::<i64>(), 0..n);
+        (
+            proptest::collection::vec(any::<bool>(), 0..50),
+            proptest::collection::vec(any::<i32>(), 0..50),
+            v(50),
+            proptest::collection::vec(0u32..3, 0..300),
+            proptest::collection::vec(any::<f32>(), 0..50),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..4), 0..200),
+        )
+            .prop_map(|(b, i, i64s, u, f, bytes)| pb::InferTensorContents {
+                bool_contents: b,
+                int_contents: i,
+                int64_contents: i64s,
+                uint_contents: u,
+                uint64_contents: vec![0; 3],
+                fp32_contents: f,
+                fp64_contents: vec![1.0],
+                bytes_contents: bytes,
+            })
+    }
+
+    fn requests() -> impl Strategy<Value = pb::ModelInferRequest> {
+        let input = (
+            ".{0,10}",
+            prop::sample::select(vec!["FP32", "BYTES", "INT64", "x"]),
+            proptest::collection::vec(0i64..1000, 0..5),
+            params(),
+            proptest::option::of(contents()),
+        )
+            .prop_map(|(name, dt, shape, parameters, contents)| InferInputTensor {
+                name,
+                datatype: dt.into(),
+                shape,
+                parameters,
+                contents,
+            });
+        let output = (".{0,10}", params())
+            .prop_map(|(name, parameters)| InferRequestedOutputTensor { name, parameters });
+        (
+            ".{0,10}",
+            params(),
+            proptest::collection::vec(input, 0..4),
+            proptest::collection::vec(output, 0..100),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+        )
+            .prop_map(|(id, parameters, inputs, outputs, raw)| pb::ModelInferRequest {
+                model_name: "m".into(),
+                model_version: String::new(),
+                id,
+                parameters,
+                inputs,
+                outputs,
+                raw_input_contents: raw,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The cost read from the wire covers what prost really allocates when it decodes the message.
+        #[test]
+        fn the_wire_cost_covers_the_decoded_heap(r in requests()) {
+            let bytes = r.encode_to_vec();
+            let cost = decoded_cost(&bytes).unwrap();
+            let decoded = pb::ModelInferRequest::decode(&bytes[..]).unwrap();
+            prop_assert!(cost >= heap(&decoded), "cost {} < heap {}", cost, heap(&decoded));
+        }
+
+        /// Any bytes: the scan and prost agree on what is malformed, and nothing panics.
+        #[test]
+        fn any_bytes_are_scanned_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let scanned = decoded_cost(&bytes);
+            if let Ok(decoded) = pb::ModelInferRequest::decode(&bytes[..]) {
+                prop_assert!(scanned.is_ok(), "prost decoded what the scan refused: {:?}", scanned);
+                prop_assert!(scanned.unwrap() >= heap(&decoded));
+            }
+        }
+    }
+
+    #[test]
+    fn thirty_million_empty_strings_cost_what_they_decode_to() {
+        // 2 bytes on the wire each (tag, length 0); 24 bytes a vector slot once decoded, and more on their
+        // way to ONNX Runtime.
+        let contents = pb::InferTensorContents { bytes_contents: vec![vec![]; 1000], ..Default::default() };
+        let input =
+            InferInputTensor { datatype: "BYTES".into(), contents: Some(contents), ..Default::default() };
+        let msg = pb::ModelInferRequest { inputs: vec![input], ..Default::default() }.encode_to_vec();
+        assert!(msg.len() < 2020);
+        let cost = decoded_cost(&msg).unwrap();
+        assert!(cost >= 1000 * (24 + BYTES_ELEMENT_OVERHEAD), "{cost}");
+        assert_eq!(decoded_cost(&[0x2a, 0x05, 0x00]), Err(Malformed("truncated length-delimited field")));
+        assert_eq!(decoded_cost(&[0x03]), Err(Malformed("field number 0")));
+    }
+}
