@@ -61,6 +61,8 @@ pub struct ConnState {
     header_from: AtomicU64,
     /// When the client last sent anything.
     last_read: AtomicU64,
+    /// The connection's task, woken when a request ends so a pending read arms the idle deadline.
+    reader: futures::task::AtomicWaker,
 }
 
 impl ConnState {
@@ -71,6 +73,7 @@ impl ConnState {
             idle_since: AtomicU64::new(now),
             header_from: AtomicU64::new(0),
             last_read: AtomicU64::new(now),
+            reader: futures::task::AtomicWaker::new(),
         })
     }
 
@@ -88,7 +91,10 @@ pub struct Busy(Arc<ConnState>);
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.idle_since.store(now_ms(), Ordering::Release);
-        self.0.in_request.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_request.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A read that went pending while the request was in progress has no deadline yet.
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -207,6 +213,7 @@ impl AsyncRead for GuardedIo {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                this.state.reader.register(cx.waker());
                 let Some((deadline, reason)) = this.read_deadline() else { return Poll::Pending };
                 if expired(&mut this.read_timer, deadline, cx) {
                     if let Some(reason) = reason {
@@ -385,6 +392,13 @@ async fn front_door(req: hyper::Request<hyper::body::Incoming>, router: Router, 
     let limits = &server.limits;
     let (parts, body) = req.into_parts();
     let body = Body::new(body);
+    let expects_continue = rest::expects_continue(&parts.headers);
+    let settle = |mut response: Response, body| async move {
+        if expects_continue {
+            response.extensions_mut().insert(rest::ExpectsContinue);
+        }
+        rest::settle(response, body, limits).await
+    };
     let refuse = |status: u16, reason: &'static str, message: String| {
         server.metrics.reject("rest", reason);
         let mut r = rest::error(InferError::invalid(message));
@@ -412,7 +426,7 @@ async fn front_door(req: hyper::Request<hyper::body::Incoming>, router: Router, 
         None
     };
     if let Some(response) = refused {
-        return rest::settle(response, Some(body), limits).await;
+        return settle(response, Some(body)).await;
     }
     let infer = rest::is_infer(&parts.method, parts.uri.path());
     let routed = async {
@@ -425,7 +439,7 @@ async fn front_door(req: hyper::Request<hyper::body::Incoming>, router: Router, 
     };
     match std::panic::AssertUnwindSafe(routed).catch_unwind().await {
         Ok(Ok((response, None))) => response,
-        Ok(Ok((response, body))) => rest::settle(response, body, limits).await,
+        Ok(Ok((response, body))) => settle(response, body).await,
         Ok(Err(never)) => match never {},
         Err(_) => {
             tracing::error!("a REST handler panicked");

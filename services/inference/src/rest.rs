@@ -30,9 +30,6 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
-/// After an early refusal, a body up to this size is read and dropped so the connection stays usable; a
-/// larger one closes the connection instead.
-const DRAIN_LIMIT: usize = 1 << 20;
 /// Most inputs or requested outputs in one request, and most dimensions in one shape.
 const MAX_TENSORS: usize = 1024;
 const MAX_DIMS: usize = 64;
@@ -188,8 +185,16 @@ async fn infer(
 ) -> Response {
     match model {
         Ok(Path(model)) => infer_common(&s.server, &model, "", &headers, body).await,
-        Err(r) => settle(path_error(&s.server, r), Some(body), &s.server.limits).await,
+        Err(r) => refuse_unread(&s.server, &headers, path_error(&s.server, r), body).await,
     }
+}
+
+/// An answer to an infer request whose body was not read.
+async fn refuse_unread(server: &Server, headers: &HeaderMap, mut response: Response, body: Body) -> Response {
+    if expects_continue(headers) {
+        response.extensions_mut().insert(ExpectsContinue);
+    }
+    settle(response, Some(body), &server.limits).await
 }
 
 async fn infer_version(
@@ -200,7 +205,7 @@ async fn infer_version(
 ) -> Response {
     match path {
         Ok(Path((model, version))) => infer_common(&s.server, &model, &version, &headers, body).await,
-        Err(r) => settle(path_error(&s.server, r), Some(body), &s.server.limits).await,
+        Err(r) => refuse_unread(&s.server, &headers, path_error(&s.server, r), body).await,
     }
 }
 
@@ -220,23 +225,51 @@ async fn infer_common(
     if broken {
         close(&mut response);
     }
+    if expects_continue(headers) {
+        response.extensions_mut().insert(ExpectsContinue);
+    }
     settle(response, body, &server.limits).await
 }
 
-/// After an answer given before the body was read: reads and drops a small body so the connection can
-/// carry the next request, or closes the connection when the body is large or slow.
+/// After an answer given before the body was read: reads and drops the body (without keeping it) so the
+/// client sees the answer and the connection can carry the next request. The connection is closed instead
+/// when the client waits for `100 Continue` (it has sent nothing), when the body is over the size limit,
+/// or when it does not arrive within the body timeout.
 pub async fn settle(mut response: Response, body: Option<Body>, limits: &Limits) -> Response {
-    let Some(body) = body else { return response };
+    let Some(mut body) = body else { return response };
     if http_body::Body::is_end_stream(&body) {
         return response;
     }
-    let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
-    let drained =
-        tokio::time::timeout(limits.body_timeout.min(std::time::Duration::from_secs(5)), limited.collect());
-    if !matches!(drained.await, Ok(Ok(_))) {
+    let declared = http_body::Body::size_hint(&body).lower();
+    let expects_continue = response.extensions().get::<ExpectsContinue>().is_some();
+    if expects_continue || declared > limits.max_request_bytes as u64 {
+        close(&mut response);
+        return response;
+    }
+    let drained = tokio::time::timeout(limits.body_timeout, async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limits.max_request_bytes {
+                return false;
+            }
+        }
+        true
+    });
+    if !drained.await.unwrap_or(false) {
         close(&mut response);
     }
     response
+}
+
+/// Marks a response to a request that carried `Expect: 100-continue`.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectsContinue;
+
+/// Whether the request waits for `100 Continue` before sending its body.
+pub fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// How the body is compressed.

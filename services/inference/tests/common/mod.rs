@@ -19,7 +19,29 @@ pub fn models() -> &'static PathBuf {
     })
 }
 
-fn free_port() -> u16 {
+/// The binary under test: `MIZZEN_SERVE_BIN` (`make test` points it at the release build, which the attack
+/// tests measure) or the one cargo built for these tests.
+pub fn serve_bin() -> PathBuf {
+    std::env::var_os("MIZZEN_SERVE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mizzen-serve")))
+}
+
+/// Peak and current resident memory of a process, in bytes (VmHWM, VmRSS).
+pub fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -52,7 +74,7 @@ impl Serve {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("mizzen-serve-test-{http_port}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mizzen-serve"))
+        let child = Command::new(serve_bin())
             .args(["--model-uri", uri, "--model-name", name])
             .args([
                 "--http-addr",

@@ -8,7 +8,7 @@ from oip_reference import INPUTS, SERVERS, assert_same, datatype, multi_feeds, r
 from tritonclient.utils import InferenceServerException
 
 
-def infer_http(model, feeds, binary):
+def infer_http(model, feeds, binary, compression=None):
     client = httpclient.InferenceServerClient(SERVERS[model]["http"])
     inputs = []
     for name, array in feeds.items():
@@ -18,7 +18,14 @@ def infer_http(model, feeds, binary):
         inputs.append(i)
     want = reference(model, feeds)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=binary or want[n].dtype == np.float16) for n in want]
-    result = client.infer(model, inputs, outputs=outputs, request_id="py-1")
+    result = client.infer(
+        model,
+        inputs,
+        outputs=outputs,
+        request_id="py-1",
+        request_compression_algorithm=compression,
+        response_compression_algorithm=compression,
+    )
     assert result.get_response()["id"] == "py-1"
     return result, want
 
@@ -28,6 +35,15 @@ def infer_http(model, feeds, binary):
 def test_tritonclient_http(model, binary):
     feeds = multi_feeds() if model == "multi" else {"float_input": INPUTS[model]}
     result, want = infer_http(model, feeds, binary)
+    for name, array in want.items():
+        assert_same(result.as_numpy(name), array, name)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_http_compressed_requests(compression, binary):
+    feeds = multi_feeds()
+    result, want = infer_http("multi", feeds, binary, compression)
     for name, array in want.items():
         assert_same(result.as_numpy(name), array, name)
 
