@@ -27,8 +27,9 @@ lint: ## cargo fmt --check and clippy with -D warnings
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-unit: ## Unit and service tests: API types, CEL rules, CRDs, operator; mizzen-serve with real ONNX Runtime
-	$(CARGO) test
+unit: ## Unit and service tests: API types, CEL rules, CRDs, operator; mizzen-serve (release, as attacked) with real ONNX Runtime
+	$(CARGO) build --release -p mizzen-serve
+	MIZZEN_SERVE_BIN=$(CARGO_TARGET_DIR)/release/mizzen-serve $(CARGO) test
 
 e2e: ## The e2e suite on a fresh local cluster, torn down afterwards (MIZZEN_CLUSTER=kind: on kind)
 	hack/e2e.sh

@@ -263,27 +263,35 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let server = self.server.clone();
         Box::pin(async move {
+            use futures::FutureExt as _;
             let _busy = req.extensions().get::<GrpcConnInfo>().map(|c| c.state.busy());
-            if req.uri().path() != MODEL_INFER {
-                return inner.call(req).await;
-            }
-            match admit(&server, req).await {
-                Ok((mut req, reservation)) => {
-                    // Handed to the handler, and dropped with the response at the latest.
-                    let admitted = Admitted(Arc::new(std::sync::Mutex::new(Some(reservation))));
-                    req.extensions_mut().insert(admitted.clone());
-                    let response = inner.call(req).await;
-                    drop(admitted);
-                    response
+            let answer = async {
+                if req.uri().path() != MODEL_INFER {
+                    return inner.call(req).await;
                 }
-                Err(e) => {
-                    let mut tracker = server.track("grpc");
-                    let result = Err::<(), _>(e);
-                    tracker.finish(&result);
-                    let status = Status::from(result.err().unwrap_or_else(|| InferError::internal("")));
-                    Ok(status.into_http())
+                match admit(&server, req).await {
+                    Ok((mut req, reservation)) => {
+                        // Handed to the handler, and dropped with the response at the latest.
+                        let admitted = Admitted(Arc::new(std::sync::Mutex::new(Some(reservation))));
+                        req.extensions_mut().insert(admitted.clone());
+                        let response = inner.call(req).await;
+                        drop(admitted);
+                        response
+                    }
+                    Err(e) => {
+                        let mut tracker = server.track("grpc");
+                        let status = Status::from(e.clone());
+                        tracker.finish(&Err::<(), _>(e));
+                        Ok(status.into_http())
+                    }
                 }
-            }
+            };
+            // A panic in a handler answers INTERNAL instead of resetting the stream unanswered.
+            std::panic::AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!("a gRPC handler panicked");
+                server.metrics.reject("grpc", "panic");
+                Ok(Status::internal("the server failed on this request").into_http())
+            })
         })
     }
 }
