@@ -52,8 +52,12 @@ pub fn ort_dylib() -> &'static PathBuf {
 }
 
 /// The directory `python SCRIPT DIR` fills, made once per content of the script (repo-relative path) and
-/// cached as `$MIZZEN_CACHE/PREFIX-HASH`. `done` names a file the script writes last.
+/// cached as `$MIZZEN_CACHE/PREFIX-HASH`. `done` names a file the script writes last. Tests of one process
+/// that ask at once wait for each other (they would share the temporary directory, named by the process);
+/// other processes make their own and the first rename wins.
 pub fn generated(script: &str, prefix: &str, done: &str) -> PathBuf {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let script = repo_root().join(script);
     let text = std::fs::read(&script).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
     let hash = text.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));

@@ -88,11 +88,12 @@ impl Batcher {
             return Err(checked);
         };
         let started = Instant::now();
-        let Checked { inputs, outputs, rows } = checked;
+        let Checked { inputs, outputs, rows, held } = checked;
         self.inline.fetch_add(1, Ordering::Relaxed);
         let result =
             tokio::task::block_in_place(|| guarded(|| runner.run(&self.info, inputs, Some(deadline))))
                 .map(|outs| select(outs, &outputs));
+        drop(held);
         self.inline.fetch_sub(1, Ordering::Relaxed);
         self.metrics.compute_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.queue_duration.observe(0.0);
@@ -310,7 +311,12 @@ mod tests {
     fn job(rows: usize, data: Vec<f32>) -> Job {
         let (reply, _) = oneshot::channel();
         Job {
-            checked: Checked { inputs: vec![t("x", vec![rows as i64, 2], data)], outputs: vec![0], rows },
+            checked: Checked {
+                inputs: vec![t("x", vec![rows as i64, 2], data)],
+                outputs: vec![0],
+                rows,
+                held: None,
+            },
             reply,
             enqueued: Instant::now(),
             deadline: Instant::now(),

@@ -8,7 +8,7 @@
 //! deadline in the handlers.
 
 use crate::error::InferError;
-use crate::limits::Limits;
+use crate::limits::{Holding, Limits};
 use crate::metrics::{Metrics, ProtocolLabels};
 use crate::rest;
 use crate::server::Server;
@@ -59,20 +59,19 @@ pub struct ConnState {
     idle_since: AtomicU64,
     /// When the first byte of the next request's headers arrived (HTTP/1.1; 0: none yet).
     header_from: AtomicU64,
-    /// When the client last sent anything.
-    last_read: AtomicU64,
     /// The connection's task, woken when a request ends so a pending read arms the idle deadline.
     reader: futures::task::AtomicWaker,
 }
 
 impl ConnState {
-    fn new() -> Arc<Self> {
+    fn new(protocol: Protocol) -> Arc<Self> {
         let now = now_ms();
         Arc::new(Self {
             in_request: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now),
-            header_from: AtomicU64::new(0),
-            last_read: AtomicU64::new(now),
+            // A new HTTP/1.1 connection owes its first request's head: it gets the header timeout, not the
+            // idle one, so holding a connection slot without a word is cheap for no one.
+            header_from: AtomicU64::new(if protocol == Protocol::Http1 { now } else { 0 }),
             reader: futures::task::AtomicWaker::new(),
         })
     }
@@ -139,7 +138,7 @@ impl GuardedIo {
         metrics.connections.get_or_create(&ProtocolLabels { protocol: protocol.label() }).inc();
         Self {
             io,
-            state: ConnState::new(),
+            state: ConnState::new(protocol),
             protocol,
             limits,
             metrics,
@@ -162,11 +161,11 @@ impl GuardedIo {
                 0 => Some((at(st.idle_since.load(Ordering::Acquire)) + self.limits.idle_timeout, None)),
                 from => Some((at(from) + self.limits.header_timeout, Some("header_timeout"))),
             },
-            // HTTP/2 clients answer the server's keepalive pings, so silence means a dead or stalled peer.
-            Protocol::Grpc => Some((
-                at(st.last_read.load(Ordering::Acquire)) + self.limits.idle_timeout,
-                Some("idle_timeout"),
-            )),
+            // A connection without a call in progress for the idle timeout is closed (clients reconnect);
+            // dead peers in the middle of a call are found by the keepalive pings.
+            Protocol::Grpc => {
+                Some((at(st.idle_since.load(Ordering::Acquire)) + self.limits.idle_timeout, None))
+            }
         }
     }
 }
@@ -205,7 +204,6 @@ impl AsyncRead for GuardedIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     let (st, now) = (&this.state, now_ms());
-                    st.last_read.store(now, Ordering::Release);
                     if this.protocol == Protocol::Http1 && st.in_request.load(Ordering::Acquire) == 0 {
                         let _ = st.header_from.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
                     }
@@ -219,7 +217,7 @@ impl AsyncRead for GuardedIo {
                     if let Some(reason) = reason {
                         this.metrics.reject(this.protocol.label(), reason);
                     }
-                    return Poll::Ready(Err(timed_out(reason.unwrap_or("idle_timeout"))));
+                    return Poll::Ready(Err(timed_out(reason.unwrap_or("idle timeout"))));
                 }
                 Poll::Pending
             }
@@ -339,8 +337,10 @@ pub async fn serve_rest(
             let (router, server, busy) = (router.clone(), server.clone(), state.busy());
             async move {
                 let response = front_door(req, router, &server).await;
-                drop(busy);
-                Ok::<_, std::convert::Infallible>(response)
+                // Busy until the response has been sent: a slow download is the send timeout's business.
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Body::new(Holding { body, held: busy })),
+                )
             }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));

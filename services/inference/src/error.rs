@@ -93,6 +93,16 @@ impl InferError {
     }
 }
 
+/// A client's string as error messages show it: quoted, and cut to 128 characters, so a message never
+/// echoes megabytes back.
+pub fn shown(s: &str) -> String {
+    const MOST: usize = 128;
+    match s.char_indices().nth(MOST) {
+        None => format!("{s:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &s[..end], s.len()),
+    }
+}
+
 impl From<InferError> for tonic::Status {
     fn from(e: InferError) -> Self {
         tonic::Status::new(e.grpc_code(), e.message)

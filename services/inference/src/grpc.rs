@@ -3,11 +3,12 @@
 //! reads nothing else).
 
 use crate::conn::GrpcConnInfo;
-use crate::error::InferError;
-use crate::limits::Reservation;
+use crate::error::{InferError, shown};
+use crate::limits::{Holding, Reservation};
 use crate::model::{ModelInfo, TensorSpec};
 use crate::server::{EXTENSIONS, SERVER_NAME, SERVER_VERSION, Server};
 use crate::tensor::{Data, DataType, Tensor};
+use bytes::Bytes;
 use half::f16;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -97,9 +98,11 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let mut tracker = self.server.track("grpc");
         let result = async {
-            // The admission layer reserved the message and its decoded size; the outputs join them.
-            let admitted = r.extensions().get::<Admitted>().and_then(|a| a.0.lock().ok()?.take());
-            let mut reservation = admitted.unwrap_or_else(|| self.server.budget.start());
+            // The admission layer reserved the message and its decoded size; the outputs join them, and the
+            // layer holds it all until the response has been encoded and sent.
+            let admitted = r.extensions().get::<Admitted>().cloned();
+            let held = admitted.as_ref().and_then(|a| a.0.lock().ok()?.take());
+            let mut reservation = held.unwrap_or_else(|| self.server.budget.start());
             let mut r = r.into_inner();
             let loaded = self.server.model(&r.model_name, &r.model_version)?;
             let deadline = tokio::time::Instant::now() + self.server.limits.request_timeout;
@@ -107,8 +110,11 @@ impl GrpcInferenceService for Service {
             let requested: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
             let outputs = self.server.infer(loaded, inputs, &requested, &mut reservation, deadline).await?;
             // The raw copies and their encoding.
-            let raw: usize = outputs.iter().map(|t| t.data.len() * t.datatype().size().unwrap_or(16)).sum();
+            let raw: usize = outputs.iter().map(|t| t.data.raw_len()).sum();
             reservation.grow(raw.saturating_mul(2), deadline).await?;
+            if let Some(slot) = admitted.and_then(|a| a.0.lock().ok().map(|mut s| s.replace(reservation))) {
+                drop(slot);
+            }
             Ok::<_, InferError>(pb::ModelInferResponse {
                 model_name: loaded.info.name.clone(),
                 model_version: loaded.info.version.clone(),
@@ -152,16 +158,17 @@ fn decode_inputs(r: &mut pb::ModelInferRequest, info: &ModelInfo) -> Result<Vec<
             r.inputs.iter().find(|i| i.contents.as_ref().is_some_and(|c| *c != Default::default()))
     {
         return Err(InferError::invalid(format!(
-            "input {:?} has contents while raw_input_contents is used: send one or the other",
-            both.name
+            "input {} has contents while raw_input_contents is used: send one or the other",
+            shown(&both.name)
         )));
     }
     std::mem::take(&mut r.inputs)
         .into_iter()
         .enumerate()
         .map(|(i, input)| {
-            let named =
-                |e: InferError| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message));
+            let named = |e: InferError| {
+                InferError::new(e.kind, format!("input {}: {}", shown(&input.name), e.message))
+            };
             let datatype = DataType::parse(&input.datatype).map_err(named)?;
             let (_, n) = info.check_declared(&input.name, datatype, &input.shape)?;
             let data = match raw.get(i) {
@@ -219,8 +226,9 @@ struct Admitted(Arc<std::sync::Mutex<Option<Reservation>>>);
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// A tower layer in front of the gRPC services: every stream marks its connection busy (so the idle
-/// deadline waits), and a `ModelInfer` message is read against the body deadline and the size limit, its
-/// decoded size reserved from the memory budget, before tonic decodes it. Refusals are gRPC statuses:
+/// deadline waits), and its message is read against the body deadline and the size limit, reserved from
+/// the memory budget as it arrives, and for `ModelInfer` its decoded size reserved too, before tonic
+/// decodes it. Refusals are gRPC statuses:
 /// RESOURCE_EXHAUSTED past the size limit or the whole budget, UNAVAILABLE while the budget is in use,
 /// DEADLINE_EXCEEDED for a message that does not arrive.
 #[derive(Clone)]
@@ -266,17 +274,13 @@ where
             use futures::FutureExt as _;
             let _busy = req.extensions().get::<GrpcConnInfo>().map(|c| c.state.busy());
             let answer = async {
-                if req.uri().path() != MODEL_INFER {
-                    return inner.call(req).await;
-                }
                 match admit(&server, req).await {
                     Ok((mut req, reservation)) => {
-                        // Handed to the handler, and dropped with the response at the latest.
+                        // Lent to the handler, and held here until the response body has been sent.
                         let admitted = Admitted(Arc::new(std::sync::Mutex::new(Some(reservation))));
                         req.extensions_mut().insert(admitted.clone());
-                        let response = inner.call(req).await;
-                        drop(admitted);
-                        response
+                        let response = inner.call(req).await?;
+                        Ok(response.map(|body| tonic::body::Body::new(Holding { body, held: admitted })))
                     }
                     Err(e) => {
                         let mut tracker = server.track("grpc");
@@ -296,7 +300,8 @@ where
     }
 }
 
-/// Reads one gRPC message, checks its size, and reserves its bytes and then its decoded size.
+/// Reads one gRPC message against the body deadline, checks its size, and reserves its bytes as they
+/// arrive and then (for `ModelInfer`) its decoded size.
 async fn admit(server: &Server, req: GrpcRequest) -> Result<(GrpcRequest, Reservation), InferError> {
     use http_body_util::BodyExt as _;
     let limits = &server.limits;
@@ -310,7 +315,7 @@ async fn admit(server: &Server, req: GrpcRequest) -> Result<(GrpcRequest, Reserv
     };
     let (parts, mut body) = req.into_parts();
     let mut reservation = server.budget.start();
-    let mut buf = bytes::BytesMut::new();
+    let mut buf: Vec<u8> = Vec::new();
     let mut length: Option<usize> = None;
     loop {
         let frame = match tokio::time::timeout_at(body_deadline, body.frame()).await {
@@ -337,12 +342,17 @@ async fn admit(server: &Server, req: GrpcRequest) -> Result<(GrpcRequest, Reserv
             if n > limits.max_request_bytes {
                 return Err(too_large(n));
             }
-            reservation.grow(n + 5, body_deadline).await?;
-            buf.reserve(n + 5);
             length = Some(n);
         }
-        if buf.len() + data.len() > length.unwrap_or(0) + 5 {
-            return Err(too_large(buf.len() + data.len()));
+        let wanted = buf.len() + data.len();
+        if wanted > length.unwrap_or(0) + 5 {
+            return Err(too_large(wanted));
+        }
+        // Reserved as it arrives (up to the declared length at once when it comes that far).
+        if wanted > buf.capacity() {
+            let most = length.map_or(5, |n| n + 5);
+            let grown = reservation.grow_buffer(buf.capacity(), wanted, most, body_deadline).await?;
+            buf.reserve_exact(grown - buf.len());
         }
         buf.extend_from_slice(&data);
     }
@@ -353,10 +363,16 @@ async fn admit(server: &Server, req: GrpcRequest) -> Result<(GrpcRequest, Reserv
     if buf[0] != 0 {
         return Err(InferError::invalid("compressed requests are not supported; send them uncompressed"));
     }
-    let cost = crate::wire::decoded_cost(message)
-        .map_err(|m| InferError::invalid(format!("the request is not a valid ModelInferRequest: {}", m.0)))?;
+    let cost = if parts.uri.path() == MODEL_INFER {
+        crate::wire::decoded_cost(message).map_err(|m| {
+            InferError::invalid(format!("the request is not a valid ModelInferRequest: {}", m.0))
+        })?
+    } else {
+        // The other rpcs carry names at most.
+        2 * message.len() + 1024
+    };
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     reservation.grow(cost, deadline).await?;
-    let body = tonic::body::Body::new(http_body_util::Full::new(buf.freeze()));
+    let body = tonic::body::Body::new(http_body_util::Full::new(Bytes::from(buf)));
     Ok((http::Request::from_parts(parts, body), reservation))
 }

@@ -186,6 +186,27 @@ impl Reservation {
         Ok(())
     }
 
+    /// Moves everything this reservation holds into a new one (which then gives it back when dropped).
+    pub fn split(&mut self) -> Reservation {
+        Reservation { budget: self.budget.clone(), bytes: std::mem::take(&mut self.bytes) }
+    }
+
+    /// Grows to hold a buffer of `capacity` bytes growing to `wanted` (at least; up to `limit`): reserves
+    /// the new buffer while the old one still exists, and returns the new capacity to allocate.
+    pub async fn grow_buffer(
+        &mut self,
+        capacity: usize,
+        wanted: usize,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<usize, InferError> {
+        let new = wanted.max(capacity.saturating_mul(2)).max(64 << 10).min(limit.max(wanted));
+        // Old and new buffers exist together while the data moves.
+        self.grow(new, deadline).await?;
+        self.shrink(capacity);
+        Ok(new)
+    }
+
     /// Gives back `n` bytes (at most what is held).
     pub fn shrink(&mut self, n: usize) {
         let n = n.min(self.bytes);
@@ -197,6 +218,29 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.give_back(self.bytes);
+    }
+}
+
+/// A body that holds something (a reservation, a connection's busy mark) until it has been sent.
+pub struct Holding<B, T> {
+    pub body: B,
+    pub held: T,
+}
+
+impl<B: http_body::Body + Unpin, T: Unpin> http_body::Body for Holding<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

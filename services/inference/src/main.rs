@@ -230,8 +230,8 @@ async fn serve() -> anyhow::Result<()> {
         // What a client can make one connection buffer while its message waits for the memory budget.
         .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
         .initial_stream_window_size(GRPC_CONNECTION_WINDOW / 2)
+        // A GOAWAY that lets calls in progress finish (tonic's age grace would cut them off instead).
         .max_connection_age(limits.grpc_max_connection_age)
-        .max_connection_age_grace(limits.shutdown_grace)
         .layer(AdmissionLayer { server: server.clone() })
         .add_service(health_service)
         .add_service(grpc_service)
@@ -241,7 +241,12 @@ async fn serve() -> anyhow::Result<()> {
     let loading = {
         let (server, shutdown, health) = (server.clone(), shutdown.clone(), health.clone());
         async move {
-            match load(&args, metrics).await {
+            // SIGTERM while loading stops the load (its blocking part finishes on its own and is dropped).
+            let loaded = tokio::select! {
+                loaded = load(&args, metrics) => loaded,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            match loaded {
                 Ok(loaded) => {
                     server.set_loaded(loaded);
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;

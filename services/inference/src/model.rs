@@ -1,7 +1,8 @@
 //! The model: ONNX Runtime sessions and the model's signature, with every request checked against the
 //! signature before ONNX Runtime sees it.
 
-use crate::error::InferError;
+use crate::error::{InferError, shown};
+use crate::limits::Reservation;
 use crate::tensor::{Data, DataType, Tensor, element_count};
 use half::f16;
 use ort::session::builder::GraphOptimizationLevel;
@@ -47,22 +48,28 @@ impl ModelInfo {
 }
 
 /// A checked request: inputs in the model's input order, and the indexes of the outputs to return.
-#[derive(Debug)]
 pub struct Checked {
     pub inputs: Vec<Tensor>,
     pub outputs: Vec<usize>,
     /// Rows along the first dimension (1 when the model is not batchable).
     pub rows: usize,
+    /// The inputs' share of the memory budget, given back when the run is done with them (or skipped).
+    pub held: Option<Reservation>,
 }
 
 /// Whether `name` and `version` (empty: any) address the model served as `served`/`served_version`.
 pub fn addresses(served: &str, served_version: &str, name: &str, version: &str) -> Result<(), InferError> {
     if name != served {
-        return Err(InferError::not_found(format!("unknown model {name:?}; this server serves {served:?}")));
+        return Err(InferError::not_found(format!(
+            "unknown model {}; this server serves {served:?}",
+            shown(name)
+        )));
     }
     if !version.is_empty() && version != served_version {
         return Err(InferError::not_found(format!(
-            "unknown version {version:?} of model {name:?}; this server serves version {served_version:?}"
+            "unknown version {} of model {}; this server serves version {served_version:?}",
+            shown(version),
+            shown(name)
         )));
     }
     Ok(())
@@ -79,7 +86,7 @@ impl ModelInfo {
     ) -> Result<(usize, usize), InferError> {
         let i = self.inputs.iter().position(|s| s.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-            InferError::invalid(format!("unknown input {name:?}; the model takes {names:?}"))
+            InferError::invalid(format!("unknown input {}; the model takes {names:?}", shown(name)))
         })?;
         let spec = &self.inputs[i];
         if datatype != spec.datatype {
@@ -150,12 +157,15 @@ impl ModelInfo {
                 .map(|name| {
                     self.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
                         let names: Vec<&str> = self.outputs.iter().map(|s| s.name.as_str()).collect();
-                        InferError::invalid(format!("unknown output {name:?}; the model has {names:?}"))
+                        InferError::invalid(format!(
+                            "unknown output {}; the model has {names:?}",
+                            shown(name)
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?
         };
-        Ok(Checked { inputs, outputs, rows: rows.max(0) as usize })
+        Ok(Checked { inputs, outputs, rows: rows.max(0) as usize, held: None })
     }
 }
 
@@ -215,6 +225,27 @@ pub struct Runner {
     slot: usize,
 }
 
+/// A run under watch; the watch ends when this drops (also when the run panics).
+struct Armed {
+    dog: Arc<Watchdog>,
+    slot: usize,
+}
+
+impl Armed {
+    /// Ends the watch; true if the run was stopped at its deadline.
+    fn end(self) -> bool {
+        let stopped = self.dog.disarm(self.slot);
+        std::mem::forget(self);
+        stopped
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.dog.disarm(self.slot);
+    }
+}
+
 /// Stops runs that pass their deadline: one thread for all of a model's sessions, woken only when a run's
 /// deadline is earlier than the one it sleeps toward.
 pub struct Watchdog {
@@ -270,17 +301,24 @@ impl Watchdog {
         self.wake.wait_timeout(st, until.saturating_duration_since(now)).is_ok()
     }
 
-    fn arm(&self, slot: usize, deadline: Instant) {
-        let Ok(mut st) = self.state.lock() else { return };
-        st.slots[slot].1 = Some(deadline);
-        st.slots[slot].2 = false;
+    /// Watches `slot`'s run until the returned guard ends the watch.
+    fn arm(self: &Arc<Self>, slot: usize, deadline: Instant) -> Armed {
+        let armed = Armed { dog: self.clone(), slot };
+        let Ok(mut st) = self.state.lock() else { return armed };
+        let (options, armed_until, fired) = &mut st.slots[slot];
+        if std::mem::take(fired) {
+            let _ = options.unterminate();
+        }
+        *armed_until = Some(deadline);
         if st.sleeping_until.is_none_or(|s| deadline < s) {
             st.sleeping_until = Some(deadline);
             self.wake.notify_one();
         }
+        armed
     }
 
-    /// Ends the watch of `slot`'s run; true if the watchdog stopped it.
+    /// Ends the watch of `slot`'s run; true if the watchdog stopped it. The terminate flag is cleared either
+    /// way, so the next run starts clean.
     fn disarm(&self, slot: usize) -> bool {
         let Ok(mut st) = self.state.lock() else { return false };
         let (options, deadline, fired) = &mut st.slots[slot];
@@ -384,14 +422,15 @@ impl Runner {
             let name = t.name.clone();
             feeds.push((name, to_ort(t)?));
         }
-        if let Some(deadline) = deadline {
-            if deadline <= Instant::now() {
+        let armed = match deadline {
+            Some(deadline) if deadline <= Instant::now() => {
                 return Err(timed_out("the run would have started after"));
             }
-            self.watchdog.arm(self.slot, deadline);
-        }
+            Some(deadline) => Some(self.watchdog.arm(self.slot, deadline)),
+            None => None,
+        };
         let outputs = self.session.run_with_options(feeds, &*self.options);
-        if deadline.is_some() && self.watchdog.disarm(self.slot) {
+        if armed.is_some_and(Armed::end) {
             return Err(timed_out("the run was stopped at"));
         }
         let outputs = outputs.map_err(run_error)?;

@@ -8,8 +8,8 @@
 //! model and its decoded size against the bytes actually sent; that size is reserved; only then are the
 //! elements decoded, straight into typed vectors.
 
-use crate::error::InferError;
-use crate::limits::{Limits, Reservation};
+use crate::error::{InferError, shown};
+use crate::limits::{Holding, Limits, Reservation};
 use crate::model::{ModelInfo, TensorSpec};
 use crate::server::{EXTENSIONS, Loaded, SERVER_NAME, SERVER_VERSION, Server};
 use crate::tensor::{Data, DataType, Tensor, decoded_bytes};
@@ -71,7 +71,15 @@ pub fn router(server: Arc<Server>, registry: Registry) -> Router {
 
 /// Whether a request goes to an infer handler, which reads its body itself.
 pub fn is_infer(method: &axum::http::Method, path: &str) -> bool {
-    method == axum::http::Method::POST && path.starts_with("/v2/models/") && path.ends_with("/infer")
+    let segments: Vec<&str> = path.split('/').collect();
+    method == axum::http::Method::POST
+        && match segments[..] {
+            ["", "v2", "models", model, "infer"] => !model.is_empty(),
+            ["", "v2", "models", model, "versions", version, "infer"] => {
+                !model.is_empty() && !version.is_empty()
+            }
+            _ => false,
+        }
 }
 
 /// `{"error": message}` with the error's status.
@@ -216,11 +224,22 @@ async fn infer_common(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let mut tracker = server.track("rest");
     let mut body = Some(body);
     let mut broken = false;
-    let result = infer_rest(server, model, version, headers, &mut body, &mut broken).await;
-    tracker.finish(&result);
+    // A request counts as in flight (and holds back the inline fast path and batch waits) once it has
+    // arrived, not while a client is still uploading it.
+    let result = match receive(server, model, version, headers, &mut body, &mut broken).await {
+        Ok((loaded, raw, reservation)) => {
+            let mut tracker = server.track("rest");
+            let result = process(server, loaded, headers, raw, reservation).await;
+            tracker.finish(&result);
+            result
+        }
+        Err(e) => {
+            server.track("rest").finish(&Err::<(), _>(e.clone()));
+            Err(e)
+        }
+    };
     let mut response = result.unwrap_or_else(error);
     if broken {
         close(&mut response);
@@ -315,46 +334,53 @@ fn over_limit(limit: usize, what: &str) -> InferError {
     .counted_as("too_large")
 }
 
-async fn infer_rest(
-    server: &Server,
+/// Finds the model and reads the body (inflated), reserving it from the budget as it arrives.
+async fn receive<'s>(
+    server: &'s Server,
     model: &str,
     version: &str,
     headers: &HeaderMap,
     body: &mut Option<Body>,
     broken: &mut bool,
-) -> Result<Response, InferError> {
+) -> Result<(&'s Loaded, Bytes, Reservation), InferError> {
     let limits = &server.limits;
-    let arrived = Instant::now();
+    let body_deadline = Instant::now() + limits.body_timeout;
     let loaded = server.model(model, version)?;
     let encoding = Encoding::of(headers)?;
     let declared = content_length(headers)?;
     if declared.is_some_and(|n| n > limits.max_request_bytes) {
         return Err(over_limit(limits.max_request_bytes, "body"));
     }
-    let body_deadline = arrived + limits.body_timeout;
     let mut reservation = server.budget.start();
-    reservation.grow(declared.unwrap_or(0), body_deadline).await?;
     let Some(stream) = body.take() else { return Err(InferError::internal("the body was read twice")) };
     // From here on a failure leaves part of the body unread: the connection cannot carry another request.
     *broken = true;
     let raw = read_body(stream, limits, declared, &mut reservation, body_deadline).await?;
     *broken = false;
-    let deadline = Instant::now() + limits.request_timeout;
-    let raw = inflate(encoding, raw, limits.max_request_bytes, &mut reservation, deadline).await?;
+    let raw = inflate(encoding, raw, limits.max_request_bytes, &mut reservation, body_deadline).await?;
+    Ok((loaded, raw, reservation))
+}
+
+/// Parses, infers and answers a received request.
+async fn process(
+    server: &Server,
+    loaded: &Loaded,
+    headers: &HeaderMap,
+    raw: Bytes,
+    mut reservation: Reservation,
+) -> Result<Response, InferError> {
+    let deadline = Instant::now() + server.limits.request_timeout;
     let may_join = |rows| loaded.batcher.may_join(rows);
     let request = parse_request(headers, &raw, &loaded.info, &may_join, &mut reservation, deadline).await?;
     let raw_len = raw.len();
     drop(raw);
     reservation.shrink(raw_len);
-    let decoded = reservation.bytes();
     let outputs = server.infer(loaded, request.inputs, &request.outputs, &mut reservation, deadline).await?;
-    // The inputs went to ONNX Runtime and are gone, and so is ONNX Runtime's copy of the outputs.
-    reservation.shrink(decoded + (reservation.bytes() - decoded) / 2);
     respond(loaded, &request.reply, outputs, reservation, deadline).await
 }
 
-/// Reads the body before `deadline`, at most `limits.max_request_bytes`. A body with a Content-Length was
-/// reserved already; a chunked one is reserved as its chunks arrive.
+/// Reads the body before `deadline`, at most `limits.max_request_bytes`, into one buffer whose growth is
+/// reserved before it happens: what a client holds of the budget is what it has sent, not what it declared.
 async fn read_body(
     mut body: Body,
     limits: &Limits,
@@ -369,9 +395,7 @@ async fn read_body(
             format!("the request body did not arrive within {:?} (--body-timeout-ms)", limits.body_timeout),
         )
     };
-    let mut whole = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut received = 0usize;
+    let mut whole: Vec<u8> = Vec::new();
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(timed_out()),
@@ -382,34 +406,22 @@ async fn read_body(
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
-        received = received.saturating_add(data.len());
-        if received > limit {
+        let wanted = whole.len().saturating_add(data.len());
+        if wanted > limit {
             return Err(over_limit(limit, "body"));
         }
-        if declared.is_some() {
-            whole.extend_from_slice(&data);
-        } else {
-            reservation
-                .grow(data.len(), deadline)
+        if wanted > whole.capacity() {
+            // Up to the declared length at once when the data comes that far; doubling otherwise.
+            let most = declared.unwrap_or(limit).min(limit);
+            let grown = reservation
+                .grow_buffer(whole.capacity(), wanted, most, deadline)
                 .await
                 .map_err(|e| if e.kind == crate::error::Kind::Unavailable { timed_out() } else { e })?;
-            chunks.push(data);
+            whole.reserve_exact(grown - whole.len());
         }
+        whole.extend_from_slice(&data);
     }
-    if declared.is_some() {
-        return Ok(whole.freeze());
-    }
-    // A chunked body is joined once, with its copy reserved first.
-    if chunks.len() == 1 {
-        return Ok(chunks.pop().unwrap_or_default());
-    }
-    reservation.grow(received, deadline).await?;
-    let mut joined = Vec::with_capacity(received);
-    for c in chunks.drain(..) {
-        joined.extend_from_slice(&c);
-    }
-    reservation.shrink(received);
-    Ok(joined.into())
+    Ok(whole.into())
 }
 
 /// Inflates a gzip or deflate body, counting the inflated bytes against the size limit and the budget.
@@ -436,8 +448,8 @@ async fn inflate(
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
-        let n = reader
-            .read(&mut chunk)
+        // Inflating is CPU work: past the first MiB it runs off the async worker threads.
+        let n = blocking(out.len() > BLOCKING_PARSE_BYTES, || reader.read(&mut chunk))
             .map_err(|e| InferError::invalid(format!("cannot decompress the {encoding:?} body: {e}")))?;
         if n == 0 {
             break;
@@ -445,10 +457,8 @@ async fn inflate(
         if out.len() + n > limit {
             return Err(over_limit(limit, "body, decompressed,"));
         }
-        // Reserve what the vector may grow to, not just what was read.
         if out.len() + n > out.capacity() {
-            let grown = (out.capacity() * 2).max(out.len() + n).min(limit);
-            reservation.grow(grown - out.capacity(), deadline).await?;
+            let grown = reservation.grow_buffer(out.capacity(), out.len() + n, limit, deadline).await?;
             out.reserve_exact(grown - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
@@ -463,7 +473,7 @@ async fn inflate(
 /// `parameters` of the request: the keys the server reads (others are skipped without being stored).
 #[derive(Debug, Default, Deserialize)]
 struct RequestParams {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     binary_data_output: Option<bool>,
 }
 
@@ -475,14 +485,65 @@ struct InputParams {
 
 #[derive(Debug, Default, Deserialize)]
 struct OutputParams {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     binary_data: Option<bool>,
+}
+
+/// A boolean flag; anything else (a string, a number, null) is ignored, as Triton does.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct Flag;
+    impl<'de> serde::de::Visitor<'de> for Flag {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Option<bool>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<bool>, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<bool>, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Flag)
+}
+
+/// Longest request `id` kept and echoed.
+const MAX_ID_BYTES: usize = 1024;
+
+fn bounded_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let id: Option<Cow<'de, str>> = Deserialize::deserialize(d)?;
+    match id {
+        Some(id) if id.len() > MAX_ID_BYTES => {
+            Err(serde::de::Error::custom(format!("the id is over {MAX_ID_BYTES} bytes")))
+        }
+        id => Ok(id.map(Cow::into_owned)),
+    }
 }
 
 /// The request's JSON with each input's data left as unparsed text (borrowed from the body).
 #[derive(Debug, Deserialize)]
 struct Envelope<'a> {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_id")]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<RequestParams>,
@@ -542,10 +603,27 @@ fn bounded<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
     d.deserialize_seq(Bounded { limit: MAX_TENSORS, what: "tensors", _t: std::marker::PhantomData })
 }
 
+/// `null` or a bounded sequence.
 fn bounded_opt<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Vec<T>>, D::Error> {
-    bounded(d).map(Some)
+    struct Opt<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Opt<T> {
+        type Value = Option<Vec<T>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("null or an array")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            bounded(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt(std::marker::PhantomData))
 }
 
 fn shape<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
@@ -610,7 +688,8 @@ async fn parse_request(
     let mut plan = Vec::with_capacity(envelope.inputs.len());
     let mut need = 0usize;
     for input in &envelope.inputs {
-        let named = |e: InferError| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message));
+        let named =
+            |e: InferError| InferError::new(e.kind, format!("input {}: {}", shown(&input.name), e.message));
         let datatype = DataType::parse(&input.datatype).map_err(named)?;
         let (_, n) = info.check_declared(&input.name, datatype, &input.shape)?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
@@ -668,7 +747,9 @@ async fn parse_request(
                     Source::Json(text) => Data::from_json(datatype, text, n),
                     Source::Binary(raw) => Data::from_raw(datatype, raw, n),
                 }
-                .map_err(|e| InferError::new(e.kind, format!("input {:?}: {}", input.name, e.message)))?;
+                .map_err(|e| {
+                    InferError::new(e.kind, format!("input {}: {}", shown(&input.name), e.message))
+                })?;
                 Ok(Tensor { name: input.name.to_string(), shape: input.shape.clone(), data })
             })
             .collect::<Result<Vec<_>, InferError>>()
@@ -729,72 +810,56 @@ async fn respond(
     let wants_binary = |name: &str| {
         reply.outputs.iter().find(|(n, _)| n == name).and_then(|(_, b)| *b).unwrap_or(reply.binary_output)
     };
-    let raws: Vec<Option<Vec<u8>>> =
-        outputs.iter().map(|t| wants_binary(&t.name).then(|| t.data.to_raw())).collect();
+    let binary: Vec<bool> = outputs.iter().map(|t| wants_binary(&t.name)).collect();
+    let raw_len = |t: &Tensor| t.data.raw_len();
     let json_bound: usize = outputs
         .iter()
-        .zip(&raws)
-        .map(|(t, raw)| if raw.is_some() { 64 } else { t.data.json_bytes_bound() } + t.name.len() * 6 + 128)
-        .sum();
-    let binary_len: usize = raws.iter().flatten().map(Vec::len).sum();
-    reservation.grow(json_bound.saturating_add(binary_len), deadline).await?;
+        .zip(&binary)
+        .map(|(t, &b)| if b { 64 } else { t.data.json_bytes_bound() } + t.name.len() * 6 + 128)
+        .sum::<usize>()
+        + reply.id.as_ref().map_or(0, |id| id.len() * 6)
+        + 256;
+    let binary_len: usize = outputs.iter().zip(&binary).filter(|(_, b)| **b).map(|(t, _)| raw_len(t)).sum();
+    // The whole response is reserved, and written into one buffer of that size.
+    let capacity = json_bound.saturating_add(binary_len);
+    reservation.grow(capacity, deadline).await?;
     let body = ResponseBody {
         id: reply.id.as_deref(),
         model_name: &loaded.info.name,
         model_version: &loaded.info.version,
         outputs: outputs
             .iter()
-            .zip(&raws)
-            .map(|(t, raw)| ResponseOutput {
+            .zip(&binary)
+            .map(|(t, &b)| ResponseOutput {
                 name: &t.name,
                 datatype: t.datatype().name(),
                 shape: &t.shape,
-                parameters: raw.as_ref().map(|r| BinarySize { binary_data_size: r.len() }),
-                data: raw.is_none().then_some(&t.data),
+                parameters: b.then(|| BinarySize { binary_data_size: raw_len(t) }),
+                data: (!b).then_some(&t.data),
             })
             .collect(),
     };
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut bytes, &body)
         .map_err(|e| InferError::internal(format!("encoding the response: {e}")))?;
     let json_len = bytes.len();
-    let binary: Vec<&Vec<u8>> = raws.iter().flatten().collect();
-    let content_type = if binary.is_empty() { "application/json" } else { "application/octet-stream" };
-    for raw in binary {
-        bytes.extend_from_slice(raw);
+    for (t, _) in outputs.iter().zip(&binary).filter(|(_, b)| **b) {
+        t.data.write_raw(&mut bytes);
     }
-    let mut response = Response::new(Body::new(Held {
-        inner: http_body_util::Full::new(Bytes::from(bytes)),
-        _held: reservation,
-    }));
+    drop(body);
+    drop(outputs);
+    let content_type = if binary_len > 0 || binary.iter().any(|&b| b) {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    let held = Holding { body: http_body_util::Full::new(Bytes::from(bytes)), held: reservation };
+    let mut response = Response::new(Body::new(held));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if content_type != "application/json" {
         response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
     }
     Ok(response)
-}
-
-/// A response body that holds its request's reservation until it is sent.
-struct Held {
-    inner: http_body_util::Full<Bytes>,
-    _held: Reservation,
-}
-
-impl http_body::Body for Held {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]
@@ -917,6 +982,35 @@ mod tests {
         assert!(bad("{}", Some(999), b"").contains("past the body"));
         let short = r#"{"inputs":[{"name":"f32","shape":[1,3],"datatype":"FP32","parameters":{"binary_data_size":12}}]}"#;
         assert!(bad(short, Some(short.len()), &[0; 4]).contains("past the binary data"));
+    }
+
+    #[test]
+    fn what_generic_clients_send_is_accepted_and_echoes_are_bounded() {
+        // pydantic-dumped requests carry nulls; odd flag values are ignored, as Triton does.
+        let body = r#"{"id":null,"parameters":{"binary_data_output":"yes"},"inputs":[
+            {"name":"b","shape":[1],"datatype":"BOOL","data":[true],"parameters":null}],"outputs":null}"#;
+        let (r, _) = parse(body.as_bytes(), None).unwrap();
+        assert_eq!((r.reply.id, r.reply.binary_output, r.outputs.len()), (None, false, 0));
+        let flags = r#"{"inputs":[{"name":"b","shape":[1],"datatype":"BOOL","data":[true]}],
+            "outputs":[{"name":"y","parameters":{"binary_data":1}}]}"#;
+        assert_eq!(parse(flags.as_bytes(), None).unwrap().0.reply.outputs, vec![("y".to_string(), None)]);
+        // A long id is refused; a long unknown name is not echoed whole.
+        let id = format!(
+            r#"{{"id":"{}","inputs":[{{"name":"b","shape":[1],"datatype":"BOOL","data":[true]}}]}}"#,
+            "i".repeat(2000)
+        );
+        assert!(parse(id.as_bytes(), None).unwrap_err().message.contains("id is over 1024 bytes"));
+        let name = format!(
+            r#"{{"inputs":[{{"name":"{}","shape":[1],"datatype":"BOOL","data":[true]}}]}}"#,
+            "n".repeat(100_000)
+        );
+        let e = parse(name.as_bytes(), None).unwrap_err();
+        assert!(e.message.len() < 1000 && e.message.contains("(100000 bytes)"), "{}", e.message);
+        let leaf = format!(
+            r#"{{"inputs":[{{"name":"f32","shape":[1,3],"datatype":"FP32","data":["{}",1,2]}}]}}"#,
+            "s".repeat(100_000)
+        );
+        assert!(parse(leaf.as_bytes(), None).unwrap_err().message.len() < 1000);
     }
 
     /// Bodies made from a valid one by the mutations an attacker would try, and pure noise.
@@ -1042,5 +1136,8 @@ mod tests {
         assert!(is_infer(&Method::POST, "/v2/models/m/versions/1/infer"));
         assert!(!is_infer(&Method::GET, "/v2/models/m/infer"));
         assert!(!is_infer(&Method::POST, "/v2/models/m/ready"));
+        assert!(!is_infer(&Method::POST, "/v2/models/infer"));
+        assert!(!is_infer(&Method::POST, "/v2/models/a/b/infer"));
+        assert!(!is_infer(&Method::POST, "/v2/models//infer"));
     }
 }

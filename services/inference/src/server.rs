@@ -66,17 +66,20 @@ impl Server {
         reservation: &mut Reservation,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<Tensor>, InferError> {
-        let checked = loaded.info.check(inputs, outputs)?;
+        let mut checked = loaded.info.check(inputs, outputs)?;
+        // What the reservation holds now is the inputs': it goes with them into the queue, so a request
+        // that times out keeps its bytes counted until its run has dropped them.
+        checked.held = Some(reservation.split());
         if let Some(bytes) = loaded.info.output_bytes(checked.rows) {
             reservation.grow(bytes.saturating_mul(2), deadline).await?;
         }
         let checked = match loaded.batcher.try_inline(checked, deadline.into_std()) {
-            Ok(result) => return result,
+            Ok(result) => return self.count_outputs(loaded, result, reservation),
             Err(checked) => checked,
         };
         let rx = loaded.batcher.submit(checked, deadline.into_std())?;
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => self.count_outputs(loaded, result, reservation),
             Ok(Err(_)) => Err(InferError::internal("the model worker dropped the request")),
             Err(_) => Err(InferError::unavailable(format!(
                 "timed out after {:?} (--request-timeout-ms)",
@@ -84,6 +87,25 @@ impl Server {
             ))
             .counted_as("timeout")),
         }
+    }
+
+    /// Keeps the outputs counted: ONNX Runtime's copy is gone once the run returns, ours stays until the
+    /// response is built. Outputs the signature could not size are counted now that they exist.
+    fn count_outputs(
+        &self,
+        loaded: &Loaded,
+        result: Result<Vec<Tensor>, InferError>,
+        reservation: &mut Reservation,
+    ) -> Result<Vec<Tensor>, InferError> {
+        let outputs = result?;
+        let bytes: usize =
+            outputs.iter().map(|t| crate::tensor::decoded_bytes(t.datatype(), t.data.len(), 0)).sum();
+        if loaded.info.output_bytes(0).is_some() {
+            reservation.shrink(reservation.bytes().saturating_sub(bytes));
+        } else {
+            reservation.try_grow(bytes)?;
+        }
+        Ok(outputs)
     }
 
     /// Counts one request and, when dropped, records its outcome and duration.

@@ -63,7 +63,7 @@ impl DataType {
         Self::ALL
             .into_iter()
             .find(|d| d.name() == name)
-            .ok_or_else(|| InferError::invalid(format!("unknown datatype {name:?}")))
+            .ok_or_else(|| InferError::invalid(format!("unknown datatype {}", crate::error::shown(name))))
     }
 
     /// Bytes per element in the raw encoding; `None` for BYTES.
@@ -306,20 +306,28 @@ impl Data {
         })
     }
 
-    /// Encodes the raw form (see [`Data::from_raw`]).
-    pub fn to_raw(&self) -> Vec<u8> {
+    /// Bytes of the raw form.
+    pub fn raw_len(&self) -> usize {
+        match (self, self.datatype().size()) {
+            (Data::Bytes(v), _) => v.iter().map(|b| b.len() + 4).sum(),
+            (d, size) => d.len() * size.unwrap_or(0),
+        }
+    }
+
+    /// Appends the raw form to `out`.
+    pub fn write_raw(&self, out: &mut Vec<u8>) {
         macro_rules! le {
             ($v:expr) => {
-                $v.iter().flat_map(|x| x.to_le_bytes()).collect()
+                $v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
             };
         }
         match self {
-            Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-            Data::U8(v) => v.clone(),
-            Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+            Data::U8(v) => out.extend_from_slice(v),
+            Data::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
             Data::U16(v) => le!(v),
             Data::I16(v) => le!(v),
-            Data::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+            Data::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
             Data::U32(v) => le!(v),
             Data::I32(v) => le!(v),
             Data::F32(v) => le!(v),
@@ -327,14 +335,19 @@ impl Data {
             Data::I64(v) => le!(v),
             Data::F64(v) => le!(v),
             Data::Bytes(v) => {
-                let mut out = Vec::with_capacity(v.iter().map(|b| b.len() + 4).sum());
                 for b in v {
                     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
                     out.extend_from_slice(b);
                 }
-                out
             }
         }
+    }
+
+    /// Encodes the raw form (see [`Data::from_raw`]).
+    pub fn to_raw(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw_len());
+        self.write_raw(&mut out);
+        out
     }
 }
 
@@ -369,7 +382,7 @@ impl std::fmt::Display for Leaf<'_> {
             Leaf::U(v) => write!(f, "{v}"),
             Leaf::F(v) => write!(f, "{v}"),
             Leaf::B(v) => write!(f, "{v}"),
-            Leaf::S(v) => write!(f, "{v:?}"),
+            Leaf::S(v) => f.write_str(&crate::error::shown(v)),
         }
     }
 }
