@@ -31,6 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "mizzen-operator";
+
+/// Parameters for the operator's merge patches: its writes are attributed to [`FIELD_MANAGER`] in
+/// `managedFields`, like its server-side applies, so they can be told from other controllers' writes.
+pub fn merge_params() -> kube::api::PatchParams {
+    kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
+}
 /// The label every child carries, which also scopes the operator's child watches.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mizzen-operator");
 

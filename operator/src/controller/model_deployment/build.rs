@@ -107,14 +107,9 @@ pub fn revision_selector(md: &ModelDeployment, revision: &str) -> BTreeMap<Strin
     ])
 }
 
-/// The Deployment of one revision, `NAME-REVISION`. `replicas` is `None` when something else (an HPA through
-/// the ModelDeployment's scale) owns the count, so server-side apply never fights over it.
-pub fn deployment(
-    md: &ModelDeployment,
-    revision: &str,
-    replicas: Option<i32>,
-    defaults: &Defaults,
-) -> Deployment {
+/// The Deployment of one revision, `NAME-REVISION`, made with `replicas` (later changes of the count go
+/// through its scale subresource).
+pub fn deployment(md: &ModelDeployment, revision: &str, replicas: i32, defaults: &Defaults) -> Deployment {
     let spec = &md.spec;
     let source = model_source(&spec.model.uri.0);
     let name = served_name(md);
@@ -128,7 +123,7 @@ pub fn deployment(
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
-            replicas,
+            replicas: Some(replicas),
             min_ready_seconds: Some(spec.strategy.blue_green.min_ready_seconds),
             revision_history_limit: Some(0),
             selector: LabelSelector {
@@ -364,7 +359,7 @@ spec:
     fn deployment_runs_mizzen_serve_hardened_with_probes() {
         let m = md(BASE);
         let rev = revision(&m.spec, "iris");
-        let d = deployment(&m, &rev, Some(3), &defaults());
+        let d = deployment(&m, &rev, 3, &defaults());
         assert_eq!(d.metadata.name.as_deref(), Some(format!("iris-{rev}").as_str()));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
         let spec = d.spec.unwrap();
@@ -391,16 +386,12 @@ spec:
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
         assert_eq!(pod.security_context.unwrap().seccomp_profile.unwrap().type_, "RuntimeDefault");
-        // No replicas field at all when an HPA owns the count.
-        let owned = deployment(&m, &rev, None, &defaults());
-        let json = serde_json::to_value(&owned).unwrap();
-        assert!(json["spec"].get("replicas").is_none());
     }
 
     #[test]
     fn pvc_models_are_mounted_read_only() {
         let m = md(&BASE.replace("s3://models/iris.onnx", "pvc://models/iris/model.onnx"));
-        let d = deployment(&m, "rabc", Some(1), &defaults());
+        let d = deployment(&m, "rabc", 1, &defaults());
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert_eq!(
             pod.volumes.as_ref().unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name,

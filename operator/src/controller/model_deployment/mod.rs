@@ -1,7 +1,8 @@
 //! ModelDeployment: one Deployment per revision, the Services NAME and NAME-preview, and an HPA.
 //!
-//! `build` holds the pure builders of the desired children (no client); the reconcile that applies them
-//! and the rollout planner come next.
+//! `build` holds the pure builders of the desired children and `plan` the blue-green planner (both pure, no
+//! client); `reconcile` observes the children, plans, applies the plan's writes and stores the status;
+//! `smoke` runs a revision's smoke test.
 
 pub mod build;
 pub mod plan;

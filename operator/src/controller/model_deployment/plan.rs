@@ -173,7 +173,7 @@ pub fn plan(w: &World<'_>) -> Plan {
 
     // Re-applying a revision that is still warm at full size switches back at once (fast rollback).
     if w.available(&desired, full) && w.revision(&desired).is_some_and(|r| r.scale_down_at.is_some()) {
-        return switch(w, p, &active, full, "FastRollback");
+        return switch(w, p, &active, full);
     }
 
     let preview_size = bg.preview_replicas.map_or(full, |n| n.min(full));
@@ -220,7 +220,7 @@ pub fn plan(w: &World<'_>) -> Plan {
     // Promotion scales the new revision to full size first; the switch waits for that.
     p.replicas.insert(desired.clone(), full);
     if w.available(&desired, full) {
-        return switch(w, p, &active, full, "Promoted");
+        return switch(w, p, &active, full);
     }
     p.state = State::Progressing("ScalingForPromotion");
     keep_warm(w, &mut p, &[&active, &stable]);
@@ -229,7 +229,7 @@ pub fn plan(w: &World<'_>) -> Plan {
 
 /// Moves active to the desired revision, which is available at full size; the old active stays warm for
 /// `scaleDownDelaySeconds`.
-fn switch(w: &World<'_>, mut p: Plan, old: &str, full: i32, _why: &'static str) -> Plan {
+fn switch(w: &World<'_>, mut p: Plan, old: &str, full: i32) -> Plan {
     let bg = &w.spec.strategy.blue_green;
     p.active = w.desired.clone();
     p.stable = Some(w.desired.clone());

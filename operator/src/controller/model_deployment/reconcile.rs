@@ -10,7 +10,7 @@ use crate::api::v1alpha1::model_deployment::{
     SmokeTestStatus,
 };
 use crate::conditions::{self, Desired};
-use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::controller::{Context, Error, FIELD_MANAGER, merge_params};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
@@ -137,7 +137,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         let observed_deadline = observed.and_then(|d| d.annotations().get(SCALE_DOWN_AT_ANNOTATION).cloned());
         match observed {
             None if rev == &desired => {
-                let d = build::deployment(&md, rev, Some(replicas), &ctx.defaults);
+                let d = build::deployment(&md, rev, replicas, &ctx.defaults);
                 deployments.patch(&format!("{name}-{rev}"), &ssa, &Patch::Apply(&d)).await?;
                 publish(&ctx, &md, "RevisionCreated", format!("created revision {rev}")).await;
             }
@@ -146,11 +146,11 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
                 let dname = d.name_any();
                 if observed_replicas != Some(replicas) {
                     let scale = serde_json::json!({ "spec": { "replicas": replicas } });
-                    deployments.patch_scale(&dname, &PatchParams::default(), &Patch::Merge(&scale)).await?;
+                    deployments.patch_scale(&dname, &merge_params(), &Patch::Merge(&scale)).await?;
                 }
                 if deadline != observed_deadline {
                     let patch = serde_json::json!({ "metadata": { "annotations": { SCALE_DOWN_AT_ANNOTATION: deadline } } });
-                    deployments.patch(&dname, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                    deployments.patch(&dname, &merge_params(), &Patch::Merge(&patch)).await?;
                 }
             }
         }
@@ -174,7 +174,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if rev.is_some_and(|r| !plan.replicas.contains_key(r)) && replicas > 0 {
             let scale = serde_json::json!({ "spec": { "replicas": 0 } });
-            deployments.patch_scale(&d.name_any(), &PatchParams::default(), &Patch::Merge(&scale)).await?;
+            deployments.patch_scale(&d.name_any(), &merge_params(), &Patch::Merge(&scale)).await?;
             publish(
                 &ctx,
                 &md,

@@ -10,7 +10,7 @@ use crate::api::v1alpha1::training_job::{
     DeploySpec, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
 };
 use crate::conditions::{self, Desired};
-use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::controller::{Context, Error, FIELD_MANAGER, merge_params};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -43,7 +43,8 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
     let old = tj.status.clone().unwrap_or_default();
     let finished = is_true(&old, "Succeeded") || is_true(&old, "Failed");
     let mut status = old.clone();
-    let observation: Option<Observation>;
+    // Outlives the match below: the desired conditions borrow from it.
+    let mut observation: Option<Observation> = None;
     let mut desired: Vec<Desired<'_>> = Vec::new();
     let mut wake: Option<u64> = None;
 
@@ -117,7 +118,7 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                         }
                         if job.spec.as_ref().and_then(|s| s.suspend) != Some(tj.spec.suspend) {
                             let patch = serde_json::json!({ "spec": { "suspend": tj.spec.suspend } });
-                            jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                            jobs.patch(&name, &merge_params(), &Patch::Merge(&patch)).await?;
                             let (reason, note) = if tj.spec.suspend {
                                 ("Suspended", "the run is suspended: its pods are stopped")
                             } else {
@@ -144,8 +145,7 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                 if tj.spec.suspend && matches!(obs.state, State::Created | State::Running) {
                     obs.state = State::Suspended;
                 }
-                observation = Some(obs);
-                let obs = observation.as_ref().expect("just set");
+                let obs = &*observation.insert(obs);
                 desired = apply_observation(&tj, &job, obs, &mut status, &metric);
                 if status.phase != old.phase {
                     transition_event(&ctx, &tj, obs).await;
@@ -410,7 +410,7 @@ async fn deploy_model(
     }
     // A version the ModelDeployment named belongs to its old model: drop it.
     let patch = serde_json::json!({ "spec": { "model": { "uri": model.uri, "sha256": model.sha256, "version": null } } });
-    mds.patch(target, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    mds.patch(target, &merge_params(), &Patch::Merge(&patch)).await?;
     let message = format!(
         "{metric} {value:.4} passed {threshold}: ModelDeployment {target} now rolls out {}",
         model.uri
