@@ -111,8 +111,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let settings = controller::Settings {
         scope: controller::Scope { namespace: args.namespace },
-        defaults: controller::model_deployment::build::Defaults { serve_image: args.serve_image },
-        train_defaults: controller::training_job::build::Defaults { train_image: args.train_image },
+        defaults: controller::Defaults { serve_image: args.serve_image, train_image: args.train_image },
         concurrency: args.concurrency,
         crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),
     };

@@ -76,13 +76,13 @@ mod tests {
         let mut registry = Registry::with_prefix("mizzen_operator");
         let metrics = crate::metrics::Metrics::default().register(&mut registry);
         drop(metrics.reconcile_started("ModelDeployment"));
-        metrics.reconcile_failed("ModelDeployment", "kube");
+        metrics.reconcile_failed("ModelDeployment", "apply_service");
         let (status, body) = get(&State::new(registry), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("mizzen_operator_reconciles_total{kind=\"ModelDeployment\"} 1"), "{body}");
         assert!(
             body.contains(
-                "mizzen_operator_reconcile_failures_total{kind=\"ModelDeployment\",error=\"kube\"} 1"
+                "mizzen_operator_reconcile_failures_total{kind=\"ModelDeployment\",error=\"apply_service\"} 1"
             )
         );
         assert!(

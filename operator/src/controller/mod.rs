@@ -19,7 +19,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -40,22 +40,52 @@ pub fn merge_params() -> kube::api::PatchParams {
 /// The label every child carries, which also scopes the operator's child watches.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mizzen-operator");
 
+/// Settings of the operator that shape children: the images when an object names none.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// mizzen-serve, for ModelDeployments without `spec.server.image`.
+    pub serve_image: String,
+    /// mizzen-train, for TrainingJobs without `spec.trainer.image`.
+    pub train_image: String,
+}
+
 /// What every reconcile gets: the client, one shared event recorder and the metrics.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    pub defaults: model_deployment::build::Defaults,
-    pub train_defaults: training_job::build::Defaults,
+    pub defaults: Defaults,
     /// For smoke tests against preview Services.
     pub http: reqwest::Client,
 }
 
-/// Errors of a reconcile. Each has a static label for the failure metric.
+impl Context {
+    /// Publishes an event about `obj`; a failure is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(%e, "cannot publish an event");
+        }
+    }
+}
+
+/// Errors of a reconcile. Each has a static label for the failure metric: the API call that failed
+/// (`apply_service`, `read_pods`, ...) or `invalid_object`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
+    #[error("Kubernetes API error ({call}): {source}")]
+    Kube {
+        call: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error("invalid object: {0}")]
     InvalidObject(&'static str),
 }
@@ -63,10 +93,53 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Kube { call, .. } => call,
             Error::InvalidObject(_) => "invalid_object",
         }
     }
+}
+
+/// Names a failed API call for the error and its metric: `.map_err(call("apply_service"))`.
+pub fn call(call: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { call, source }
+}
+
+/// Writes `status` with the conditions merged from `desired`, unless the stored status (`stored`, of the
+/// same type, compared without conditions) and conditions already say the same: an idle object causes no
+/// writes. The one status writer of every kind.
+pub async fn update_status<K: Kind, S: Serialize>(
+    ctx: &Context,
+    obj: &K,
+    stored: &S,
+    status: &S,
+    desired: &[Desired<'_>],
+) -> Result<(), Error> {
+    let generation = obj.meta().generation;
+    let without_conditions = |s: &S| {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("conditions");
+        }
+        v
+    };
+    let unchanged = without_conditions(stored) == without_conditions(status);
+    if unchanged && conditions::up_to_date(obj.conditions(), desired, generation) {
+        return Ok(());
+    }
+    let namespace = obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut status = serde_json::to_value(status).unwrap_or_default();
+    status["conditions"] =
+        serde_json::to_value(conditions::merge(obj.conditions(), desired, generation, now))
+            .unwrap_or_default();
+    let patch =
+        serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(call("write_status"))?;
+    tracing::info!(kind = kind_name::<K>(), namespace, name = %obj.name_any(), "status written");
+    Ok(())
 }
 
 /// A Mizzen kind, as the shared driver sees it.
@@ -86,9 +159,9 @@ pub trait Kind:
     fn desired_conditions(&self) -> Vec<Desired<'static>> {
         Vec::new()
     }
-    /// The status the default reconcile applies, holding `conditions`.
-    fn status(&self, conditions: Vec<Condition>) -> serde_json::Value {
-        serde_json::json!({ "observedGeneration": self.meta().generation, "conditions": conditions })
+    /// The status the default reconcile applies (its conditions are added to it).
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "observedGeneration": self.meta().generation })
     }
     /// Adds watches on the children this kind owns.
     fn owns(controller: Controller<Self>, children: &Children) -> Controller<Self>;
@@ -105,24 +178,9 @@ async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Er
 
 /// Writes the desired conditions if the object does not already carry them for its generation.
 async fn write_conditions<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let kind = kind_name::<K>();
-    let generation = obj.meta().generation;
-    let desired = obj.desired_conditions();
-    if conditions::up_to_date(obj.conditions(), &desired, generation) {
-        return Ok(Action::await_change());
-    }
-    let namespace = obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))?;
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let merged = conditions::merge(obj.conditions(), &desired, generation, now);
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": obj.status(merged),
-    });
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    tracing::info!(kind, namespace, name = %obj.name_any(), "status written");
+    // Only the conditions decide: the rest of this status is the generation, which they carry too.
+    let status = obj.status();
+    update_status(&ctx, &*obj, &status, &status, &obj.desired_conditions()).await?;
     Ok(Action::await_change())
 }
 
@@ -133,7 +191,7 @@ fn error_policy<K: Kind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Actio
     match error {
         // A bad object waits for a change; anything else is retried.
         Error::InvalidObject(_) => Action::await_change(),
-        Error::Kube(_) => Action::requeue(Duration::from_secs(5)),
+        Error::Kube { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }
 
@@ -206,8 +264,7 @@ async fn missing_kinds(client: &Client, scope: &Scope) -> Vec<String> {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub scope: Scope,
-    pub defaults: model_deployment::build::Defaults,
-    pub train_defaults: training_job::build::Defaults,
+    pub defaults: Defaults,
     /// Reconciles running at once per kind (0: unbounded).
     pub concurrency: u16,
     pub crd_poll_interval: Duration,
@@ -231,7 +288,6 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         defaults: settings.defaults.clone(),
-        train_defaults: settings.train_defaults.clone(),
         http: reqwest::Client::new(),
     });
     let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);

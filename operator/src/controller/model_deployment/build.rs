@@ -3,7 +3,7 @@
 //! and tests need no cluster.
 
 use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentSpec, ServerSpec};
-use crate::controller::{MANAGED_BY, pods};
+use crate::controller::{Defaults, MANAGED_BY, pods};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
@@ -27,13 +27,6 @@ pub const HTTP_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 8081;
 /// Where `pvc://CLAIM/PATH` models are mounted.
 const MODEL_MOUNT: &str = "/models";
-
-/// Settings of the operator that shape children.
-#[derive(Clone, Debug)]
-pub struct Defaults {
-    /// The mizzen-serve image when `spec.server.image` is unset.
-    pub serve_image: String,
-}
 
 /// The model URI the server reads, and the volume that makes it readable: a `pvc://CLAIM/PATH` becomes
 /// the claim mounted read-only and a `file://` path inside it; other schemes pass through.
@@ -333,7 +326,7 @@ spec:
 "#;
 
     fn defaults() -> Defaults {
-        Defaults { serve_image: "mizzen-serve:test".into() }
+        Defaults { serve_image: "mizzen-serve:test".into(), train_image: "mizzen-train:test".into() }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::api::v1alpha1::model_deployment::{
     ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, ResolvedModel,
     SmokeTestStatus,
 };
-use crate::conditions::{self, Desired};
-use crate::controller::{Context, Error, FIELD_MANAGER, merge_params};
+use crate::conditions::Desired;
+use crate::controller::{Context, Error, FIELD_MANAGER, call, merge_params, update_status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,9 +48,9 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     // The three reads are independent: one round trip instead of three.
     let list_params = ListParams::default().labels(&selector);
     let (owned, active_svc, preview_svc) = tokio::try_join!(
-        deployments.list(&list_params),
-        services.get_opt(&name),
-        services.get_opt(&preview_name),
+        async { deployments.list(&list_params).await.map_err(call("read_deployments")) },
+        async { services.get_opt(&name).await.map_err(call("read_service")) },
+        async { services.get_opt(&preview_name).await.map_err(call("read_service")) },
     )?;
     let owned = owned.items;
     let revisions: Vec<Revision> = owned
@@ -138,7 +138,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         match observed {
             None if rev == &desired => {
                 let d = build::deployment(&md, rev, replicas, &ctx.defaults);
-                deployments.patch(&format!("{name}-{rev}"), &ssa, &Patch::Apply(&d)).await?;
+                deployments
+                    .patch(&format!("{name}-{rev}"), &ssa, &Patch::Apply(&d))
+                    .await
+                    .map_err(call("apply_deployment"))?;
                 publish(&ctx, &md, "RevisionCreated", format!("created revision {rev}")).await;
             }
             None => {}
@@ -146,11 +149,17 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
                 let dname = d.name_any();
                 if observed_replicas != Some(replicas) {
                     let scale = serde_json::json!({ "spec": { "replicas": replicas } });
-                    deployments.patch_scale(&dname, &merge_params(), &Patch::Merge(&scale)).await?;
+                    deployments
+                        .patch_scale(&dname, &merge_params(), &Patch::Merge(&scale))
+                        .await
+                        .map_err(call("scale_deployment"))?;
                 }
                 if deadline != observed_deadline {
                     let patch = serde_json::json!({ "metadata": { "annotations": { SCALE_DOWN_AT_ANNOTATION: deadline } } });
-                    deployments.patch(&dname, &merge_params(), &Patch::Merge(&patch)).await?;
+                    deployments
+                        .patch(&dname, &merge_params(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(call("annotate_deployment"))?;
                 }
             }
         }
@@ -158,14 +167,20 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     // Services: a switch is one selector change. Before the desired revision's first pod exists the
     // preview still points at it (it serves nothing until ready).
     if selected(&active_svc).as_deref() != Some(plan.active.as_str()) {
-        services.patch(&name, &ssa, &Patch::Apply(&build::service(&md, false, &plan.active))).await?;
+        services
+            .patch(&name, &ssa, &Patch::Apply(&build::service(&md, false, &plan.active)))
+            .await
+            .map_err(call("apply_service"))?;
         if active_svc.is_some() {
             publish(&ctx, &md, "Promoted", format!("active Service now selects revision {}", plan.active))
                 .await;
         }
     }
     if selected(&preview_svc).as_deref() != Some(plan.preview.as_str()) {
-        services.patch(&preview_name, &ssa, &Patch::Apply(&build::service(&md, true, &plan.preview))).await?;
+        services
+            .patch(&preview_name, &ssa, &Patch::Apply(&build::service(&md, true, &plan.preview)))
+            .await
+            .map_err(call("apply_service"))?;
     }
     // Scale-downs last: a revision the active Service just stopped selecting is released only after the
     // switch is written.
@@ -174,7 +189,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if rev.is_some_and(|r| !plan.replicas.contains_key(r)) && replicas > 0 {
             let scale = serde_json::json!({ "spec": { "replicas": 0 } });
-            deployments.patch_scale(&d.name_any(), &merge_params(), &Patch::Merge(&scale)).await?;
+            deployments
+                .patch_scale(&d.name_any(), &merge_params(), &Patch::Merge(&scale))
+                .await
+                .map_err(call("scale_deployment"))?;
             publish(
                 &ctx,
                 &md,
@@ -186,24 +204,24 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     }
     match build::hpa(&md) {
         Some(h) => {
-            let current = hpas.get_opt(&name).await?;
+            let current = hpas.get_opt(&name).await.map_err(call("read_hpa"))?;
             if current.as_ref().map(|c| (&c.spec, c.metadata.labels.as_ref()))
                 != Some((&h.spec, h.metadata.labels.as_ref()))
             {
-                hpas.patch(&name, &ssa, &Patch::Apply(&h)).await?;
+                hpas.patch(&name, &ssa, &Patch::Apply(&h)).await.map_err(call("apply_hpa"))?;
             }
         }
         None => {
-            if hpas.get_opt(&name).await?.is_some_and(|h| {
+            if hpas.get_opt(&name).await.map_err(call("read_hpa"))?.is_some_and(|h| {
                 h.metadata.owner_references.iter().flatten().any(|o| o.uid == md.uid().unwrap_or_default())
             }) {
-                hpas.delete(&name, &DeleteParams::default()).await?;
+                hpas.delete(&name, &DeleteParams::default()).await.map_err(call("delete_hpa"))?;
             }
         }
     }
 
     if let Some((type_, reason, note)) = transition(&status, &plan) {
-        publish_as(&ctx, &md, type_, reason, note).await;
+        ctx.publish(&*md, type_, reason, note).await;
     }
     write_status(&md, &ctx, &plan, &revisions, &served, &ns, smoke_status).await?;
     let wake = if smoke_retry { Some(2) } else { plan.wake_at.map(|t| (t - now).max(1) as u64) };
@@ -245,15 +263,7 @@ fn transition(
 }
 
 async fn publish(ctx: &Context, md: &ModelDeployment, reason: &str, note: String) {
-    publish_as(ctx, md, EventType::Normal, reason, note).await
-}
-
-async fn publish_as(ctx: &Context, md: &ModelDeployment, type_: EventType, reason: &str, note: String) {
-    let event =
-        Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
-        tracing::warn!(%e, "cannot publish an event");
-    }
+    ctx.publish(md, EventType::Normal, reason, note).await
 }
 
 fn desired_conditions(plan: &Plan, active_available: bool) -> (ModelDeploymentPhase, Vec<Desired<'static>>) {
@@ -325,13 +335,11 @@ async fn write_status(
     let (phase, desired) =
         desired_conditions(plan, active.is_some_and(|r| r.available >= full && r.replicas >= full));
     let generation = md.metadata.generation;
-    let current = md.status.clone().unwrap_or_default();
-    let now = Time(Timestamp::now());
-    let conditions = conditions::merge(&current.conditions, &desired, generation, now);
+    let stored = md.status.clone().unwrap_or_default();
     let status = crate::api::v1alpha1::ModelDeploymentStatus {
         observed_generation: generation,
         phase,
-        conditions,
+        conditions: stored.conditions.clone(),
         active_revision: Some(plan.active.clone()),
         preview_revision: Some(plan.preview.clone()),
         stable_revision: plan.stable.clone(),
@@ -352,32 +360,5 @@ async fn write_status(
         preview_available_at: time(plan.preview_available_at),
         smoke_test,
     };
-    let unchanged = conditions::up_to_date(&current.conditions, &desired, generation)
-        && ModelDeploymentStatusView::of(&current) == ModelDeploymentStatusView::of(&status);
-    if unchanged {
-        return Ok(());
-    }
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
-}
-
-/// The status without conditions, for the did-anything-change check (conditions are compared without
-/// their transition times).
-#[derive(PartialEq)]
-struct ModelDeploymentStatusView(serde_json::Value);
-
-impl ModelDeploymentStatusView {
-    fn of(s: &crate::api::v1alpha1::ModelDeploymentStatus) -> Self {
-        let mut v = serde_json::to_value(s).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("conditions");
-        }
-        Self(v)
-    }
+    update_status(ctx, md, &stored, &status, &desired).await
 }

@@ -8,7 +8,7 @@
 
 use super::search;
 use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, TrainingJob, TrainingJobSpec};
-use crate::controller::{MANAGED_BY, pods};
+use crate::controller::{Defaults, MANAGED_BY, pods};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -27,13 +27,6 @@ pub const CONTAINER: &str = "trainer";
 pub const PERMANENT_EXIT_CODE: i32 = 2;
 /// Where `pvc://` data and outputs are mounted.
 const PVC_ROOT: &str = "/mnt/pvc";
-
-/// Settings of the operator that shape trainer pods.
-#[derive(Clone, Debug)]
-pub struct Defaults {
-    /// The mizzen-train image when `spec.trainer.image` is unset.
-    pub train_image: String,
-}
 
 /// A TrainingJob the operator refuses to run, with the condition reason and a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -261,7 +254,7 @@ mod tests {
         output: {uri: s3://models/iris/}\n";
 
     fn defaults() -> Defaults {
-        Defaults { train_image: "mizzen-train:test".into() }
+        Defaults { serve_image: "mizzen-serve:test".into(), train_image: "mizzen-train:test".into() }
     }
 
     #[test]

@@ -9,16 +9,16 @@ use crate::api::v1alpha1::common::status::{FALSE, TRUE, UNKNOWN};
 use crate::api::v1alpha1::training_job::{
     DeploySpec, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
 };
-use crate::conditions::{self, Desired};
-use crate::controller::{Context, Error, FIELD_MANAGER, merge_params};
+use crate::conditions::Desired;
+use crate::controller::{Context, Error, FIELD_MANAGER, call, merge_params, update_status};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, Patch, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,10 +59,10 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                     c("Succeeded", FALSE, refusal.reason, String::new()),
                     c("Failed", TRUE, refusal.reason, refusal.message.clone()),
                 ];
-                publish(&ctx, &tj, EventType::Warning, refusal.reason, refusal.message).await;
+                ctx.publish(&*tj, EventType::Warning, refusal.reason, refusal.message).await;
             }
             Ok(config) => {
-                let job = match jobs.get_opt(&name).await? {
+                let job = match jobs.get_opt(&name).await.map_err(call("read_job"))? {
                     // The Job went before the run finished (deleted by hand): say so rather than train again.
                     None if old.job_name.is_some() => {
                         let message = format!("Job {name} was deleted before the run finished");
@@ -73,18 +73,17 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                             c("Succeeded", FALSE, "JobDeleted", String::new()),
                             c("Failed", TRUE, "JobDeleted", message.clone()),
                         ];
-                        publish(&ctx, &tj, EventType::Warning, "JobDeleted", message).await;
+                        ctx.publish(&*tj, EventType::Warning, "JobDeleted", message).await;
                         write_status(&tj, &ctx, &old, status, &desired).await?;
                         return Ok(Action::await_change());
                     }
                     None => {
-                        let job = build::job(&tj, &config, &ctx.train_defaults);
+                        let job = build::job(&tj, &config, &ctx.defaults);
                         let pp =
                             PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-                        let created = jobs.create(&pp, &job).await?;
-                        publish(
-                            &ctx,
-                            &tj,
+                        let created = jobs.create(&pp, &job).await.map_err(call("create_job"))?;
+                        ctx.publish(
+                            &*tj,
                             EventType::Normal,
                             "JobCreated",
                             format!("created Job {name} with {} trial(s)", build::trial_count(&config)),
@@ -118,13 +117,15 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                         }
                         if job.spec.as_ref().and_then(|s| s.suspend) != Some(tj.spec.suspend) {
                             let patch = serde_json::json!({ "spec": { "suspend": tj.spec.suspend } });
-                            jobs.patch(&name, &merge_params(), &Patch::Merge(&patch)).await?;
+                            jobs.patch(&name, &merge_params(), &Patch::Merge(&patch))
+                                .await
+                                .map_err(call("suspend_job"))?;
                             let (reason, note) = if tj.spec.suspend {
                                 ("Suspended", "the run is suspended: its pods are stopped")
                             } else {
                                 ("Resumed", "the run is resumed")
                             };
-                            publish(&ctx, &tj, EventType::Normal, reason, note.into()).await;
+                            ctx.publish(&*tj, EventType::Normal, reason, note.into()).await;
                         }
                         job
                     }
@@ -136,7 +137,8 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                     .list(&ListParams::default().labels(&format!(
                         "{TRAINING_JOB_LABEL}={name},batch.kubernetes.io/controller-uid={job_uid}"
                     )))
-                    .await?;
+                    .await
+                    .map_err(call("read_pods"))?;
                 let (metric, lower) = build::objective(&tj.spec);
                 let metric = build::metric_name(metric);
                 let mut obs =
@@ -191,7 +193,7 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
         let left = done + ttl as i64 - Timestamp::now().as_second();
         if left > 0 {
             wake = Some(wake.map_or(left as u64, |w| w.min(left as u64)));
-        } else if let Some(job) = jobs.get_opt(&name).await?
+        } else if let Some(job) = jobs.get_opt(&name).await.map_err(call("read_job"))?
             && job.metadata.deletion_timestamp.is_none()
             && job.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == tj.uid().as_ref())
         {
@@ -199,10 +201,9 @@ pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action
                 propagation_policy: Some(PropagationPolicy::Background),
                 ..Default::default()
             };
-            jobs.delete(&name, &dp).await?;
-            publish(
-                &ctx,
-                &tj,
+            jobs.delete(&name, &dp).await.map_err(call("delete_job"))?;
+            ctx.publish(
+                &*tj,
                 EventType::Normal,
                 "JobDeleted",
                 format!("deleted Job {name}: ttlSecondsAfterFinished passed"),
@@ -311,8 +312,7 @@ fn apply_observation<'a>(
 async fn transition_event(ctx: &Context, tj: &TrainingJob, obs: &Observation) {
     match &obs.state {
         State::Running => {
-            publish(
-                ctx,
+            ctx.publish(
                 tj,
                 EventType::Normal,
                 "TrainingStarted",
@@ -322,8 +322,7 @@ async fn transition_event(ctx: &Context, tj: &TrainingJob, obs: &Observation) {
         }
         State::Succeeded { best } => {
             let t = &obs.succeeded[best];
-            publish(
-                ctx,
+            ctx.publish(
                 tj,
                 EventType::Normal,
                 "TrainingSucceeded",
@@ -337,7 +336,7 @@ async fn transition_event(ctx: &Context, tj: &TrainingJob, obs: &Observation) {
             .await
         }
         State::Failed { reason, message } => {
-            publish(ctx, tj, EventType::Warning, reason, message.chars().take(1024).collect()).await
+            ctx.publish(tj, EventType::Warning, reason, message.chars().take(1024).collect()).await
         }
         State::Suspended | State::Created => {}
     }
@@ -390,14 +389,14 @@ async fn deploy_model(
             if refused.reason == "BelowThreshold"
                 && !status.conditions.iter().any(|c| c.type_ == "Deployed" && c.reason == "BelowThreshold")
             {
-                publish(ctx, tj, EventType::Warning, "NotDeployed", refused.message.clone()).await;
+                ctx.publish(tj, EventType::Warning, "NotDeployed", refused.message.clone()).await;
             }
             return Ok((refused, false));
         }
     };
     let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), ns);
     let target = &deploy.model_deployment;
-    if mds.get_opt(target).await?.is_none() {
+    if mds.get_opt(target).await.map_err(call("read_model_deployment"))?.is_none() {
         return Ok((
             c(
                 "Deployed",
@@ -410,21 +409,13 @@ async fn deploy_model(
     }
     // A version the ModelDeployment named belongs to its old model: drop it.
     let patch = serde_json::json!({ "spec": { "model": { "uri": model.uri, "sha256": model.sha256, "version": null } } });
-    mds.patch(target, &merge_params(), &Patch::Merge(&patch)).await?;
+    mds.patch(target, &merge_params(), &Patch::Merge(&patch)).await.map_err(call("deploy_model"))?;
     let message = format!(
         "{metric} {value:.4} passed {threshold}: ModelDeployment {target} now rolls out {}",
         model.uri
     );
-    publish(ctx, tj, EventType::Normal, "Deployed", message.clone()).await;
+    ctx.publish(tj, EventType::Normal, "Deployed", message.clone()).await;
     Ok((c("Deployed", TRUE, "Deployed", message), false))
-}
-
-async fn publish(ctx: &Context, tj: &TrainingJob, type_: EventType, reason: &str, note: String) {
-    let event =
-        Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &tj.object_ref(&())).await {
-        tracing::warn!(%e, "cannot publish an event");
-    }
 }
 
 /// Writes the status when it differs from what is stored (conditions compared without their times).
@@ -435,28 +426,8 @@ async fn write_status(
     mut status: TrainingJobStatus,
     desired: &[Desired<'_>],
 ) -> Result<(), Error> {
-    let generation = tj.metadata.generation;
-    status.observed_generation = generation;
-    status.conditions = conditions::merge(&old.conditions, desired, generation, Time(Timestamp::now()));
-    let view = |s: &TrainingJobStatus| {
-        let mut v = serde_json::to_value(s).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("conditions");
-        }
-        v
-    };
-    if conditions::up_to_date(&old.conditions, desired, generation) && view(old) == view(&status) {
-        return Ok(());
-    }
-    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &tj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": TrainingJob::api_version(&()),
-        "kind": TrainingJob::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&tj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    status.observed_generation = tj.metadata.generation;
+    update_status(ctx, tj, old, &status, desired).await
 }
 
 #[cfg(test)]
