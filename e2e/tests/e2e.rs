@@ -5,12 +5,12 @@ use anyhow::{Context as _, Result, ensure};
 use kube::Api;
 use kube::api::{DynamicObject, PostParams};
 use kube::core::ApiResource;
+use mizzen_api::crd;
+use mizzen_api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
+use mizzen_api::validation_cases::cases;
 use mizzen_e2e::recorder::Recorder;
 use mizzen_e2e::runner::{Test, TestFuture};
 use mizzen_e2e::{Cluster, Namespace, Operator, repo_root, wait_until};
-use mizzen_operator::api::crd;
-use mizzen_operator::api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
-use mizzen_operator::api::validation_cases::cases;
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -80,11 +80,9 @@ mod tests {
         let (status, body) = get(&State::new(registry), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("mizzen_operator_reconciles_total{kind=\"ModelDeployment\"} 1"), "{body}");
-        assert!(
-            body.contains(
-                "mizzen_operator_reconcile_failures_total{kind=\"ModelDeployment\",error=\"apply_service\"} 1"
-            )
-        );
+        assert!(body.contains(
+            "mizzen_operator_reconcile_failures_total{kind=\"ModelDeployment\",error=\"apply_service\"} 1"
+        ));
         assert!(
             body.contains("mizzen_operator_reconcile_duration_seconds_count{kind=\"ModelDeployment\"} 1")
         );

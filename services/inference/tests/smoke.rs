@@ -4,7 +4,7 @@
 mod common;
 
 use common::Serve;
-use mizzen_operator::api::v1alpha1::model_deployment::{ExpectedOutput, SmokeTestSpec};
+use mizzen_api::v1alpha1::model_deployment::{ExpectedOutput, SmokeTestSpec};
 use mizzen_operator::controller::model_deployment::smoke;
 
 fn spec(request: &str, expected: Option<(&str, &str)>) -> SmokeTestSpec {

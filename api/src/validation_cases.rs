@@ -1,4 +1,4 @@
-//! The table of objects the API server must accept or refuse (`operator/tests/fixtures/validation-cases.yaml`).
+//! The table of objects the API server must accept or refuse (`api/tests/fixtures/validation-cases.yaml`).
 //!
 //! One table, two judges: the unit tests run it through kube's client-side CEL engine, and the e2e suite
 //! through a real API server, so a rule that only one of them enforces shows up as a failing case.
@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-const TABLE: &str = include_str!("../../tests/fixtures/validation-cases.yaml");
+const TABLE: &str = include_str!("../tests/fixtures/validation-cases.yaml");
 
 #[derive(Deserialize)]
 struct Table {

@@ -3,7 +3,7 @@
 //! The e2e suite runs the same table against a real API server.
 
 use super::{FeatureSet, ModelDeployment, TrainingJob};
-use crate::api::validation_cases::cases;
+use crate::validation_cases::cases;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use kube::core::cel::{Validator, compile_schema, estimate_rule_cost};
@@ -60,7 +60,7 @@ fn validation_cases_client_side() {
 fn every_rule_has_a_refusing_case() {
     let refusals: Vec<String> = cases().into_iter().filter_map(|c| c.refused).collect();
     let mut untested = Vec::new();
-    for crd in crate::api::crd::all() {
+    for crd in crate::crd::all() {
         each_rule_node(&schema(&crd), &mut |_, rule| {
             let message = rule["message"].as_str().unwrap_or_default();
             if !refusals.iter().any(|r| message.contains(r.as_str())) {
@@ -164,7 +164,7 @@ fn each_rule_node(node: &Value, f: &mut dyn FnMut(&Value, &Value)) {
 #[test]
 fn every_rule_compiles_within_the_cost_budget() {
     let mut count = 0;
-    for crd in crate::api::crd::all() {
+    for crd in crate::crd::all() {
         each_rule_node(&schema(&crd), &mut |node, rule| {
             count += 1;
             let rule = rule["rule"].as_str().unwrap();
