@@ -10,22 +10,121 @@ pub const CONFIG_ENV: &str = "MIZZEN_TRAIN_CONFIG";
 /// Kubernetes caps a container's termination message at 4096 bytes; reports are cut to fit.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 
-/// Everything one trainer pod needs. Hyperparameters are strings by name (`l2`, `maxIterations`,
-/// `tolerance`, `hiddenLayers` such as `"64,32"`, `learningRate`, `batchSize`, `patience`, `seed`), so a
-/// search's categorical values and numeric draws travel the same way.
+/// The learners mizzen-train runs. The operator and the trainer both name them through this type, so a
+/// learner added or renamed on one side is a compile error on the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Algorithm {
+    LogisticRegression,
+    LinearRegression,
+    Mlp,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 3] =
+        [Algorithm::LogisticRegression, Algorithm::LinearRegression, Algorithm::Mlp];
+
+    /// The name in specs, configs and reports: `logisticRegression`, `linearRegression`, `mlp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::LogisticRegression => "logisticRegression",
+            Algorithm::LinearRegression => "linearRegression",
+            Algorithm::Mlp => "mlp",
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            format!("unknown algorithm {s:?}; expected logisticRegression, linearRegression or mlp")
+        })
+    }
+}
+
+/// A hyperparameter, by its name on the wire. Both sides name them through this type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Hyperparameter {
+    /// L2 penalty: `1/C` of logistic regression, `alpha` of ridge and of the MLP.
+    L2,
+    /// L-BFGS iterations (logistic regression) or epochs (MLP).
+    MaxIterations,
+    /// Convergence tolerance.
+    Tolerance,
+    /// MLP hidden layer widths, such as `"64,32"`.
+    HiddenLayers,
+    /// MLP: Adam's initial step size.
+    LearningRate,
+    /// MLP: rows per minibatch.
+    BatchSize,
+    /// MLP: epochs without improvement before stopping.
+    Patience,
+    /// Seeds the initial weights, the validation split and the shuffling.
+    Seed,
+}
+
+impl Hyperparameter {
+    pub const ALL: [Hyperparameter; 8] = [
+        Hyperparameter::L2,
+        Hyperparameter::MaxIterations,
+        Hyperparameter::Tolerance,
+        Hyperparameter::HiddenLayers,
+        Hyperparameter::LearningRate,
+        Hyperparameter::BatchSize,
+        Hyperparameter::Patience,
+        Hyperparameter::Seed,
+    ];
+
+    /// The name in specs and configs: `l2`, `maxIterations`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Hyperparameter::L2 => "l2",
+            Hyperparameter::MaxIterations => "maxIterations",
+            Hyperparameter::Tolerance => "tolerance",
+            Hyperparameter::HiddenLayers => "hiddenLayers",
+            Hyperparameter::LearningRate => "learningRate",
+            Hyperparameter::BatchSize => "batchSize",
+            Hyperparameter::Patience => "patience",
+            Hyperparameter::Seed => "seed",
+        }
+    }
+}
+
+impl std::str::FromStr for Hyperparameter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Hyperparameter::ALL.into_iter().find(|h| h.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Hyperparameter::ALL.iter().map(|h| h.name()).collect();
+            format!("unknown hyperparameter {s:?}; known: {}", known.join(", "))
+        })
+    }
+}
+
+/// Hyperparameter values by name, as strings, so a search's categorical values and numeric draws travel the
+/// same way.
+pub type Hyperparameters = BTreeMap<Hyperparameter, String>;
+
+/// Everything one trainer pod needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainConfig {
     pub dataset: DatasetConfig,
-    /// `logisticRegression`, `linearRegression` or `mlp`.
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     /// The base hyperparameters; unset ones take the trainer's defaults.
     #[serde(default)]
-    pub hyperparameters: BTreeMap<String, String>,
+    pub hyperparameters: Hyperparameters,
     /// A search's trials: trial `i` (the pod's `JOB_COMPLETION_INDEX`) overrides the base hyperparameters
     /// with `trials[i]`. Empty for a single run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trials: Vec<BTreeMap<String, String>>,
+    pub trials: Vec<Hyperparameters>,
     /// Fraction of rows held out for scoring.
     pub holdout_fraction: f64,
     /// Seed of the holdout split.
@@ -120,6 +219,22 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_round_trip_and_travel_as_the_specs_spell_them() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.name().parse::<Algorithm>().unwrap(), a);
+            assert_eq!(serde_json::to_value(a).unwrap(), a.name());
+        }
+        for h in Hyperparameter::ALL {
+            assert_eq!(h.name().parse::<Hyperparameter>().unwrap(), h);
+            assert_eq!(serde_json::to_value(h).unwrap(), h.name());
+        }
+        assert!("svm".parse::<Algorithm>().unwrap_err().contains("svm"));
+        assert!("momentum".parse::<Hyperparameter>().unwrap_err().contains("known: l2"));
+        let map: Hyperparameters = [(Hyperparameter::HiddenLayers, "64,32".to_string())].into();
+        assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"hiddenLayers":"64,32"}"#);
+    }
 
     #[test]
     fn reports_round_trip_and_fit_the_termination_message() {

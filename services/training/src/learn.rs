@@ -17,9 +17,9 @@ pub(crate) use par::dot;
 
 use crate::matrix::MatrixView;
 use crate::network::Network;
+use mizzen_common::training::{Hyperparameter, Hyperparameters};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
@@ -46,14 +46,10 @@ pub struct Params {
     pub seed: u64,
 }
 
-/// The hyperparameter names [`Params::from_hyperparameters`] reads.
-pub const HYPERPARAMETER_NAMES: [&str; 8] =
-    ["l2", "maxIterations", "tolerance", "hiddenLayers", "learningRate", "batchSize", "patience", "seed"];
-
 impl Params {
-    /// Reads hyperparameters given as strings by name (`hiddenLayers` as `"64,32"`, an empty string for
-    /// none). An unknown name or an unparsable value is an error naming it.
-    pub fn from_hyperparameters(values: &BTreeMap<String, String>) -> Result<Self, FitError> {
+    /// Reads hyperparameters given as strings (`hiddenLayers` as `"64,32"`, an empty string for none). An
+    /// unparsable value is an error naming it.
+    pub fn from_hyperparameters(values: &Hyperparameters) -> Result<Self, FitError> {
         fn parse<T: FromStr>(name: &'static str, value: &str) -> Result<T, FitError> {
             value.trim().parse().map_err(|_| FitError::InvalidHyperparameter {
                 name,
@@ -61,76 +57,33 @@ impl Params {
             })
         }
         let mut p = Params::default();
-        for (name, value) in values {
-            match name.as_str() {
-                "l2" => p.l2 = Some(parse("l2", value)?),
-                "maxIterations" => p.max_iterations = Some(parse("maxIterations", value)?),
-                "tolerance" => p.tolerance = Some(parse("tolerance", value)?),
-                "hiddenLayers" => {
+        for (&name, value) in values {
+            let n = name.name();
+            match name {
+                Hyperparameter::L2 => p.l2 = Some(parse(n, value)?),
+                Hyperparameter::MaxIterations => p.max_iterations = Some(parse(n, value)?),
+                Hyperparameter::Tolerance => p.tolerance = Some(parse(n, value)?),
+                Hyperparameter::HiddenLayers => {
                     let layers = value
                         .split(',')
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
-                        .map(|s| parse("hiddenLayers", s))
+                        .map(|s| parse(n, s))
                         .collect::<Result<Vec<usize>, _>>()?;
                     p.hidden_layers = Some(layers);
                 }
-                "learningRate" => p.learning_rate = Some(parse("learningRate", value)?),
-                "batchSize" => p.batch_size = Some(parse("batchSize", value)?),
-                "patience" => p.patience = Some(parse("patience", value)?),
-                "seed" => p.seed = parse("seed", value)?,
-                other => {
-                    return Err(FitError::InvalidHyperparameter {
-                        name: "hyperparameters",
-                        message: format!(
-                            "unknown hyperparameter {other:?}; known: {}",
-                            HYPERPARAMETER_NAMES.join(", ")
-                        ),
-                    });
-                }
+                Hyperparameter::LearningRate => p.learning_rate = Some(parse(n, value)?),
+                Hyperparameter::BatchSize => p.batch_size = Some(parse(n, value)?),
+                Hyperparameter::Patience => p.patience = Some(parse(n, value)?),
+                Hyperparameter::Seed => p.seed = parse(n, value)?,
             }
         }
         Ok(p)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Algorithm {
-    LogisticRegression,
-    LinearRegression,
-    Mlp,
-}
-
-impl Algorithm {
-    pub const ALL: [Algorithm; 3] =
-        [Algorithm::LogisticRegression, Algorithm::LinearRegression, Algorithm::Mlp];
-
-    /// The name in specs and reports: `logisticRegression`, `linearRegression`, `mlp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::LogisticRegression => "logisticRegression",
-            Algorithm::LinearRegression => "linearRegression",
-            Algorithm::Mlp => "mlp",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = FitError;
-    fn from_str(s: &str) -> Result<Self, FitError> {
-        Algorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| FitError::InvalidHyperparameter {
-            name: "algorithm",
-            message: format!("unknown algorithm {s:?}; expected logisticRegression, linearRegression or mlp"),
-        })
-    }
-}
+/// The learners, named as the operator names them.
+pub use mizzen_common::training::Algorithm;
 
 /// What the model predicts.
 #[derive(Clone, Copy, Debug)]
@@ -196,30 +149,31 @@ pub mod defaults {
 /// The effective hyperparameters of `algorithm` (defaults filled in), by name, as strings: the ones the
 /// algorithm reads and no others.
 pub fn resolved(algorithm: Algorithm, params: &Params) -> BTreeMap<String, String> {
+    use Hyperparameter::*;
     use defaults::*;
     let mut out = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        out.insert(k.to_string(), v);
+    let mut put = |k: Hyperparameter, v: String| {
+        out.insert(k.name().to_string(), v);
     };
     match algorithm {
         Algorithm::LogisticRegression => {
-            put("l2", params.l2.unwrap_or(LOGISTIC_L2).to_string());
-            put("maxIterations", params.max_iterations.unwrap_or(LOGISTIC_MAX_ITERATIONS).to_string());
-            put("tolerance", params.tolerance.unwrap_or(LOGISTIC_TOLERANCE).to_string());
+            put(L2, params.l2.unwrap_or(LOGISTIC_L2).to_string());
+            put(MaxIterations, params.max_iterations.unwrap_or(LOGISTIC_MAX_ITERATIONS).to_string());
+            put(Tolerance, params.tolerance.unwrap_or(LOGISTIC_TOLERANCE).to_string());
         }
         Algorithm::LinearRegression => {
-            put("l2", params.l2.unwrap_or(RIDGE_L2).to_string());
+            put(L2, params.l2.unwrap_or(RIDGE_L2).to_string());
         }
         Algorithm::Mlp => {
             let hidden = params.hidden_layers.clone().unwrap_or_else(|| MLP_HIDDEN_LAYERS.to_vec());
-            put("hiddenLayers", hidden.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
-            put("l2", params.l2.unwrap_or(MLP_L2).to_string());
-            put("learningRate", params.learning_rate.unwrap_or(MLP_LEARNING_RATE).to_string());
-            put("batchSize", params.batch_size.unwrap_or(MLP_BATCH_SIZE).to_string());
-            put("maxIterations", params.max_iterations.unwrap_or(MLP_MAX_ITERATIONS).to_string());
-            put("patience", params.patience.unwrap_or(MLP_PATIENCE).to_string());
-            put("tolerance", params.tolerance.unwrap_or(MLP_TOLERANCE).to_string());
-            put("seed", params.seed.to_string());
+            put(HiddenLayers, hidden.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+            put(L2, params.l2.unwrap_or(MLP_L2).to_string());
+            put(LearningRate, params.learning_rate.unwrap_or(MLP_LEARNING_RATE).to_string());
+            put(BatchSize, params.batch_size.unwrap_or(MLP_BATCH_SIZE).to_string());
+            put(MaxIterations, params.max_iterations.unwrap_or(MLP_MAX_ITERATIONS).to_string());
+            put(Patience, params.patience.unwrap_or(MLP_PATIENCE).to_string());
+            put(Tolerance, params.tolerance.unwrap_or(MLP_TOLERANCE).to_string());
+            put(Seed, params.seed.to_string());
         }
     }
     out

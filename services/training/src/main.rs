@@ -97,7 +97,12 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
     let mut hyperparameters = BTreeMap::new();
     for kv in &args.set {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("--set {kv}: expected NAME=VALUE")))?;
-        hyperparameters.insert(k.trim().to_string(), v.trim().to_string());
+        let name = k.trim().parse().map_err(|message| TrainError {
+            reason: "InvalidHyperparameter",
+            message: format!("invalid hyperparameter: {message}"),
+            permanent: true,
+        })?;
+        hyperparameters.insert(name, v.trim().to_string());
     }
     Ok(TrainConfig {
         dataset: DatasetConfig {
@@ -107,7 +112,7 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
             features: args.features.clone(),
             categorical: args.categorical.clone(),
         },
-        algorithm: need(&args.algorithm, "algorithm")?,
+        algorithm: need(&args.algorithm, "algorithm")?.parse().map_err(bad)?,
         hyperparameters,
         trials: Vec::new(),
         holdout_fraction: args.holdout,

@@ -9,7 +9,7 @@ use crate::onnx::{self, ModelDoc};
 use crate::prep::{Classes, Preprocessing};
 use crate::{metrics, split};
 use bytes::Bytes;
-use mizzen_common::training::{TrainConfig, Trained};
+use mizzen_common::training::{Hyperparameters, TrainConfig, Trained};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -68,10 +68,7 @@ pub struct Model {
 }
 
 /// The hyperparameters of trial `trial`: the base ones overridden by the trial's.
-pub fn hyperparameters(
-    config: &TrainConfig,
-    trial: Option<u32>,
-) -> Result<BTreeMap<String, String>, TrainError> {
+pub fn hyperparameters(config: &TrainConfig, trial: Option<u32>) -> Result<Hyperparameters, TrainError> {
     let mut h = config.hyperparameters.clone();
     if let Some(i) = trial {
         let t = config.trials.get(i as usize).ok_or_else(|| {
@@ -86,7 +83,7 @@ pub fn hyperparameters(
 }
 
 pub fn algorithm(config: &TrainConfig) -> Result<Algorithm, TrainError> {
-    config.algorithm.parse::<Algorithm>().map_err(|e| TrainError::config(e.to_string()))
+    Ok(config.algorithm)
 }
 
 pub fn task(algorithm: Algorithm) -> Task {
@@ -113,7 +110,7 @@ pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
 pub fn train(
     mut ds: Dataset,
     config: &TrainConfig,
-    hyperparameters: &BTreeMap<String, String>,
+    hyperparameters: &Hyperparameters,
 ) -> Result<Model, TrainError> {
     let algorithm = algorithm(config)?;
     let params = Params::from_hyperparameters(hyperparameters)?;

@@ -16,7 +16,9 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use mizzen_common::training::{CONFIG_ENV, DatasetConfig, TrainConfig};
+use mizzen_common::training::{
+    self, CONFIG_ENV, DatasetConfig, Hyperparameter, Hyperparameters, TrainConfig,
+};
 use std::collections::BTreeMap;
 
 /// Label on the Job and its pods.
@@ -69,8 +71,14 @@ pub fn metric_name(metric: Metric) -> String {
     serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-fn algorithm_name(algorithm: Algorithm) -> String {
-    serde_json::to_value(algorithm).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+/// The API's algorithm as the trainer's contract names it (a learner added on one side and not the other
+/// fails to compile here).
+fn algorithm(algorithm: Algorithm) -> training::Algorithm {
+    match algorithm {
+        Algorithm::LogisticRegression => training::Algorithm::LogisticRegression,
+        Algorithm::LinearRegression => training::Algorithm::LinearRegression,
+        Algorithm::Mlp => training::Algorithm::Mlp,
+    }
 }
 
 /// The trainer's configuration, or why the run cannot start.
@@ -93,23 +101,39 @@ pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
         });
     };
     let h = &spec.hyperparameters;
-    let mut hyperparameters = BTreeMap::new();
-    let mut put = |k: &str, v: Option<String>| {
+    let mut hyperparameters = Hyperparameters::new();
+    let mut put = |k: Hyperparameter, v: Option<String>| {
         if let Some(v) = v {
-            hyperparameters.insert(k.to_string(), v);
+            hyperparameters.insert(k, v);
         }
     };
-    put("l2", h.l2.map(|v| v.to_string()));
-    put("maxIterations", h.max_iterations.map(|v| v.to_string()));
-    put("tolerance", h.tolerance.map(|v| v.to_string()));
+    put(Hyperparameter::L2, h.l2.map(|v| v.to_string()));
+    put(Hyperparameter::MaxIterations, h.max_iterations.map(|v| v.to_string()));
+    put(Hyperparameter::Tolerance, h.tolerance.map(|v| v.to_string()));
     put(
-        "hiddenLayers",
+        Hyperparameter::HiddenLayers,
         h.hidden_layers.as_ref().map(|l| l.iter().map(i32::to_string).collect::<Vec<_>>().join(",")),
     );
-    put("learningRate", h.learning_rate.map(|v| v.to_string()));
-    put("batchSize", h.batch_size.map(|v| v.to_string()));
-    put("patience", h.patience.map(|v| v.to_string()));
-    put("seed", h.seed.map(|v| v.to_string()));
+    put(Hyperparameter::LearningRate, h.learning_rate.map(|v| v.to_string()));
+    put(Hyperparameter::BatchSize, h.batch_size.map(|v| v.to_string()));
+    put(Hyperparameter::Patience, h.patience.map(|v| v.to_string()));
+    put(Hyperparameter::Seed, h.seed.map(|v| v.to_string()));
+    // The API server admits only known names (CEL); a name it let through that the trainer does not know
+    // is refused here rather than sent.
+    let trials = spec
+        .search
+        .as_ref()
+        .map(search::trials)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|trial| {
+            trial
+                .into_iter()
+                .map(|(k, v)| k.parse::<Hyperparameter>().map(|h| (h, v)))
+                .collect::<Result<_, _>>()
+        })
+        .collect::<Result<Vec<Hyperparameters>, String>>()
+        .map_err(|message| Refusal { reason: "InvalidHyperparameter", message })?;
     Ok(TrainConfig {
         dataset: DatasetConfig {
             uri: pods::pvc_path(&data.0, PVC_ROOT).map(|(_, u)| u).unwrap_or_else(|| data.0.clone()),
@@ -118,9 +142,9 @@ pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
             features: spec.dataset.features.clone(),
             categorical: spec.dataset.categorical.clone(),
         },
-        algorithm: algorithm_name(spec.algorithm),
+        algorithm: algorithm(spec.algorithm),
         hyperparameters,
-        trials: spec.search.as_ref().map(search::trials).unwrap_or_default(),
+        trials,
         holdout_fraction: spec.validation.holdout_fraction,
         split_seed: spec.validation.seed.max(0) as u64,
         output_uri: pods::pvc_path(&output, PVC_ROOT).map(|(_, u)| u).unwrap_or(output),
@@ -264,9 +288,9 @@ mod tests {
              hyperparameters: {{l2: 0.5, seed: 7}}\n"
         ));
         let config = config(&t).unwrap();
-        assert_eq!(config.hyperparameters["l2"], "0.5");
-        assert_eq!(config.hyperparameters["seed"], "7");
-        assert_eq!(config.algorithm, "logisticRegression");
+        assert_eq!(config.hyperparameters[&Hyperparameter::L2], "0.5");
+        assert_eq!(config.hyperparameters[&Hyperparameter::Seed], "7");
+        assert_eq!(config.algorithm, training::Algorithm::LogisticRegression);
         assert_eq!(config.output_uri, "s3://models/iris/");
         assert!(config.trials.is_empty());
         let job = job(&t, &config, &defaults());
