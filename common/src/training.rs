@@ -49,6 +49,50 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
+/// The holdout metrics mizzen-train reports, by the names the report and the status use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Metric {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    LogLoss,
+    RocAuc,
+    Rmse,
+    Mae,
+    R2,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 9] = [
+        Metric::Accuracy,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::F1,
+        Metric::LogLoss,
+        Metric::RocAuc,
+        Metric::Rmse,
+        Metric::Mae,
+        Metric::R2,
+    ];
+
+    /// The name in reports, specs and the status: `accuracy`, `logLoss`, `rocAuc`, `r2`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::F1 => "f1",
+            Metric::LogLoss => "logLoss",
+            Metric::RocAuc => "rocAuc",
+            Metric::Rmse => "rmse",
+            Metric::Mae => "mae",
+            Metric::R2 => "r2",
+        }
+    }
+}
+
 /// A hyperparameter, by its name on the wire. Both sides name them through this type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +269,9 @@ mod tests {
         for a in Algorithm::ALL {
             assert_eq!(a.name().parse::<Algorithm>().unwrap(), a);
             assert_eq!(serde_json::to_value(a).unwrap(), a.name());
+        }
+        for m in Metric::ALL {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
         }
         for h in Hyperparameter::ALL {
             assert_eq!(h.name().parse::<Hyperparameter>().unwrap(), h);

@@ -5,6 +5,7 @@
 //! `eps` = f64 machine epsilon, as `sklearn.metrics.log_loss` does since 1.5), and for two classes
 //! `rocAuc` (ties get average ranks). Regression: `rmse`, `mae`, `r2`.
 
+use mizzen_common::training::Metric;
 use std::collections::BTreeMap;
 
 /// Metrics of class probabilities `proba` (row-major `n x n_classes`) against the true classes. The
@@ -55,16 +56,16 @@ pub fn classification(y_true: &[u32], proba: &[f64], n_classes: usize) -> BTreeM
         .sum::<f64>()
         / n as f64;
 
-    out.insert("accuracy".to_string(), correct as f64 / n as f64);
-    out.insert("precision".to_string(), precision / labels);
-    out.insert("recall".to_string(), recall / labels);
-    out.insert("f1".to_string(), f1 / labels);
-    out.insert("logLoss".to_string(), log_loss);
+    out.insert(Metric::Accuracy.name().to_string(), correct as f64 / n as f64);
+    out.insert(Metric::Precision.name().to_string(), precision / labels);
+    out.insert(Metric::Recall.name().to_string(), recall / labels);
+    out.insert(Metric::F1.name().to_string(), f1 / labels);
+    out.insert(Metric::LogLoss.name().to_string(), log_loss);
     if n_classes == 2 {
         let positive: Vec<bool> = y_true.iter().map(|&c| c == 1).collect();
         let score: Vec<f64> = proba.chunks_exact(2).map(|p| p[1]).collect();
         if let Some(auc) = roc_auc(&positive, &score) {
-            out.insert("rocAuc".to_string(), auc);
+            out.insert(Metric::RocAuc.name().to_string(), auc);
         }
     }
     out
@@ -84,10 +85,10 @@ pub fn regression(y_true: &[f64], y_pred: &[f64]) -> BTreeMap<String, f64> {
         squares += r * r;
         absolute += r.abs();
     }
-    out.insert("rmse".to_string(), (squares / n as f64).sqrt());
-    out.insert("mae".to_string(), absolute / n as f64);
+    out.insert(Metric::Rmse.name().to_string(), (squares / n as f64).sqrt());
+    out.insert(Metric::Mae.name().to_string(), absolute / n as f64);
     if n >= 2 {
-        out.insert("r2".to_string(), r2(y_true, y_pred));
+        out.insert(Metric::R2.name().to_string(), r2(y_true, y_pred));
     }
     out
 }

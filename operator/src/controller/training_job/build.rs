@@ -66,9 +66,23 @@ pub fn objective(spec: &TrainingJobSpec) -> (Metric, bool) {
     (metric, metric.lower_is_better())
 }
 
-/// A metric's name as the trainer reports it (the API's spelling).
+/// A metric's name as the trainer reports it, through the contract's type (a metric the API adds and the
+/// trainer does not know fails to compile here).
 pub fn metric_name(metric: Metric) -> String {
-    serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    use training::Metric as M;
+    match metric {
+        Metric::Accuracy => M::Accuracy,
+        Metric::Precision => M::Precision,
+        Metric::Recall => M::Recall,
+        Metric::F1 => M::F1,
+        Metric::LogLoss => M::LogLoss,
+        Metric::RocAuc => M::RocAuc,
+        Metric::Rmse => M::Rmse,
+        Metric::Mae => M::Mae,
+        Metric::R2 => M::R2,
+    }
+    .name()
+    .to_string()
 }
 
 /// The API's algorithm as the trainer's contract names it (a learner added on one side and not the other
@@ -279,6 +293,17 @@ mod tests {
 
     fn defaults() -> Defaults {
         Defaults { serve_image: "mizzen-serve:test".into(), train_image: "mizzen-train:test".into() }
+    }
+
+    #[test]
+    fn the_api_and_the_trainer_spell_every_metric_and_algorithm_alike() {
+        use Metric::*;
+        for m in [Accuracy, Precision, Recall, F1, LogLoss, RocAuc, Rmse, Mae, R2] {
+            assert_eq!(serde_json::to_value(m).unwrap(), metric_name(m), "{m:?}");
+        }
+        for a in [Algorithm::LogisticRegression, Algorithm::LinearRegression, Algorithm::Mlp] {
+            assert_eq!(serde_json::to_value(a).unwrap(), algorithm(a).name(), "{a:?}");
+        }
     }
 
     #[test]
