@@ -4,6 +4,7 @@
 //! scikit-learn's `lbfgs` solver runs: the largest gradient component at most `gtol`, or a relative
 //! decrease of the objective of at most `ftol`.
 
+use crate::vector::{axpy, dot};
 use thiserror::Error;
 
 /// Settings of [`minimize`].
@@ -368,16 +369,6 @@ fn interpolate(a: &Point, b: &Point) -> f64 {
     let d2 = (b.step - a.step).signum() * disc.sqrt();
     let t = b.step - (b.step - a.step) * (b.slope + d2 - d1) / (b.slope - a.slope + 2.0 * d2);
     if t.is_finite() && t >= left + margin && t <= right - margin { t } else { mid }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    crate::learn::dot(a, b)
-}
-
-fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
 }
 
 fn norm(a: &[f64]) -> f64 {

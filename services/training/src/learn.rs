@@ -13,8 +13,6 @@ mod linear;
 mod mlp;
 mod par;
 
-pub(crate) use par::dot;
-
 use crate::matrix::MatrixView;
 use crate::network::Network;
 use mizzen_common::training::{Hyperparameter, Hyperparameters};

@@ -15,6 +15,7 @@ pub mod split;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod train;
+pub mod vector;
 
 pub use matrix::Matrix;
 pub use network::{Dense, Head, Network};
