@@ -69,6 +69,9 @@ impl Default for Limits {
     }
 }
 
+/// Longest a request that already holds part of the memory budget waits for more.
+pub const HOLDING_WAIT: Duration = Duration::from_secs(1);
+
 /// Heap a BYTES element may take on its way to ONNX Runtime beyond its own bytes (a `Vec<u8>`, the `String`,
 /// the `CString` ONNX Runtime's API needs and its `std::string`, with the allocator's headers), and how many
 /// copies of its bytes exist at once. Used to charge BYTES tensors against the budget before decoding.
@@ -145,12 +148,15 @@ impl Reservation {
     }
 
     /// Adds `n` bytes, waiting until `deadline` while other requests hold the budget: 503 past it, 413 when
-    /// the request alone would need more than the whole budget.
+    /// the request alone would need more than the whole budget. A request that already holds part of the
+    /// budget waits at most [`HOLDING_WAIT`]: requests holding bytes while waiting for each other's would
+    /// otherwise all wait out their deadlines.
     pub async fn grow(&mut self, n: usize, deadline: Instant) -> Result<(), InferError> {
         let total = self.bytes.saturating_add(n);
         if total > self.budget.capacity {
             return Err(self.budget.too_large(total));
         }
+        let deadline = if self.bytes > 0 { deadline.min(Instant::now() + HOLDING_WAIT) } else { deadline };
         loop {
             let freed = self.budget.freed.notified();
             tokio::pin!(freed);

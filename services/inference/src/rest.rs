@@ -413,10 +413,8 @@ async fn read_body(
         if wanted > whole.capacity() {
             // Up to the declared length at once when the data comes that far; doubling otherwise.
             let most = declared.unwrap_or(limit).min(limit);
-            let grown = reservation
-                .grow_buffer(whole.capacity(), wanted, most, deadline)
-                .await
-                .map_err(|e| if e.kind == crate::error::Kind::Unavailable { timed_out() } else { e })?;
+            // Waiting for the budget is the server's doing: past the deadline that is a 503, not a 408.
+            let grown = reservation.grow_buffer(whole.capacity(), wanted, most, deadline).await?;
             whole.reserve_exact(grown - whole.len());
         }
         whole.extend_from_slice(&data);
