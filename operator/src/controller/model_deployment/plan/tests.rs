@@ -14,32 +14,54 @@ fn rev(name: &str, replicas: i32, available: i32) -> Revision {
     Revision { name: name.into(), replicas, available, scale_down_at: None }
 }
 
-fn world<'a>(
+/// A scenario's world, built the way the scenario reads: `given(&spec).serving("a").with(revisions)
+/// .rolling_out("b")`; the active revision is also the stable one, and the clock reads 1000.
+struct Given<'a> {
     spec: &'a ModelDeploymentSpec,
-    desired: &str,
+    active: Option<String>,
     revisions: Vec<Revision>,
-    active: Option<&str>,
-) -> World<'a> {
-    World {
-        spec,
-        desired: desired.into(),
-        revisions,
-        active: active.map(Into::into),
-        stable: active.map(Into::into),
-        previous_preview: Some(desired.into()),
-        progress_started_at: None,
-        preview_available_at: None,
-        promote: None,
-        abort: None,
-        smoke: Smoke::NotConfigured,
-        now: 1000,
+}
+
+fn given(spec: &ModelDeploymentSpec) -> Given<'_> {
+    Given { spec, active: None, revisions: Vec::new() }
+}
+
+impl<'a> Given<'a> {
+    /// The active (and stable) revision.
+    fn serving(mut self, revision: &str) -> Self {
+        self.active = Some(revision.into());
+        self
+    }
+
+    /// The revisions that exist, with their replicas and available pods.
+    fn with(mut self, revisions: Vec<Revision>) -> Self {
+        self.revisions = revisions;
+        self
+    }
+
+    /// The revision the spec asks for now.
+    fn rolling_out(self, desired: &str) -> World<'a> {
+        World {
+            spec: self.spec,
+            desired: desired.into(),
+            revisions: self.revisions,
+            stable: self.active.clone(),
+            active: self.active,
+            previous_preview: Some(desired.into()),
+            progress_started_at: None,
+            preview_available_at: None,
+            promote: None,
+            abort: None,
+            smoke: Smoke::NotConfigured,
+            now: 1000,
+        }
     }
 }
 
 #[test]
 fn a_smoke_test_gates_promotion() {
     let s = spec("");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     w.smoke = Smoke::Pending;
     assert_eq!(plan(&w).state, State::Progressing("SmokeTestPending"));
     assert_eq!(plan(&w).active, "a");
@@ -57,11 +79,11 @@ fn a_smoke_test_gates_promotion() {
 #[test]
 fn first_deploy_goes_straight_to_active() {
     let s = spec("");
-    let p = plan(&world(&s, "a", vec![], None));
+    let p = plan(&given(&s).with(vec![]).rolling_out("a"));
     assert_eq!((p.active.as_str(), p.preview.as_str()), ("a", "a"));
     assert_eq!(p.replicas["a"], 3);
     assert_eq!(p.state, State::Progressing("NewRevisionCreated"));
-    let p = plan(&world(&s, "a", vec![rev("a", 3, 3)], None));
+    let p = plan(&given(&s).with(vec![rev("a", 3, 3)]).rolling_out("a"));
     assert_eq!(p.state, State::Healthy);
     assert_eq!(p.stable.as_deref(), Some("a"));
 }
@@ -69,7 +91,7 @@ fn first_deploy_goes_straight_to_active() {
 #[test]
 fn no_promotion_while_the_new_revision_is_unhealthy() {
     let s = spec("");
-    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 2)], Some("a")));
+    let p = plan(&given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 2)]).rolling_out("b"));
     assert_eq!(p.active, "a");
     assert_eq!(p.preview, "b");
     assert_eq!((p.replicas["a"], p.replicas["b"]), (3, 3));
@@ -79,7 +101,7 @@ fn no_promotion_while_the_new_revision_is_unhealthy() {
 #[test]
 fn auto_promotion_switches_once_fully_available_and_keeps_the_old_revision_warm() {
     let s = spec("strategy: {blueGreen: {scaleDownDelaySeconds: 30}}");
-    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a")));
+    let p = plan(&given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b"));
     assert_eq!(p.active, "b");
     assert_eq!(p.stable.as_deref(), Some("b"));
     assert_eq!(p.state, State::Healthy);
@@ -90,7 +112,7 @@ fn auto_promotion_switches_once_fully_available_and_keeps_the_old_revision_warm(
 #[test]
 fn auto_promotion_seconds_wait_then_promote() {
     let s = spec("strategy: {blueGreen: {autoPromotionSeconds: 60}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     let p = plan(&w);
     assert_eq!(p.state, State::Paused("AwaitingPromotion"));
     assert_eq!(p.preview_available_at, Some(1000));
@@ -103,7 +125,7 @@ fn auto_promotion_seconds_wait_then_promote() {
 #[test]
 fn manual_promotion_waits_for_the_annotation_naming_the_revision() {
     let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     assert_eq!(plan(&w).state, State::Paused("AwaitingPromotion"));
     w.promote = Some("a-stale-revision".into());
     assert_eq!(plan(&w).active, "a", "a stale promote never acts on a later revision");
@@ -114,19 +136,19 @@ fn manual_promotion_waits_for_the_annotation_naming_the_revision() {
 #[test]
 fn preview_replicas_scale_to_full_before_the_switch() {
     let s = spec("strategy: {blueGreen: {previewReplicas: 1}}");
-    let w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 1, 1)], Some("a"));
+    let w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 1, 1)]).rolling_out("b");
     let p = plan(&w);
     assert_eq!(p.active, "a");
     assert_eq!(p.replicas["b"], 3, "promotion scales the preview to full first");
     assert_eq!(p.state, State::Progressing("ScalingForPromotion"));
-    let w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     assert_eq!(plan(&w).active, "b");
 }
 
 #[test]
 fn pause_holds_and_does_not_count_toward_the_deadline() {
     let s = spec("paused: true\nstrategy: {blueGreen: {progressDeadlineSeconds: 10}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     assert_eq!(plan(&w).state, State::Paused("Paused"));
     w.revisions[1].available = 0;
     w.progress_started_at = Some(0);
@@ -148,13 +170,13 @@ fn pause_holds_and_does_not_count_toward_the_deadline() {
 #[test]
 fn progress_deadline_degrades_and_optionally_aborts() {
     let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 0)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 0)]).rolling_out("b");
     w.progress_started_at = Some(900);
     let p = plan(&w);
     assert_eq!(p.state, State::Degraded("ProgressDeadlineExceeded"));
     assert_eq!(p.active, "a");
     let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60, progressDeadlineAbort: true}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 0)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 0)]).rolling_out("b");
     w.progress_started_at = Some(900);
     let p = plan(&w);
     assert_eq!(p.state, State::Degraded("RolloutAborted"));
@@ -164,7 +186,7 @@ fn progress_deadline_degrades_and_optionally_aborts() {
 #[test]
 fn abort_sends_traffic_back_to_stable() {
     let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     w.abort = Some("b".into());
     let p = plan(&w);
     assert_eq!((p.active.as_str(), p.replicas["a"], p.replicas["b"]), ("a", 3, 0));
@@ -176,7 +198,7 @@ fn reapplying_a_warm_revision_switches_back_at_once() {
     let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
     let mut old = rev("a", 3, 3);
     old.scale_down_at = Some(1020);
-    let w = world(&s, "a", vec![old, rev("b", 3, 3)], Some("b"));
+    let w = given(&s).serving("b").with(vec![old, rev("b", 3, 3)]).rolling_out("a");
     let p = plan(&w);
     assert_eq!(p.active, "a", "fast rollback needs no promotion");
     assert_eq!(p.scale_down_at["b"], 1030);
@@ -191,7 +213,7 @@ fn old_revisions_go_after_their_delay_and_beyond_the_limit() {
     y.scale_down_at = Some(1400);
     let mut z = rev("z", 3, 3);
     z.scale_down_at = Some(900);
-    let p = plan(&world(&s, "a", vec![rev("a", 3, 3), x, y, z], Some("a")));
+    let p = plan(&given(&s).serving("a").with(vec![rev("a", 3, 3), x, y, z]).rolling_out("a"));
     assert_eq!(p.replicas.get("x"), Some(&3), "the newest warm revision stays");
     assert_eq!(p.replicas.get("y"), None, "past the revision limit");
     assert_eq!(p.replicas.get("z"), None, "past its deadline");
@@ -202,7 +224,7 @@ fn old_revisions_go_after_their_delay_and_beyond_the_limit() {
 fn a_replicas_change_mid_rollout_resizes_both_stacks() {
     let mut s = spec("strategy: {blueGreen: {autoPromotion: false}}");
     s.replicas = 5;
-    let p = plan(&world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a")));
+    let p = plan(&given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b"));
     assert_eq!((p.replicas["a"], p.replicas["b"]), (5, 5));
     assert_eq!(p.active, "a");
     assert_eq!(p.state, State::Progressing("PreviewScalingUp"));
@@ -352,7 +374,7 @@ proptest! {
     #[test]
     fn a_settled_world_is_a_fixed_point(available in 0i32..4, auto in any::<bool>()) {
         let s = spec(&format!("strategy: {{blueGreen: {{autoPromotion: {auto}, scaleDownDelaySeconds: 0}}}}"));
-        let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, available)], Some("a"));
+        let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, available)]).rolling_out("b");
         let mut plans = Vec::new();
         for _ in 0..4 {
             let p = plan(&w);
@@ -376,7 +398,8 @@ proptest! {
 fn a_new_revision_gets_its_own_deadline() {
     let s = spec("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
     // The clock in status belongs to the previous preview (b); c has just been asked for.
-    let mut w = world(&s, "c", vec![rev("a", 3, 3), rev("b", 3, 0), rev("c", 3, 0)], Some("a"));
+    let mut w =
+        given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 0), rev("c", 3, 0)]).rolling_out("c");
     w.previous_preview = Some("b".into());
     w.progress_started_at = Some(900);
     let p = plan(&w);
@@ -387,7 +410,7 @@ fn a_new_revision_gets_its_own_deadline() {
 #[test]
 fn a_missing_active_service_sends_traffic_back_to_stable() {
     let s = spec("");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 1)], None);
+    let mut w = given(&s).with(vec![rev("a", 3, 3), rev("b", 3, 1)]).rolling_out("b");
     w.stable = Some("a".into());
     let p = plan(&w);
     assert_eq!(p.active, "a");
@@ -398,14 +421,14 @@ fn a_missing_active_service_sends_traffic_back_to_stable() {
 fn zero_replicas_still_roll_out() {
     let mut s = spec("");
     s.replicas = 0;
-    let p = plan(&world(&s, "b", vec![rev("a", 0, 0), rev("b", 0, 0)], Some("a")));
+    let p = plan(&given(&s).serving("a").with(vec![rev("a", 0, 0), rev("b", 0, 0)]).rolling_out("b"));
     assert_eq!(p.active, "b");
 }
 
 #[test]
 fn a_promote_command_names_its_revision() {
     let s = spec("strategy: {blueGreen: {autoPromotion: false}}");
-    let mut w = world(&s, "b", vec![rev("a", 3, 3), rev("b", 3, 3)], Some("a"));
+    let mut w = given(&s).serving("a").with(vec![rev("a", 3, 3), rev("b", 3, 3)]).rolling_out("b");
     w.promote = Some("true".into());
     assert_eq!(plan(&w).active, "a", "only a revision name promotes");
 }
