@@ -53,9 +53,7 @@ impl Metrics {
     pub fn reject(&self, protocol: &'static str, reason: &'static str) {
         self.rejections.get_or_create(&RejectionLabels { protocol, reason }).inc();
     }
-}
 
-impl Metrics {
     /// Creates the metrics and registers them under `mizzen_inference_`, labelled `model=NAME`.
     pub fn new(model: &str) -> (Self, Registry) {
         let mut registry = Registry::with_prefix_and_labels(
