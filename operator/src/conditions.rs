@@ -8,18 +8,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// A condition as a controller wants it, before bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Desired<'a> {
-    pub type_: &'a str,
-    pub status: &'a str,
-    pub reason: &'a str,
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: &'static str,
+    pub reason: String,
     pub message: String,
+}
+
+impl Desired {
+    pub fn new(
+        type_: &'static str,
+        status: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Desired { type_, status, reason: reason.into(), message: message.into() }
+    }
 }
 
 /// Merges `desired` into `current`: conditions of other types are kept, the transition time moves only when
 /// the status flips, and every written condition carries `generation`.
 pub fn merge(
     current: &[Condition],
-    desired: &[Desired<'_>],
+    desired: &[Desired],
     generation: Option<i64>,
     now: Time,
 ) -> Vec<Condition> {
@@ -45,7 +56,7 @@ pub fn merge(
 }
 
 /// Whether `current` already says everything `desired` says for this generation, so no write is needed.
-pub fn up_to_date(current: &[Condition], desired: &[Desired<'_>], generation: Option<i64>) -> bool {
+pub fn up_to_date(current: &[Condition], desired: &[Desired], generation: Option<i64>) -> bool {
     desired.iter().all(|d| {
         current.iter().any(|c| {
             c.type_ == d.type_
@@ -66,8 +77,8 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
     }
 
-    fn ready(status: &str) -> Desired<'_> {
-        Desired { type_: "Ready", status, reason: "Because", message: "m".into() }
+    fn ready(status: &'static str) -> Desired {
+        Desired::new("Ready", status, "Because", "m")
     }
 
     #[test]
@@ -83,12 +94,7 @@ mod tests {
 
     #[test]
     fn other_conditions_are_kept_and_sorted() {
-        let a = merge(
-            &[],
-            &[Desired { type_: "Progressing", status: TRUE, reason: "R", message: String::new() }],
-            None,
-            t(1),
-        );
+        let a = merge(&[], &[Desired::new("Progressing", TRUE, "R", "")], None, t(1));
         let b = merge(&a, &[ready(FALSE)], None, t(2));
         assert_eq!(b.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Progressing", "Ready"]);
     }

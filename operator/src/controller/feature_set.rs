@@ -14,7 +14,7 @@ impl Kind for FeatureSet {
         self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
     }
 
-    fn desired_conditions(&self) -> Vec<Desired<'static>> {
+    fn desired_conditions(&self) -> Vec<Desired> {
         not_implemented("Ready", "FeatureSets")
     }
 

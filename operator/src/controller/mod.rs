@@ -1,8 +1,18 @@
 //! The controllers: one kube-runtime Controller per kind, sharing one [`Context`].
 //!
 //! Each kind plugs into the same driver through [`Kind`]: the children it owns, and its reconcile.
-//! ModelDeployment and TrainingJob have their own reconcilers; FeatureSet still records an honest initial
-//! condition (`NotImplemented`).
+//!
+//! Every reconcile has the same shape, four calls:
+//! - `observe` reads the world once (concurrently where it can) into a plain struct;
+//! - `decide` is a pure function of the object, what was observed and the clock, returning a [`Decision`]:
+//!   the status to hold, the typed actions to take, and when to look again. Every rule lives here and is
+//!   tested as a scenario (seed a world, assert the exact actions and status);
+//! - `apply` takes the actions in order, one small function per kind of action: the only code that writes;
+//! - [`update_status`] stores the status, only when it changed (shared by every kind).
+//!
+//! ModelDeployment and TrainingJob have their own; FeatureSet still records an honest initial condition
+//! (`NotImplemented`) through the default reconcile, which is the same shape with nothing to observe and
+//! nothing to apply.
 
 pub mod feature_set;
 pub mod model_deployment;
@@ -61,17 +71,62 @@ pub struct Context {
 
 impl Context {
     /// Publishes an event about `obj`; a failure is logged, never fatal.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, notice: &Notice) {
+        let event = Event {
+            type_: notice.type_,
+            reason: notice.reason.clone(),
+            note: Some(notice.note.clone()),
+            action: notice.reason.clone(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(%e, "cannot publish an event");
+        }
+    }
+}
+
+/// An event a controller decides to publish about its object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+impl Notice {
+    pub fn normal(reason: impl Into<String>, note: impl Into<String>) -> Self {
+        Notice { type_: EventType::Normal, reason: reason.into(), note: note.into() }
+    }
+
+    pub fn warning(reason: impl Into<String>, note: impl Into<String>) -> Self {
+        Notice { type_: EventType::Warning, reason: reason.into(), note: note.into() }
+    }
+}
+
+/// What a controller's pure `decide` returns: the status to hold, the writes that get the world there (in
+/// order), and when to look again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision<S, A> {
+    /// The status to store; its conditions are merged from `conditions` by [`update_status`].
+    pub status: S,
+    pub conditions: Vec<Desired>,
+    pub actions: Vec<A>,
+    /// Look again after this long even if nothing changes; `None` waits for a change of the object or a
+    /// child.
+    pub requeue: Option<Duration>,
+}
+
+impl<S, A> Decision<S, A> {
+    /// Asks to look again within `after` (the earlier of this and any wake already asked for).
+    pub fn wake_within(&mut self, after: Duration) {
+        self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
+    }
+
+    /// The controller's next step once applied.
+    pub fn next(&self) -> Action {
+        match self.requeue {
+            Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+            None => Action::await_change(),
         }
     }
 }
@@ -99,6 +154,11 @@ impl Error {
     }
 }
 
+/// The namespace of a namespaced object (the API server always sets one).
+pub fn namespace<K: ResourceExt>(obj: &K) -> Result<String, Error> {
+    obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))
+}
+
 /// Names a failed API call for the error and its metric: `.map_err(call("apply_service"))`.
 pub fn call(call: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { call, source }
@@ -112,7 +172,7 @@ pub async fn update_status<K: Kind, S: Serialize>(
     obj: &K,
     stored: &S,
     status: &S,
-    desired: &[Desired<'_>],
+    desired: &[Desired],
 ) -> Result<(), Error> {
     let generation = obj.meta().generation;
     let without_conditions = |s: &S| {
@@ -126,7 +186,7 @@ pub async fn update_status<K: Kind, S: Serialize>(
     if unchanged && conditions::up_to_date(obj.conditions(), desired, generation) {
         return Ok(());
     }
-    let namespace = obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))?;
+    let namespace = namespace(obj)?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut status = serde_json::to_value(status).unwrap_or_default();
     status["conditions"] =
@@ -156,7 +216,7 @@ pub trait Kind:
     /// The conditions in the object's status.
     fn conditions(&self) -> &[Condition];
     /// The conditions the default, status-only reconcile records (kinds without a reconciler yet).
-    fn desired_conditions(&self) -> Vec<Desired<'static>> {
+    fn desired_conditions(&self) -> Vec<Desired> {
         Vec::new()
     }
     /// The status the default reconcile applies (its conditions are added to it).
@@ -337,15 +397,13 @@ fn controller<K: Kind>(
 }
 
 /// The initial condition of a kind whose reconciler is not written yet: honest, and stable across passes.
-pub(crate) fn not_implemented(type_: &'static str, what: &str) -> Vec<Desired<'static>> {
-    vec![Desired {
+pub(crate) fn not_implemented(type_: &'static str, what: &str) -> Vec<Desired> {
+    vec![Desired::new(
         type_,
-        status: crate::api::v1alpha1::common::status::UNKNOWN,
-        reason: "NotImplemented",
-        message: format!(
-            "the operator does not reconcile {what} yet; the object is stored and validated only"
-        ),
-    }]
+        crate::api::v1alpha1::common::status::UNKNOWN,
+        "NotImplemented",
+        format!("the operator does not reconcile {what} yet; the object is stored and validated only"),
+    )]
 }
 
 /// How a controller watches its children: in its scope, only objects with the operator's label.

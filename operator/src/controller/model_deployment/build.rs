@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 pub const MODEL_DEPLOYMENT_LABEL: &str = "mizzen.dev/model-deployment";
 /// Label naming the revision a pod belongs to; Services select on it.
 pub const REVISION_LABEL: &str = "mizzen.dev/revision";
+/// Annotation on an old revision's Deployment: when it is scaled down (seconds since the epoch).
+pub const SCALE_DOWN_AT_ANNOTATION: &str = "mizzen.dev/scale-down-at";
 /// REST (and metrics) and gRPC ports of mizzen-serve.
 pub const HTTP_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 8081;

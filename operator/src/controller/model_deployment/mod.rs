@@ -1,10 +1,14 @@
 //! ModelDeployment: one Deployment per revision, the Services NAME and NAME-preview, and an HPA.
 //!
-//! `build` holds the pure builders of the desired children and `plan` the blue-green planner (both pure, no
-//! client); `reconcile` observes the children, plans, applies the plan's writes and stores the status;
-//! `smoke` runs a revision's smoke test.
+//! `reconcile` is the four steps every controller takes: `observe` reads the children; `decide` (pure)
+//! asks the blue-green planner (`plan`, pure) and turns its plan into typed actions and the status; `apply`
+//! makes the writes, and runs the smoke test (`smoke`); the status is stored last. `build` holds the pure
+//! builders of the children.
 
+pub mod apply;
 pub mod build;
+pub mod decide;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod smoke;

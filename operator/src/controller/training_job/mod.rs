@@ -1,9 +1,17 @@
 //! TrainingJob: an Indexed batch/v1 Job running mizzen-train, one index per trial (one index without a
 //! search); the trainer's termination messages become the status; a good enough model is deployed.
+//!
+//! `reconcile` is the four steps every controller takes: `observe` reads the Job, its pods and the deploy
+//! target; `decide` (pure) turns them into typed actions and the status, reading the run through `run`
+//! (pure); `apply` makes the writes; the status is stored last. `build` holds the pure builders of the
+//! trainer's configuration and the Job, `search` the trials of a hyperparameter search.
 
+pub mod apply;
 pub mod build;
+pub mod decide;
 pub mod observe;
 pub mod reconcile;
+pub mod run;
 pub mod search;
 
 use super::{Children, Context, Error, Kind};

@@ -1,0 +1,397 @@
+//! The TrainingJob decision: from the object, its observed Job and pods and the clock to the status and the
+//! writes. Create the Job, keep its `suspend` in step, turn the trainer's reports into the status, deploy a
+//! good enough model, and delete the Job after `ttlSecondsAfterFinished`. Once the run has finished its
+//! status is final: the Job and pods may go, the results stay.
+
+use super::build::{self, Refusal};
+use super::observe::Observed;
+use super::run::{self, Observation, State};
+use crate::api::v1alpha1::common::status::{FALSE, TRUE, UNKNOWN};
+use crate::api::v1alpha1::training_job::{
+    DeploySpec, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
+};
+use crate::conditions::Desired;
+use crate::controller::{self, Notice};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use mizzen_common::training::TrainConfig;
+use std::time::Duration;
+
+/// One write the reconcile makes, in the order decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create the Job that runs this configuration.
+    CreateJob(Box<TrainConfig>),
+    /// Set the Job's `spec.suspend`.
+    Suspend(bool),
+    /// Delete the Job and its pods (the status stays).
+    DeleteJob,
+    /// Point a ModelDeployment at the published model. If it fails, the results are stored all the same
+    /// and the deploy is tried again later; on success the `message` is published.
+    Deploy {
+        model_deployment: String,
+        uri: String,
+        sha256: Option<String>,
+        message: String,
+    },
+    Publish(Notice),
+}
+
+pub type Decision = controller::Decision<TrainingJobStatus, Action>;
+
+/// A failed deploy, or one whose ModelDeployment does not exist yet, is tried again this soon.
+pub const DEPLOY_RETRY: Duration = Duration::from_secs(30);
+/// A Job of an earlier TrainingJob of the same name, still being deleted, is waited for this long.
+const DELETING_JOB_RETRY: Duration = Duration::from_secs(2);
+/// The trainer writes `pvc://CLAIM/...` outputs under this path; the status speaks the user's URI.
+const PVC_ROOT_URI: &str = "file:///mnt/pvc/";
+/// The label the Job controller puts on its pods: the Job's uid.
+const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+
+fn user_uri(uri: &str) -> String {
+    match uri.strip_prefix(PVC_ROOT_URI) {
+        Some(rest) => format!("pvc://{rest}"),
+        None => uri.to_string(),
+    }
+}
+
+pub fn is_true(status: &TrainingJobStatus, type_: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == type_ && c.status == TRUE)
+}
+
+/// Whether the stored status is final.
+pub fn finished(status: &TrainingJobStatus) -> bool {
+    is_true(status, "Succeeded") || is_true(status, "Failed")
+}
+
+fn owned_by(job: &Job, tj: &TrainingJob) -> bool {
+    job.owner_references().iter().any(|o| Some(&o.uid) == tj.uid().as_ref())
+}
+
+fn time(now: i64) -> Time {
+    Time(Timestamp::from_second(now).unwrap_or_default())
+}
+
+pub fn decide(tj: &TrainingJob, observed: &Observed, now: i64) -> Decision {
+    let stored = tj.status.clone().unwrap_or_default();
+    let mut d = Decision {
+        status: TrainingJobStatus { observed_generation: tj.metadata.generation, ..stored.clone() },
+        conditions: Vec::new(),
+        actions: Vec::new(),
+        requeue: None,
+    };
+    let was_finished = finished(&stored);
+    if !was_finished {
+        match build::config(tj) {
+            Err(refusal) => refuse(&mut d, refusal, now),
+            Ok(config) => {
+                let name = tj.name_any();
+                let job = match &observed.job {
+                    // The Job went before the run finished (deleted by hand): say so rather than train again.
+                    None if stored.job_name.is_some() => {
+                        let message = format!("Job {name} was deleted before the run finished");
+                        fail(&mut d, &["Running", "Succeeded"], "JobDeleted", message.clone(), now);
+                        d.actions.push(Action::Publish(Notice::warning("JobDeleted", message)));
+                        return d;
+                    }
+                    None => {
+                        let note =
+                            format!("created Job {name} with {} trial(s)", build::trial_count(&config));
+                        d.actions.push(Action::CreateJob(Box::new(config.clone())));
+                        d.actions.push(Action::Publish(Notice::normal("JobCreated", note)));
+                        None
+                    }
+                    // A Job of an earlier TrainingJob of the same name, still being deleted: wait for it.
+                    Some(job) if !owned_by(job, tj) && job.metadata.deletion_timestamp.is_some() => {
+                        return Decision {
+                            status: stored,
+                            conditions: Vec::new(),
+                            actions: Vec::new(),
+                            requeue: Some(DELETING_JOB_RETRY),
+                        };
+                    }
+                    Some(job) if !owned_by(job, tj) => {
+                        let message =
+                            format!("a Job named {name} exists and does not belong to this TrainingJob");
+                        fail(&mut d, &["Created", "Succeeded"], "JobConflict", message, now);
+                        return d;
+                    }
+                    Some(job) => {
+                        if job.spec.as_ref().and_then(|s| s.suspend) != Some(tj.spec.suspend) {
+                            d.actions.push(Action::Suspend(tj.spec.suspend));
+                            d.actions.push(Action::Publish(if tj.spec.suspend {
+                                Notice::normal("Suspended", "the run is suspended: its pods are stopped")
+                            } else {
+                                Notice::normal("Resumed", "the run is resumed")
+                            }));
+                        }
+                        Some(job)
+                    }
+                };
+                follow(tj, &config, job, observed, &stored, &mut d, now);
+            }
+        }
+    }
+    deploy(tj, observed, &stored, &mut d);
+    let ttl = tj.spec.ttl_seconds_after_finished;
+    let now_finished = matches!(d.status.phase, TrainingJobPhase::Succeeded | TrainingJobPhase::Failed);
+    if now_finished && !was_finished && ttl.is_some() {
+        // Come back for the ttl once the final status is in the cache.
+        d.wake_within(Duration::from_secs(1));
+    }
+    // Delete the Job (and its pods) once the ttl after finishing has passed; the status stays. Only once the
+    // final status has been stored and read back (`was_finished` comes from the object), so a reconcile
+    // from a stale cache cannot take the missing Job for one never made.
+    if was_finished && let Some(ttl) = ttl {
+        let done = d.status.completion_time.as_ref().map_or(now, |t| t.0.as_second());
+        let left = done + ttl as i64 - now;
+        if left > 0 {
+            d.wake_within(Duration::from_secs(left as u64));
+        } else if let Some(job) = &observed.job
+            && job.metadata.deletion_timestamp.is_none()
+            && owned_by(job, tj)
+        {
+            let note = format!("deleted Job {}: ttlSecondsAfterFinished passed", tj.name_any());
+            d.actions.push(Action::DeleteJob);
+            d.actions.push(Action::Publish(Notice::normal("JobDeleted", note)));
+        }
+    }
+    d
+}
+
+/// A run the operator will not start: Failed at once, with the refusal's reason.
+fn refuse(d: &mut Decision, refusal: Refusal, now: i64) {
+    d.status.phase = TrainingJobPhase::Failed;
+    d.status.completion_time = Some(time(now));
+    d.conditions = vec![
+        Desired::new("Created", FALSE, refusal.reason, refusal.message.clone()),
+        Desired::new("Running", FALSE, refusal.reason, ""),
+        Desired::new("Succeeded", FALSE, refusal.reason, ""),
+        Desired::new("Failed", TRUE, refusal.reason, refusal.message.clone()),
+    ];
+    d.actions.push(Action::Publish(Notice::warning(refusal.reason, refusal.message)));
+}
+
+/// A run that cannot go on: Failed with `reason`, and `cleared` conditions False for the same reason.
+fn fail(d: &mut Decision, cleared: &[&'static str], reason: &str, message: String, now: i64) {
+    d.status.phase = TrainingJobPhase::Failed;
+    d.status.completion_time = Some(time(now));
+    let clear = |type_: &&'static str| {
+        let message = if *type_ == "Created" { message.clone() } else { String::new() };
+        Desired::new(type_, FALSE, reason, message)
+    };
+    d.conditions = cleared.iter().map(clear).collect();
+    d.conditions.push(Desired::new("Failed", TRUE, reason, message));
+}
+
+/// The run as its Job (`None`: about to be created) and that Job's pods say, into the status.
+fn follow(
+    tj: &TrainingJob,
+    config: &TrainConfig,
+    job: Option<&Job>,
+    observed: &Observed,
+    stored: &TrainingJobStatus,
+    d: &mut Decision,
+    now: i64,
+) {
+    let (metric, lower) = build::objective(&tj.spec);
+    let metric = build::metric_name(metric);
+    let new_job = Job::default();
+    let job = job.unwrap_or(&new_job);
+    // Only this Job's pods: a same-named earlier run's pods may linger.
+    let uid = job.uid();
+    let pods = observed
+        .pods
+        .iter()
+        .filter(|p| uid.is_some() && p.labels().get(CONTROLLER_UID_LABEL) == uid.as_ref());
+    let mut obs = run::read(job, pods, build::trial_count(config), &metric, lower);
+    // A suspend asked for but not yet taken up by the Job controller is shown at once.
+    if tj.spec.suspend && matches!(obs.state, State::Created | State::Running) {
+        obs.state = State::Suspended;
+    }
+    d.conditions = record(tj, job, &obs, &mut d.status, &metric, now);
+    if d.status.phase != stored.phase
+        && let Some(notice) = transition(&obs)
+    {
+        d.actions.push(Action::Publish(notice));
+    }
+}
+
+/// Fills `status` from the observation and returns the conditions to hold.
+fn record(
+    tj: &TrainingJob,
+    job: &Job,
+    obs: &Observation,
+    status: &mut TrainingJobStatus,
+    metric: &str,
+    now: i64,
+) -> Vec<Desired> {
+    let c = Desired::new;
+    let name = tj.name_any();
+    let js = job.status.clone().unwrap_or_default();
+    status.job_name = Some(name.clone());
+    status.start_time = js.start_time.clone().or(status.start_time.take());
+    let succeeded = obs.succeeded.len() as i32;
+    let failed = obs.failed.len() as i32;
+    status.trials = Some(TrialCounts {
+        total: obs.total,
+        succeeded,
+        failed,
+        running: obs.running,
+        summary: Some(format!("{succeeded}/{failed}/{}", obs.total)),
+    });
+    let created = c("Created", TRUE, "JobCreated", format!("Job {name} runs {} trial(s)", obs.total));
+    let suspended = |on: bool| {
+        if on {
+            c("Suspended", TRUE, "Suspended", "spec.suspend is true: no trainer pod runs".to_string())
+        } else {
+            c("Suspended", FALSE, "NotSuspended", String::new())
+        }
+    };
+    match &obs.state {
+        State::Created | State::Running | State::Suspended => {
+            let (phase, running, reason) = match obs.state {
+                State::Running => (TrainingJobPhase::Running, TRUE, "TrainerRunning"),
+                State::Suspended => (TrainingJobPhase::Suspended, FALSE, "Suspended"),
+                _ => (TrainingJobPhase::Pending, FALSE, "PodsPending"),
+            };
+            status.phase = phase;
+            vec![
+                created,
+                c("Running", running, reason, format!("{} trainer pod(s) running", obs.running)),
+                suspended(obs.state == State::Suspended),
+                c("Succeeded", UNKNOWN, reason, String::new()),
+                c("Failed", FALSE, "NotFailed", String::new()),
+            ]
+        }
+        State::Succeeded { best } => {
+            let t = &obs.succeeded[best];
+            status.phase = TrainingJobPhase::Succeeded;
+            status.completion_time = js.completion_time.clone().or_else(|| Some(time(now)));
+            status.metrics = t.metrics.clone();
+            status.best_hyperparameters = t.hyperparameters.clone();
+            let (m, _) = build::objective(&tj.spec);
+            status.objective = t.metrics.get(metric).map(|&value| ObjectiveValue { metric: m, value });
+            let uri = user_uri(&t.model_uri);
+            status.model = Some(PublishedModel {
+                uri: uri.clone(),
+                version: None,
+                sha256: Some(t.model_sha256.clone()),
+                dataset_sha256: Some(t.dataset_sha256.clone()),
+            });
+            let value = t.metrics.get(metric).map_or("n/a".to_string(), |v| format!("{v:.4}"));
+            let trial = if obs.total > 1 {
+                format!("best of {} trials (trial {best}, {} failed)", obs.succeeded.len(), obs.failed.len())
+            } else {
+                "trained".into()
+            };
+            vec![
+                created,
+                c("Running", FALSE, "Finished", String::new()),
+                suspended(false),
+                c("Succeeded", TRUE, "ModelTrained", format!("{trial}: {metric} {value}; model at {uri}")),
+                c("Failed", FALSE, "NotFailed", String::new()),
+            ]
+        }
+        State::Failed { reason, message } => {
+            status.phase = TrainingJobPhase::Failed;
+            status.completion_time = js.completion_time.clone().or_else(|| Some(time(now)));
+            vec![
+                created,
+                c("Running", FALSE, "Finished", String::new()),
+                suspended(false),
+                c("Succeeded", FALSE, reason.as_str(), String::new()),
+                c("Failed", TRUE, reason.as_str(), message.chars().take(2048).collect::<String>()),
+            ]
+        }
+    }
+}
+
+/// The event for the run's new phase, if it has one.
+fn transition(obs: &Observation) -> Option<Notice> {
+    match &obs.state {
+        State::Running => {
+            Some(Notice::normal("TrainingStarted", format!("{} trainer pod(s) running", obs.running)))
+        }
+        State::Succeeded { best } => Some(Notice::normal(
+            "TrainingSucceeded",
+            format!(
+                "model at {} ({} trial(s) succeeded, {} failed)",
+                user_uri(&obs.succeeded[best].model_uri),
+                obs.succeeded.len(),
+                obs.failed.len()
+            ),
+        )),
+        State::Failed { reason, message } => {
+            Some(Notice::warning(reason.as_str(), message.chars().take(1024).collect::<String>()))
+        }
+        State::Suspended | State::Created => None,
+    }
+}
+
+/// Deploys a finished, good enough model (once).
+fn deploy(tj: &TrainingJob, observed: &Observed, stored: &TrainingJobStatus, d: &mut Decision) {
+    let Some(deploy) = &tj.spec.deploy else { return };
+    if d.status.phase != TrainingJobPhase::Succeeded || is_true(stored, "Deployed") {
+        return;
+    }
+    let (model, metric, value, threshold) = match gate(&d.status, deploy) {
+        Ok(passed) => passed,
+        Err(refused) => {
+            let said =
+                stored.conditions.iter().any(|c| c.type_ == "Deployed" && c.reason == "BelowThreshold");
+            if refused.reason == "BelowThreshold" && !said {
+                d.actions.push(Action::Publish(Notice::warning("NotDeployed", refused.message.clone())));
+            }
+            d.conditions.push(refused);
+            return;
+        }
+    };
+    let target = &deploy.model_deployment;
+    if observed.deploy_target.is_none() {
+        let message = format!("ModelDeployment {target} does not exist (retrying)");
+        d.conditions.push(Desired::new("Deployed", FALSE, "ModelDeploymentNotFound", message));
+        d.wake_within(DEPLOY_RETRY);
+        return;
+    }
+    let message = format!(
+        "{metric} {value:.4} passed {threshold}: ModelDeployment {target} now rolls out {}",
+        model.uri
+    );
+    d.actions.push(Action::Deploy {
+        model_deployment: target.clone(),
+        uri: model.uri.clone(),
+        sha256: model.sha256.clone(),
+        message: message.clone(),
+    });
+    d.conditions.push(Desired::new("Deployed", TRUE, "Deployed", message));
+}
+
+/// The deploy gate: the model, the metric's name and value and the threshold when it passes, else the
+/// Deployed=False condition saying why.
+fn gate<'a>(
+    status: &'a TrainingJobStatus,
+    deploy: &DeploySpec,
+) -> Result<(&'a PublishedModel, String, f64, f64), Desired> {
+    let metric = build::metric_name(deploy.when.metric);
+    let Some(model) = &status.model else {
+        return Err(Desired::new("Deployed", FALSE, "NoModel", "the run published no model"));
+    };
+    let Some(&value) = status.metrics.get(&metric) else {
+        let message = format!("the trainer reported no {metric} for this model");
+        return Err(Desired::new("Deployed", FALSE, "MetricMissing", message));
+    };
+    let threshold = deploy.when.threshold;
+    let lower = deploy.when.metric.lower_is_better();
+    if (lower && value <= threshold) || (!lower && value >= threshold) {
+        return Ok((model, metric, value, threshold));
+    }
+    let side = if lower { "above" } else { "below" };
+    let message = format!("{metric} {value:.4} is {side} the threshold {threshold}: not deployed");
+    Err(Desired::new("Deployed", FALSE, "BelowThreshold", message))
+}
+
+#[cfg(test)]
+mod tests;
