@@ -9,6 +9,8 @@
 pub mod apply;
 pub mod build;
 pub mod decide;
+#[cfg(test)]
+mod fixtures;
 pub mod observe;
 pub mod reconcile;
 pub mod run;

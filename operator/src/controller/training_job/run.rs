@@ -8,7 +8,7 @@ use mizzen_common::training::{Outcome, Report, Trained};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The annotation the Job controller puts on each pod: its completion index.
-const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 
 /// Where the run stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -232,37 +232,9 @@ pub fn read<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{bad, ok, pod};
     use super::*;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn pod(index: u32, failed: bool, exit: i32, message: Option<&str>) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                annotations: Some([(INDEX_ANNOTATION.to_string(), index.to_string())].into()),
-                ..Default::default()
-            },
-            spec: None,
-            status: Some(PodStatus {
-                phase: Some(if failed { "Failed" } else { "Succeeded" }.into()),
-                container_statuses: Some(vec![ContainerStatus {
-                    name: CONTAINER.into(),
-                    state: Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: exit,
-                            message: message.map(str::to_owned),
-                            reason: Some(if failed { "Error" } else { "Completed" }.into()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        }
-    }
 
     fn job(condition: Option<(&str, &str)>, completed: &str, failed: &str, active: i32) -> Job {
         Job {
@@ -283,25 +255,6 @@ mod tests {
             }),
             ..Default::default()
         }
-    }
-
-    fn ok(accuracy: f64) -> String {
-        Report {
-            trial: None,
-            outcome: Outcome::Succeeded(Trained {
-                metrics: [("accuracy".to_string(), accuracy)].into(),
-                hyperparameters: [("l2".to_string(), accuracy.to_string())].into(),
-                model_uri: format!("s3://m/{accuracy}/model.onnx"),
-                model_sha256: "m".into(),
-                dataset_sha256: "d".into(),
-            }),
-        }
-        .to_termination_message()
-    }
-
-    fn bad(reason: &str, message: &str) -> String {
-        Report { trial: None, outcome: Outcome::Failed { reason: reason.into(), message: message.into() } }
-            .to_termination_message()
     }
 
     #[test]

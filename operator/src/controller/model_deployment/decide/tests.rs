@@ -1,1 +1,376 @@
+//! Scenarios of the ModelDeployment decision in Argo Rollouts' style: seed a cluster, decide, and check the
+//! exact actions and status. [`Cluster`] plays the API server and the Deployment controller: it takes the
+//! decided actions the way `apply` writes them, stores the status the way `update_status` merges it, and
+//! makes pods available when told, so a scenario walks a rollout step by step.
 
+use super::*;
+use crate::api::v1alpha1::model_deployment::{ModelDeploymentSpec, SmokeTestStatus};
+use crate::conditions;
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use std::collections::BTreeMap;
+
+const NOW: i64 = 1_000_000;
+
+struct Cluster {
+    md: ModelDeployment,
+    observed: Observed,
+    now: i64,
+}
+
+fn given(yaml: &str) -> Cluster {
+    let spec: ModelDeploymentSpec =
+        serde_saphyr::from_str(&format!("model: {{uri: \"s3://m/a.onnx\"}}\nreplicas: 2\n{yaml}")).unwrap();
+    let mut md = ModelDeployment::new("iris", spec);
+    md.metadata.namespace = Some("ml".into());
+    md.metadata.uid = Some("uid-iris".into());
+    md.metadata.generation = Some(1);
+    Cluster { md, observed: Observed::default(), now: NOW }
+}
+
+impl Cluster {
+    /// The revision the spec asks for now.
+    fn desired(&self) -> String {
+        build::revision(&self.md.spec, &build::served_name(&self.md))
+    }
+
+    fn decide(&self) -> Decision {
+        decide(&self.md, &self.observed, self.now)
+    }
+
+    fn deployment(&mut self, revision: &str) -> Option<&mut Deployment> {
+        self.observed.deployments.iter_mut().find(|d| revision_of(d).map(String::as_str) == Some(revision))
+    }
+
+    /// Writes the actions as `apply` would, and stores the status as `update_status` would.
+    fn apply(&mut self, decision: &Decision) {
+        for action in &decision.actions {
+            match action {
+                Action::CreateRevision { revision, replicas } => {
+                    let d = build::deployment(&self.md, revision, *replicas, &defaults());
+                    self.observed.deployments.push(d);
+                }
+                Action::Scale { deployment, replicas } => {
+                    let d =
+                        self.observed.deployments.iter_mut().find(|d| &d.name_any() == deployment).unwrap();
+                    d.spec.as_mut().unwrap().replicas = Some(*replicas);
+                }
+                Action::SetScaleDownAt { deployment, at } => {
+                    let d =
+                        self.observed.deployments.iter_mut().find(|d| &d.name_any() == deployment).unwrap();
+                    let annotations = d.metadata.annotations.get_or_insert_default();
+                    match at {
+                        Some(t) => annotations.insert(SCALE_DOWN_AT_ANNOTATION.into(), t.to_string()),
+                        None => annotations.remove(SCALE_DOWN_AT_ANNOTATION),
+                    };
+                }
+                Action::Select { preview: false, revision } => {
+                    self.observed.active_service = Some(build::service(&self.md, false, revision))
+                }
+                Action::Select { preview: true, revision } => {
+                    self.observed.preview_service = Some(build::service(&self.md, true, revision))
+                }
+                Action::ApplyHpa(h) => self.observed.hpa = Some((**h).clone()),
+                Action::DeleteHpa => self.observed.hpa = None,
+                Action::RunSmokeTest { .. } | Action::Publish(_) => {}
+            }
+        }
+        let stored = self.md.status.clone().unwrap_or_default();
+        let mut status = decision.status.clone();
+        status.conditions =
+            conditions::merge(&stored.conditions, &decision.conditions, Some(1), time(self.now));
+        self.md.status = Some(status);
+    }
+
+    /// Decides and applies; returns the decision.
+    fn step(&mut self) -> Decision {
+        let d = self.decide();
+        self.apply(&d);
+        d
+    }
+
+    /// The Deployment controller: every pod of `revision` asked for is available.
+    fn pods_ready(&mut self, revision: &str) {
+        let d = self.deployment(revision).unwrap();
+        let replicas = d.spec.as_ref().unwrap().replicas;
+        d.status = Some(DeploymentStatus { available_replicas: replicas, ..Default::default() });
+    }
+
+    /// A first deploy of the spec, settled: revision `a` active at full size.
+    fn settled(mut self) -> (Self, String) {
+        let a = self.desired();
+        self.step();
+        self.pods_ready(&a);
+        self.step();
+        assert_eq!(self.decide().actions, [], "settled");
+        (self, a)
+    }
+
+    fn new_model(&mut self, uri: &str) -> String {
+        self.md.spec.model.uri.0 = uri.into();
+        self.desired()
+    }
+
+    fn annotate(&mut self, key: &str, value: &str) {
+        self.md.metadata.annotations.get_or_insert_default().insert(key.into(), value.into());
+    }
+
+    fn phase(&self) -> ModelDeploymentPhase {
+        self.md.status.as_ref().unwrap().phase
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let c = self.md.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+}
+
+fn defaults() -> controller::Defaults {
+    controller::Defaults { serve_image: "serve".into(), train_image: "train".into() }
+}
+
+fn time(s: i64) -> Time {
+    Time(Timestamp::from_second(s).unwrap())
+}
+
+fn publish(reason: &str, note: impl Into<String>) -> Action {
+    Action::Publish(Notice::normal(reason, note))
+}
+
+fn select(preview: bool, revision: &str) -> Action {
+    Action::Select { preview, revision: revision.into() }
+}
+
+fn scale(revision: &str, replicas: i32) -> Action {
+    Action::Scale { deployment: format!("iris-{revision}"), replicas }
+}
+
+#[test]
+fn a_first_deploy_creates_the_revision_and_both_services_then_goes_healthy() {
+    let mut c = given("");
+    let a = c.desired();
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [
+            Action::CreateRevision { revision: a.clone(), replicas: 2 },
+            publish("RevisionCreated", format!("created revision {a}")),
+            select(false, &a),
+            select(true, &a),
+        ]
+    );
+    assert_eq!(d.requeue, None, "the Deployment's status changes wake it");
+    let s = c.md.status.clone().unwrap();
+    assert_eq!(s.phase, ModelDeploymentPhase::Progressing);
+    assert_eq!((s.active_revision.as_deref(), s.stable_revision.as_deref()), (Some(a.as_str()), None));
+    assert_eq!((s.replicas, s.available_replicas), (0, 0), "status speaks of what was observed");
+    assert_eq!(s.url.as_deref(), Some("http://iris.ml.svc:8080"));
+    assert_eq!(s.preview_url.as_deref(), Some("http://iris-preview.ml.svc:8080"));
+    assert_eq!(s.selector, Some(format!("mizzen.dev/model-deployment=iris,mizzen.dev/revision={a}")));
+    assert_eq!(s.progress_started_at, Some(time(NOW)));
+    assert_eq!(c.condition("Progressing"), ("True".into(), "NewRevisionCreated".into()));
+    assert_eq!(c.condition("Ready"), ("False".into(), "NotServing".into()));
+
+    c.pods_ready(&a);
+    let d = c.step();
+    assert_eq!(d.actions, [], "the Services already select it");
+    let s = c.md.status.clone().unwrap();
+    assert_eq!(s.phase, ModelDeploymentPhase::Healthy);
+    assert_eq!(s.stable_revision.as_deref(), Some(a.as_str()));
+    assert_eq!((s.available_replicas, s.progress_started_at), (2, None));
+    assert_eq!(c.condition("Ready"), ("True".into(), "Serving".into()));
+    assert_eq!(c.condition("Available"), ("True".into(), "ActiveRevisionAvailable".into()));
+}
+
+#[test]
+fn an_idle_model_deployment_decides_nothing_and_keeps_its_status() {
+    let (c, _) = given("autoscaling: {minReplicas: 2, maxReplicas: 4}").settled();
+    let d = c.decide();
+    assert_eq!(d.actions, []);
+    assert_eq!(d.status, c.md.status.clone().unwrap(), "status as stored: no write");
+    assert!(conditions::up_to_date(&c.md.status.as_ref().unwrap().conditions, &d.conditions, Some(1)));
+}
+
+#[test]
+fn a_manual_rollout_previews_waits_switches_and_keeps_the_old_revision_warm() {
+    let (mut c, a) = given("strategy: {blueGreen: {autoPromotion: false, previewReplicas: 1}}").settled();
+    let b = c.new_model("s3://m/b.onnx");
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [
+            Action::CreateRevision { revision: b.clone(), replicas: 1 },
+            publish("RevisionCreated", format!("created revision {b}")),
+            select(true, &b),
+        ],
+        "the active Service stays on {a}"
+    );
+    assert_eq!(c.condition("Progressing"), ("True".into(), "PreviewScalingUp".into()));
+    assert!(d.requeue.is_some(), "wakes at the progress deadline");
+
+    c.pods_ready(&b);
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [publish(
+            "PreviewAvailable",
+            format!("revision {b} is available on the preview Service and waits for promotion")
+        )]
+    );
+    assert_eq!(c.phase(), ModelDeploymentPhase::Paused);
+    assert_eq!(c.step().actions, [], "the event is published once");
+
+    // Only a promote command that names the revision acts.
+    c.annotate(PROMOTE_ANNOTATION, "someone-else");
+    assert_eq!(c.decide().actions, []);
+    c.annotate(PROMOTE_ANNOTATION, &b);
+    assert_eq!(c.step().actions, [scale(&b, 2)], "full size first");
+    c.pods_ready(&b);
+    let d = c.step();
+    let warm_until = NOW + 30;
+    assert_eq!(
+        d.actions,
+        [
+            Action::SetScaleDownAt { deployment: format!("iris-{a}"), at: Some(warm_until) },
+            select(false, &b),
+            publish("Promoted", format!("active Service now selects revision {b}")),
+        ]
+    );
+    let s = c.md.status.clone().unwrap();
+    assert_eq!((s.active_revision, s.stable_revision), (Some(b.clone()), Some(b.clone())));
+    assert_eq!(c.phase(), ModelDeploymentPhase::Healthy);
+    // The stored status wakes the next pass, which waits for the deadline.
+    let d = c.step();
+    assert_eq!((d.actions, d.requeue), (vec![], Some(Duration::from_secs(30))));
+
+    // After the delay the old revision goes, after the switch and with an event.
+    c.now = warm_until + 1;
+    let d = c.step();
+    assert_eq!(d.actions, [scale(&a, 0), publish("ScaledDown", format!("scaled down revision {a}"))]);
+    assert_eq!(c.decide().actions, [], "settled again");
+}
+
+#[test]
+fn abort_keeps_traffic_on_stable_and_warns_once() {
+    let (mut c, a) = given("strategy: {blueGreen: {autoPromotion: false}}").settled();
+    let b = c.new_model("s3://m/b.onnx");
+    c.step();
+    c.annotate(ABORT_ANNOTATION, &b);
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [
+            scale(&b, 0),
+            Action::Publish(Notice::warning(
+                "Aborted",
+                format!("revision {b} did not become active; traffic stays on {a}")
+            )),
+        ]
+    );
+    assert_eq!(c.phase(), ModelDeploymentPhase::Degraded);
+    assert_eq!(c.condition("Degraded"), ("True".into(), "RolloutAborted".into()));
+    assert_eq!(c.condition("Ready"), ("True".into(), "Serving".into()), "{a} still serves");
+    assert_eq!(c.decide().actions, [], "the warning is not repeated");
+}
+
+#[test]
+fn a_smoke_test_runs_against_the_preview_before_anything_else_and_gates_the_switch() {
+    let smoke = r#"strategy: {blueGreen: {smokeTest: {request: '{"inputs": []}'}}}"#;
+    let (mut c, a) = given(smoke).settled();
+    let b = c.new_model("s3://m/b.onnx");
+    c.step();
+    c.pods_ready(&b);
+    let d = c.decide();
+    let url = "http://iris-preview.ml.svc:8080".to_string();
+    assert_eq!(d.actions, [Action::RunSmokeTest { revision: b.clone(), url }]);
+    assert_eq!(d.status.active_revision, Some(a.clone()));
+    assert_eq!(
+        d.conditions[2],
+        Desired::new("Progressing", TRUE, "SmokeTestPending", format!("rolling out revision {b}"))
+    );
+
+    // apply records a failure in status: the rollout degrades, traffic stays.
+    let mut failed = d.clone();
+    failed.status.smoke_test =
+        Some(SmokeTestStatus { revision: b.clone(), passed: false, message: "500".into() });
+    c.apply(&failed);
+    let d = c.step();
+    assert_eq!(c.condition("Degraded"), ("True".into(), "SmokeTestFailed".into()));
+    assert!(
+        matches!(&d.actions[..], [Action::Publish(n)] if n.reason == "SmokeTestFailed"),
+        "{:?}",
+        d.actions
+    );
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Select { preview: false, .. })));
+
+    // A passed test lets the switch happen.
+    let mut s = c.md.status.clone().unwrap();
+    s.smoke_test = Some(SmokeTestStatus { revision: b.clone(), passed: true, message: String::new() });
+    c.md.status = Some(s);
+    assert!(c.step().actions.contains(&select(false, &b)));
+}
+
+#[test]
+fn the_hpa_is_applied_when_it_differs_and_deleted_only_if_ours() {
+    let (mut c, _) = given("autoscaling: {minReplicas: 2, maxReplicas: 4}").settled();
+    assert!(c.observed.hpa.is_some(), "the first deploy applied it");
+    c.md.spec.autoscaling.as_mut().unwrap().max_replicas = 6;
+    let d = c.step();
+    assert!(matches!(&d.actions[..], [Action::ApplyHpa(h)] if h.spec.as_ref().unwrap().max_replicas == 6));
+
+    // Turned off: deleted, because the operator owns it.
+    c.md.spec.autoscaling = None;
+    c.observed.hpa.as_mut().unwrap().metadata.owner_references =
+        Some(vec![OwnerReference { uid: "uid-iris".into(), ..Default::default() }]);
+    assert_eq!(c.step().actions, [Action::DeleteHpa]);
+    // Someone else's HPA of the same name is left alone.
+    c.observed.hpa = Some(HorizontalPodAutoscaler {
+        metadata: ObjectMeta { name: Some("iris".into()), ..Default::default() },
+        ..Default::default()
+    });
+    assert_eq!(c.decide().actions, []);
+}
+
+#[test]
+fn a_lost_active_service_is_recreated_on_the_stable_revision_without_a_promotion_event() {
+    let (mut c, a) = given("").settled();
+    c.observed.active_service = None;
+    assert_eq!(c.step().actions, [select(false, &a)]);
+}
+
+#[test]
+fn a_service_pointing_at_no_revision_goes_back_to_stable() {
+    let (mut c, a) = given("").settled();
+    c.observed.active_service = Some(build::service(&c.md, false, "r-gone"));
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [select(false, &a), publish("Promoted", format!("active Service now selects revision {a}"))]
+    );
+}
+
+#[test]
+fn a_scaled_revision_is_resized_through_its_scale_and_foreign_deployments_are_ignored() {
+    let (mut c, a) = given("").settled();
+    // A Deployment with the ModelDeployment's label but no revision is not one of its revisions.
+    let mut stray = build::deployment(&c.md, "x", 5, &defaults());
+    stray.metadata.labels.as_mut().unwrap().remove(REVISION_LABEL);
+    c.observed.deployments.push(stray);
+    c.md.spec.replicas = 4;
+    assert_eq!(c.step().actions, [scale(&a, 4)]);
+    assert_eq!(c.condition("Progressing"), ("True".into(), "ScalingActive".into()));
+    c.pods_ready(&a);
+    assert_eq!(c.step().actions, []);
+    assert_eq!(c.phase(), ModelDeploymentPhase::Healthy);
+}
+
+#[test]
+fn old_revisions_left_at_size_without_a_deadline_are_scaled_down() {
+    let (mut c, a) = given("").settled();
+    let mut old = build::deployment(&c.md, "rold", 2, &defaults());
+    old.metadata.annotations = Some(BTreeMap::new());
+    c.observed.deployments.push(old);
+    assert_eq!(c.step().actions, [scale("rold", 0), publish("ScaledDown", "scaled down revision rold")]);
+    assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a));
+}
