@@ -30,6 +30,9 @@
 use crate::network::{Dense, Head, Network};
 use crate::prep::{Classes, Preprocessing};
 use prost::Message;
+use proto::attribute_proto::AttributeType;
+use proto::tensor_proto::DataType;
+use proto::tensor_shape_proto::{Dimension, dimension};
 
 pub const IR_VERSION: i64 = 8;
 pub const OPSET: i64 = 17;
@@ -83,7 +86,7 @@ pub fn export(
         let names: Vec<&str> = prep.numeric.iter().map(|f| f.name.as_str()).collect();
         graph_inputs.push(value_info(
             "input",
-            proto::DataType::Float,
+            DataType::Float,
             &[dim_n(), dim(k)],
             format!("numeric features (NaN: missing): {}", names.join(", ")),
         ));
@@ -104,7 +107,7 @@ pub fn export(
         let names: Vec<&str> = prep.categorical.iter().map(|c| c.name.as_str()).collect();
         graph_inputs.push(value_info(
             "categories",
-            proto::DataType::String,
+            DataType::String,
             &[dim_n(), dim(prep.categorical.len())],
             format!("categorical features (empty: missing): {}", names.join(", ")),
         ));
@@ -114,9 +117,9 @@ pub fn export(
             }
             let name = g.fresh("column");
             let index = g.init(proto::TensorProto {
-                name,
+                name: Some(name),
                 dims: vec![],
-                data_type: proto::DataType::Int64 as i32,
+                data_type: Some(DataType::Int64 as i32),
                 int64_data: vec![j as i64],
                 ..Default::default()
             });
@@ -149,7 +152,7 @@ pub fn export(
     let mut outputs = Vec::new();
     match (net.head, classes) {
         (Head::Identity, _) => {
-            outputs.push(value_info("variable", proto::DataType::Float, &[dim_n(), dim(1)], String::new()));
+            outputs.push(value_info("variable", DataType::Float, &[dim_n(), dim(1)], String::new()));
         }
         (head, Some(classes)) => {
             let probabilities = "probabilities";
@@ -168,34 +171,29 @@ pub fn export(
             let (table, label_type) = match classes {
                 Classes::Int(v) => (
                     proto::TensorProto {
-                        name,
+                        name: Some(name),
                         dims: vec![c as i64],
-                        data_type: proto::DataType::Int64 as i32,
+                        data_type: Some(DataType::Int64 as i32),
                         int64_data: v.clone(),
                         ..Default::default()
                     },
-                    proto::DataType::Int64,
+                    DataType::Int64,
                 ),
                 Classes::Str(v) => (
                     proto::TensorProto {
-                        name,
+                        name: Some(name),
                         dims: vec![c as i64],
-                        data_type: proto::DataType::String as i32,
+                        data_type: Some(DataType::String as i32),
                         string_data: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
                         ..Default::default()
                     },
-                    proto::DataType::String,
+                    DataType::String,
                 ),
             };
             let table = g.init(table);
             g.node_named("Gather", &[&table, &index], "label", vec![attr_int("axis", 0)]);
             outputs.push(value_info("label", label_type, &[dim_n()], String::new()));
-            outputs.push(value_info(
-                probabilities,
-                proto::DataType::Float,
-                &[dim_n(), dim(c)],
-                String::new(),
-            ));
+            outputs.push(value_info(probabilities, DataType::Float, &[dim_n(), dim(c)], String::new()));
         }
         (_, None) => unreachable!("validated: classifiers have classes"),
     }
@@ -211,19 +209,23 @@ pub fn export(
         }
     }
 
-    let mut opset_import = vec![proto::OperatorSetIdProto { domain: String::new(), version: OPSET }];
+    let opset = |domain: &str, version| proto::OperatorSetIdProto {
+        domain: non_empty(domain.into()),
+        version: Some(version),
+    };
+    let mut opset_import = vec![opset("", OPSET)];
     if uses_ml {
-        opset_import.push(proto::OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: ML_OPSET });
+        opset_import.push(opset("ai.onnx.ml", ML_OPSET));
     }
     let model = proto::ModelProto {
-        ir_version: IR_VERSION,
+        ir_version: Some(IR_VERSION),
         opset_import,
-        producer_name: PRODUCER_NAME.into(),
-        producer_version: doc.producer_version.clone(),
-        doc_string: doc.doc_string.clone(),
+        producer_name: Some(PRODUCER_NAME.into()),
+        producer_version: non_empty(doc.producer_version.clone()),
+        doc_string: non_empty(doc.doc_string.clone()),
         graph: Some(proto::GraphProto {
             node: g.nodes,
-            name: "mizzen".into(),
+            name: Some("mizzen".into()),
             initializer: g.initializers,
             input: graph_inputs,
             output: outputs,
@@ -231,7 +233,10 @@ pub fn export(
         }),
         metadata_props: metadata
             .into_iter()
-            .map(|(key, value)| proto::StringStringEntryProto { key, value })
+            .map(|(key, value)| proto::StringStringEntryProto {
+                key: non_empty(key),
+                value: non_empty(value),
+            })
             .collect(),
         ..Default::default()
     };
@@ -291,36 +296,38 @@ fn json_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
     serde_json::to_string(&names.collect::<Vec<_>>()).expect("strings serialize")
 }
 
-fn dim(n: usize) -> proto::Dimension {
-    proto::Dimension { value: Some(proto::DimensionValue::DimValue(n as i64)) }
+/// A proto2 string field that is left out when empty, as a reader takes an absent string to be empty.
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
 }
 
-fn dim_n() -> proto::Dimension {
-    proto::Dimension { value: Some(proto::DimensionValue::DimParam("N".into())) }
+fn dim(n: usize) -> Dimension {
+    Dimension { value: Some(dimension::Value::DimValue(n as i64)), ..Default::default() }
 }
 
-fn value_info(
-    name: &str,
-    ty: proto::DataType,
-    dims: &[proto::Dimension],
-    doc: String,
-) -> proto::ValueInfoProto {
+fn dim_n() -> Dimension {
+    Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Default::default() }
+}
+
+fn value_info(name: &str, ty: DataType, dims: &[Dimension], doc: String) -> proto::ValueInfoProto {
     proto::ValueInfoProto {
-        name: name.into(),
+        name: Some(name.into()),
         r#type: Some(proto::TypeProto {
-            value: Some(proto::TypeValue::TensorType(proto::TensorTypeProto {
+            value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
                 elem_type: Some(ty as i32),
                 shape: Some(proto::TensorShapeProto { dim: dims.to_vec() }),
             })),
+            ..Default::default()
         }),
-        doc_string: doc,
+        doc_string: non_empty(doc),
+        ..Default::default()
     }
 }
 
 fn attr_int(name: &str, i: i64) -> proto::AttributeProto {
     proto::AttributeProto {
-        name: name.into(),
-        r#type: Some(proto::AttributeType::Int as i32),
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
         i: Some(i),
         ..Default::default()
     }
@@ -328,8 +335,8 @@ fn attr_int(name: &str, i: i64) -> proto::AttributeProto {
 
 fn attr_strings(name: &str, strings: Vec<Vec<u8>>) -> proto::AttributeProto {
     proto::AttributeProto {
-        name: name.into(),
-        r#type: Some(proto::AttributeType::Strings as i32),
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Strings as i32),
         strings,
         ..Default::default()
     }
@@ -350,7 +357,7 @@ impl GraphBuilder {
     }
 
     fn init(&mut self, t: proto::TensorProto) -> String {
-        let name = t.name.clone();
+        let name = t.name().to_string();
         self.initializers.push(t);
         name
     }
@@ -369,9 +376,9 @@ impl GraphBuilder {
         }
         let name = self.fresh(stem);
         Ok(self.init(proto::TensorProto {
-            name,
+            name: Some(name),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: proto::DataType::Float as i32,
+            data_type: Some(DataType::Float as i32),
             float_data,
             ..Default::default()
         }))
@@ -389,10 +396,11 @@ impl GraphBuilder {
         self.nodes.push(proto::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.clone()],
-            name,
-            op_type: op.into(),
-            domain: domain.into(),
+            name: Some(name),
+            op_type: Some(op.into()),
+            domain: non_empty(domain.into()),
             attribute,
+            ..Default::default()
         });
         output
     }
@@ -427,187 +435,12 @@ impl GraphBuilder {
     }
 }
 
-/// The subset of `onnx.proto` (onnx 1.x, proto2) that the export writes, with its field numbers.
-/// Scalars whose zero value matters (attribute values, element types) are `optional`; the rest are
-/// written only when they differ from the default, which proto2 readers take the same way.
-pub(crate) mod proto {
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    #[repr(i32)]
-    pub enum DataType {
-        Float = 1,
-        String = 8,
-        Int64 = 7,
-    }
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    #[repr(i32)]
-    pub enum AttributeType {
-        Int = 2,
-        Strings = 8,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(int64, tag = "1")]
-        pub ir_version: i64,
-        #[prost(string, tag = "2")]
-        pub producer_name: String,
-        #[prost(string, tag = "3")]
-        pub producer_version: String,
-        #[prost(string, tag = "4")]
-        pub domain: String,
-        #[prost(int64, tag = "5")]
-        pub model_version: i64,
-        #[prost(string, tag = "6")]
-        pub doc_string: String,
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-        #[prost(message, repeated, tag = "8")]
-        pub opset_import: Vec<OperatorSetIdProto>,
-        #[prost(message, repeated, tag = "14")]
-        pub metadata_props: Vec<StringStringEntryProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct OperatorSetIdProto {
-        #[prost(string, tag = "1")]
-        pub domain: String,
-        #[prost(int64, tag = "2")]
-        pub version: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StringStringEntryProto {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "1")]
-        pub node: Vec<NodeProto>,
-        #[prost(string, tag = "2")]
-        pub name: String,
-        #[prost(message, repeated, tag = "5")]
-        pub initializer: Vec<TensorProto>,
-        #[prost(string, tag = "10")]
-        pub doc_string: String,
-        #[prost(message, repeated, tag = "11")]
-        pub input: Vec<ValueInfoProto>,
-        #[prost(message, repeated, tag = "12")]
-        pub output: Vec<ValueInfoProto>,
-        #[prost(message, repeated, tag = "13")]
-        pub value_info: Vec<ValueInfoProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NodeProto {
-        #[prost(string, repeated, tag = "1")]
-        pub input: Vec<String>,
-        #[prost(string, repeated, tag = "2")]
-        pub output: Vec<String>,
-        #[prost(string, tag = "3")]
-        pub name: String,
-        #[prost(string, tag = "4")]
-        pub op_type: String,
-        #[prost(message, repeated, tag = "5")]
-        pub attribute: Vec<AttributeProto>,
-        #[prost(string, tag = "7")]
-        pub domain: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttributeProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(float, optional, tag = "2")]
-        pub f: Option<f32>,
-        #[prost(int64, optional, tag = "3")]
-        pub i: Option<i64>,
-        #[prost(bytes = "vec", optional, tag = "4")]
-        pub s: Option<Vec<u8>>,
-        #[prost(message, optional, tag = "5")]
-        pub t: Option<TensorProto>,
-        #[prost(float, repeated, tag = "7")]
-        pub floats: Vec<f32>,
-        #[prost(int64, repeated, tag = "8")]
-        pub ints: Vec<i64>,
-        #[prost(bytes = "vec", repeated, tag = "9")]
-        pub strings: Vec<Vec<u8>>,
-        #[prost(int32, optional, tag = "20")]
-        pub r#type: Option<i32>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorProto {
-        #[prost(int64, repeated, tag = "1")]
-        pub dims: Vec<i64>,
-        #[prost(int32, tag = "2")]
-        pub data_type: i32,
-        #[prost(float, repeated, tag = "4")]
-        pub float_data: Vec<f32>,
-        #[prost(bytes = "vec", repeated, tag = "6")]
-        pub string_data: Vec<Vec<u8>>,
-        #[prost(int64, repeated, tag = "7")]
-        pub int64_data: Vec<i64>,
-        #[prost(string, tag = "8")]
-        pub name: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueInfoProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(message, optional, tag = "2")]
-        pub r#type: Option<TypeProto>,
-        #[prost(string, tag = "3")]
-        pub doc_string: String,
-    }
-
-    /// `TypeProto`, tensor types only.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TypeProto {
-        #[prost(oneof = "TypeValue", tags = "1")]
-        pub value: Option<TypeValue>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum TypeValue {
-        #[prost(message, tag = "1")]
-        TensorType(TensorTypeProto),
-    }
-
-    /// `TypeProto.Tensor`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorTypeProto {
-        #[prost(int32, optional, tag = "1")]
-        pub elem_type: Option<i32>,
-        #[prost(message, optional, tag = "2")]
-        pub shape: Option<TensorShapeProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorShapeProto {
-        #[prost(message, repeated, tag = "1")]
-        pub dim: Vec<Dimension>,
-    }
-
-    /// `TensorShapeProto.Dimension`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Dimension {
-        #[prost(oneof = "DimensionValue", tags = "1, 2")]
-        pub value: Option<DimensionValue>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum DimensionValue {
-        #[prost(int64, tag = "1")]
-        DimValue(i64),
-        #[prost(string, tag = "2")]
-        DimParam(String),
-    }
+/// The ONNX message types, generated by `build.rs` from `proto/onnx-ml.proto` (proto2: a scalar field is
+/// an `Option`, written when `Some`, and an enum field an `i32`). Their doc comments are the proto's, as
+/// ONNX wrote them.
+#[allow(clippy::doc_overindented_list_items)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
 #[cfg(test)]
@@ -1012,14 +845,12 @@ mod tests {
         assert_eq!(inputs[1].1, outputs[0].1, "string categories and labels");
 
         let model = proto::ModelProto::decode(bytes.as_slice()).unwrap();
-        assert_eq!(model.ir_version, 8);
-        assert_eq!(model.producer_name, "mizzen-train");
-        assert_eq!(model.producer_version, "0.1.0");
-        let opsets: Vec<(&str, i64)> =
-            model.opset_import.iter().map(|o| (o.domain.as_str(), o.version)).collect();
+        assert_eq!(model.ir_version(), 8);
+        assert_eq!(model.producer_name(), "mizzen-train");
+        assert_eq!(model.producer_version(), "0.1.0");
+        let opsets: Vec<(&str, i64)> = model.opset_import.iter().map(|o| (o.domain(), o.version())).collect();
         assert_eq!(opsets, [("", 17), ("ai.onnx.ml", 3)]);
-        let meta: Vec<(&str, &str)> =
-            model.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        let meta: Vec<(&str, &str)> = model.metadata_props.iter().map(|e| (e.key(), e.value())).collect();
         assert_eq!(
             meta,
             [
@@ -1087,6 +918,23 @@ mod tests {
             export(&case.prep, &case.net, classes, &dup),
             Err(ExportError::DuplicateMetadata(_))
         ));
+    }
+
+    /// The export is byte-stable: the sha256 of each case's model, encoded as onnx's own serializer
+    /// encodes it. A change here changes every model the trainer writes.
+    #[test]
+    fn exported_bytes_are_pinned() {
+        use sha2::{Digest, Sha256};
+        let got: Vec<(&str, String)> =
+            all_cases().iter().map(|c| (c.name, crate::data::hex(&Sha256::digest(c.export())))).collect();
+        let pinned = [
+            ("binary", "8d6f64d2a49548a098c415afeb2c8daf67ddc5dfd9373046caf2c6ed7e7b2796"),
+            ("multiclass", "a35289374e97b6e7898b1f94f9894a56b9c89106310f2fb38af142078b505fdf"),
+            ("regression", "6c6d7e2fdb8375b398ac29e31c8010efcc6fac482ad9bdcdea406be5dae68f0c"),
+            ("mlp", "02f045bfb9da6dce2c593a18116b6ff6f3c401bf899369ae299d951190f87ff6"),
+            ("categorical_only", "aff3e6ece5740c1d1443a0ae8031ba1820e3a859994bf3f83ea53edea6ce1bd0"),
+        ];
+        assert_eq!(got, pinned.map(|(name, sha)| (name, sha.to_string())));
     }
 
     /// The ONNX checker (full check: strict shape inference against the declared outputs) accepts every
