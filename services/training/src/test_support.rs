@@ -1,6 +1,7 @@
 //! Test fixtures: the project's Python environment (hack/python-env.sh) and ONNX Runtime loaded from its
 //! onnxruntime wheel, as services/inference's tests find them.
 
+use crate::data::{Spec, Task};
 pub use mizzen_common::testing::{ort_dylib, python};
 use std::sync::OnceLock;
 
@@ -22,4 +23,9 @@ pub fn session(bytes: &[u8]) -> ort::session::Session {
         ort::session::Session::builder(ort_env())?.with_intra_threads(1)?.commit_from_memory(bytes)
     };
     build().expect("ONNX Runtime loads the model")
+}
+
+/// Reads every column but `label` as a feature.
+pub fn spec(label: &str, task: Task) -> Spec {
+    Spec { label: label.into(), features: None, categorical: vec![], task }
 }

@@ -1,0 +1,161 @@
+//! Reads a CSV file with a header row.
+
+use super::columns::{Builder, Place};
+use super::{DataError, Dataset, HashingReader, Spec};
+use std::io::Read;
+
+/// Reads CSV with a header row.
+pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
+    let mut hashing = HashingReader::new(reader);
+    let dataset = {
+        let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(&mut hashing);
+        let header: Vec<String> = csv
+            .headers()
+            .map_err(|e| csv_error(&e))?
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
+            .collect();
+        if header.is_empty() || header.iter().all(String::is_empty) {
+            return Err(DataError::Invalid("the file is empty: no header row and no data".into()));
+        }
+        let (mut builder, indexes, label) = Builder::new(spec, &header)?;
+        let mut record = csv::ByteRecord::new();
+        loop {
+            match csv.read_byte_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Err(csv_error(&e)),
+            }
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let place = Place::Line(line);
+            for (j, &i) in indexes.iter().enumerate() {
+                let cell = std::str::from_utf8(&record[i]).map_err(|_| {
+                    DataError::Invalid(format!("line {line}: column {:?} is not valid UTF-8", header[i]))
+                })?;
+                builder.text(j, place, cell);
+            }
+            let cell = std::str::from_utf8(&record[label]).map_err(|_| {
+                DataError::Invalid(format!("line {line}: column {:?} is not valid UTF-8", header[label]))
+            })?;
+            builder.label_text(place, Some(cell));
+            debug_assert!(builder.rows_are_full());
+        }
+        builder
+    };
+    // Drain what the CSV reader left so the digest covers the whole file.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| DataError::Unreadable(e.to_string()))?;
+    dataset.finish(hashing.finish())
+}
+
+fn csv_error(e: &csv::Error) -> DataError {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => DataError::Unreadable(io.to_string()),
+        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => DataError::Invalid(format!(
+            "line {}: {len} fields where the header has {expected_len}",
+            pos.as_ref().map(|p| p.line()).unwrap_or(0)
+        )),
+        _ => DataError::Invalid(format!("not a valid CSV file: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! CSV text is the handiest way to feed cells, so these tests cover the column and label checks of
+    //! `columns.rs` too.
+
+    use super::*;
+    use crate::data::{Column, Kind, Labels, Task};
+    use crate::prep::Classes;
+    use crate::test_support::spec;
+
+    fn csv(text: &str, spec: &Spec) -> Result<Dataset, DataError> {
+        read_csv(text.as_bytes(), spec)
+    }
+
+    #[test]
+    fn reads_numbers_strings_and_missing_values() {
+        let ds = csv("a,color,y\n1.5,red,b\nNA,blue,a\n3,,b\n", &spec("y", Task::Classification)).unwrap();
+        assert_eq!(ds.columns[0], Column { name: "a".into(), kind: Kind::Numeric });
+        assert_eq!(
+            ds.columns[1],
+            Column {
+                name: "color".into(),
+                kind: Kind::Categorical { values: vec!["red".into(), "blue".into()] }
+            }
+        );
+        assert_eq!(ds.x.row(0), &[1.5, 0.0]);
+        assert!(ds.x.row(1)[0].is_nan());
+        assert_eq!(ds.x.row(1)[1], 1.0);
+        assert!(ds.x.row(2)[1].is_nan());
+        assert_eq!(
+            ds.labels,
+            Labels::Classes { y: vec![1, 0, 1], classes: Classes::Str(vec!["a".into(), "b".into()]) }
+        );
+        assert_eq!(ds.sha256.len(), 64);
+    }
+
+    #[test]
+    fn integer_classes_sort_numerically_and_features_follow_the_spec_order() {
+        let mut s = spec("y", Task::Classification);
+        s.features = Some(vec!["b".into(), "a".into()]);
+        let ds = csv("a,b,y\n1,2,10\n3,4,9\n5,6,10\n", &s).unwrap();
+        assert_eq!(ds.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(ds.x.row(1), &[4.0, 3.0]);
+        assert_eq!(ds.labels, Labels::Classes { y: vec![1, 0, 1], classes: Classes::Int(vec![9, 10]) });
+    }
+
+    #[test]
+    fn declared_categorical_columns_take_numbers_as_words() {
+        let mut s = spec("y", Task::Regression);
+        s.categorical = vec!["zip".into()];
+        let ds = csv("zip,y\n10115,1.0\n20095,2\n10115,3\n", &s).unwrap();
+        assert_eq!(ds.columns[0].kind, Kind::Categorical { values: vec!["10115".into(), "20095".into()] });
+        assert_eq!(ds.labels, Labels::Values(vec![1.0, 2.0, 3.0]));
+    }
+
+    fn err(text: &str, spec: &Spec) -> String {
+        csv(text, spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_data_is_refused_with_the_columns_and_rows_to_fix() {
+        let s = spec("y", Task::Classification);
+        let e = err("a,b\n1,2\n", &s);
+        assert!(e.contains("label column \"y\" is not in the file; its columns are: a, b"), "{e}");
+        let e = err("a,y\nNA,1\n,0\n", &s);
+        assert!(e.contains("feature \"a\" has no values"), "{e}");
+        let e = err("a,y\n1,1\n2,0\nabc,1\n4,0\nx y,1\n", &s);
+        assert!(e.contains("feature \"a\" has 2 value(s) that are not numbers"), "{e}");
+        assert!(e.contains("line 4: \"abc\"") && e.contains("line 6: \"x y\""), "{e}");
+        assert!(e.contains("dataset.categorical"), "{e}");
+        let e = err("", &s);
+        assert!(e.contains("empty"), "{e}");
+        let e = err("a,y\n", &s);
+        assert!(e.contains("no rows"), "{e}");
+        let e = err("a,y\n1,1\n2,\n", &s);
+        assert!(e.contains("label column \"y\" is missing in 1 row(s): line 3"), "{e}");
+        let e = err("a,y\n1,1\n2,1\n", &s);
+        assert!(e.contains("has 1 class(es) (\"1\")"), "{e}");
+        let e = err("a,y\n1,1\n2,1,3\n", &s);
+        assert!(e.contains("line 3: 3 fields where the header has 2"), "{e}");
+        let e = err("a,y\n1,1\n2,abc\n", &spec("y", Task::Regression));
+        assert!(e.contains("missing or not a number in 1 row(s): line 3: \"abc\""), "{e}");
+        let mut missing = spec("y", Task::Classification);
+        missing.features = Some(vec!["a".into(), "zz".into()]);
+        let e = err("a,y\n1,1\n", &missing);
+        assert!(e.contains("feature column(s) \"zz\" not in the file"), "{e}");
+    }
+
+    #[test]
+    fn class_labels_that_read_alike_stay_apart_and_categories_keep_their_text() {
+        let ds = csv("a,c,y\n1, small,01\n2,small,1\n3,x,1\n", &spec("y", Task::Classification)).unwrap();
+        assert_eq!(
+            ds.labels,
+            Labels::Classes { y: vec![0, 1, 1], classes: Classes::Str(vec!["01".into(), "1".into()]) }
+        );
+        assert_eq!(
+            ds.columns[1].kind,
+            Kind::Categorical { values: vec![" small".into(), "small".into(), "x".into()] }
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Reads a CSV or Parquet table from a storage URI into a raw row-major matrix of the feature columns and
+//! a label vector, checking the columns and their values as it goes. Errors name the bad columns and the
+//! first bad rows (as file lines for CSV, 1-based data rows for Parquet), so a user can fix the data.
+//!
+//! Numeric cells are stored as they are (`NaN` = missing); the cells of a string (categorical) column hold
+//! the index of the value in that column's dictionary. A CSV column is categorical when it is declared so,
+//! or when none of its values is a number; a column mixing numbers and words is refused.
+
+mod columns;
+mod csv;
+mod parquet;
+
+pub use self::csv::read_csv;
+pub use self::parquet::read_parquet;
+
+use crate::matrix::Matrix;
+use crate::prep::Classes;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::io::Read;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The URI cannot be read (missing file, no access, unsupported scheme).
+    #[error("cannot read the dataset: {0}")]
+    Unreadable(String),
+    /// The URI is malformed or its scheme unsupported: retrying cannot help.
+    #[error("cannot read the dataset: {0}")]
+    Unsupported(String),
+    /// The data does not fit the spec; the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DataError {
+    /// The reason the TrainingJob's Failed condition carries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DataError::Unreadable(_) | DataError::Unsupported(_) => "DataUnreadable",
+            DataError::Invalid(_) => "InvalidData",
+        }
+    }
+}
+
+/// File formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    /// `explicit` (`csv`, `parquet`) or else from the URI's extension.
+    pub fn pick(explicit: Option<&str>, uri: &str) -> Result<Self, DataError> {
+        let name = match explicit {
+            Some(f) => f.to_ascii_lowercase(),
+            None => {
+                let path = uri.split(['?', '#']).next().unwrap_or(uri).to_ascii_lowercase();
+                if path.ends_with(".csv") || path.ends_with(".csv.txt") {
+                    "csv".into()
+                } else if path.ends_with(".parquet") || path.ends_with(".pq") {
+                    "parquet".into()
+                } else {
+                    return Err(DataError::Invalid(format!(
+                        "cannot tell the format of {uri} from its extension: set dataset.format to csv or parquet"
+                    )));
+                }
+            }
+        };
+        match name.as_str() {
+            "csv" => Ok(Format::Csv),
+            "parquet" => Ok(Format::Parquet),
+            other => Err(DataError::Invalid(format!("unknown dataset format {other:?}: use csv or parquet"))),
+        }
+    }
+}
+
+/// Classification labels become class indexes; regression labels stay numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+/// What to read.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub label: String,
+    /// Feature columns in order; `None` = every other column in file order.
+    pub features: Option<Vec<String>>,
+    /// Columns to one-hot encode even if their values look numeric.
+    pub categorical: Vec<String>,
+    pub task: Task,
+}
+
+/// A feature column's kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Numeric,
+    /// Cells hold indexes into `values` (in order of first appearance).
+    Categorical {
+        values: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// The label column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Labels {
+    /// Class index per row into `classes` (sorted as scikit-learn sorts them).
+    Classes {
+        y: Vec<u32>,
+        classes: Classes,
+    },
+    Values(Vec<f64>),
+}
+
+impl Labels {
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Classes { y, .. } => y.len(),
+            Labels::Values(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Swaps rows `i` and `j`.
+    pub fn swap(&mut self, i: usize, j: usize) {
+        match self {
+            Labels::Classes { y, .. } => y.swap(i, j),
+            Labels::Values(v) => v.swap(i, j),
+        }
+    }
+}
+
+/// A table read and checked.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub columns: Vec<Column>,
+    /// Raw cells, row-major, one column per feature.
+    pub x: Matrix,
+    pub labels: Labels,
+    /// sha256 of the file's bytes.
+    pub sha256: String,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+}
+
+/// Reads and checks the table at `uri`. Local files (`file://` or a plain path) are streamed; other
+/// URIs are fetched whole first.
+pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Dataset, DataError> {
+    let format = Format::pick(format, uri)?;
+    let local = local_path(uri);
+    match (format, local) {
+        (Format::Csv, Some(path)) => {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| DataError::Unreadable(format!("{}: {e}", path.display())))?;
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                read_csv(std::io::BufReader::with_capacity(1 << 20, file), &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
+        }
+        (Format::Parquet, Some(path)) => {
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                let digest = {
+                    let mut file = std::fs::File::open(&path)
+                        .map_err(|e| DataError::Unreadable(format!("{}: {e}", path.display())))?;
+                    let mut hasher = HashingReader::new(&mut file);
+                    std::io::copy(&mut hasher, &mut std::io::sink())
+                        .map_err(|e| DataError::Unreadable(format!("{}: {e}", path.display())))?;
+                    hasher.finish()
+                };
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| DataError::Unreadable(format!("{}: {e}", path.display())))?;
+                read_parquet(file, digest, &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
+        }
+        // Remote CSV is streamed; remote Parquet (read from its footer backwards) is fetched whole.
+        (Format::Csv, None) => {
+            let reader = mizzen_common::storage::blocking_reader(uri).await.map_err(storage_error)?;
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                read_csv(std::io::BufReader::with_capacity(1 << 20, reader), &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
+        }
+        (Format::Parquet, None) => {
+            let bytes = mizzen_common::storage::read(uri).await.map_err(storage_error)?;
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || {
+                let digest = (hex(&Sha256::digest(&bytes)), bytes.len() as u64);
+                read_parquet(bytes, digest, &spec)
+            })
+            .await
+            .map_err(|e| DataError::Unreadable(e.to_string()))?
+        }
+    }
+}
+
+fn storage_error(e: mizzen_common::storage::StorageError) -> DataError {
+    match e {
+        mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(e.to_string()),
+        // A URI this release cannot read is refused for good.
+        _ => DataError::Unsupported(e.to_string()),
+    }
+}
+
+/// `file:///p` or a plain path.
+fn local_path(uri: &str) -> Option<std::path::PathBuf> {
+    if let Some(rest) = uri.strip_prefix("file://") {
+        return Some(rest.into());
+    }
+    (!uri.contains("://")).then(|| uri.into())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Hashes what passes through.
+pub(super) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(super) fn new(inner: R) -> Self {
+        Self { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    pub(super) fn finish(self) -> (String, u64) {
+        (hex(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::spec;
+
+    #[test]
+    fn formats_come_from_the_extension_or_the_spec() {
+        assert_eq!(Format::pick(None, "s3://b/x.CSV").unwrap(), Format::Csv);
+        assert_eq!(Format::pick(None, "file:///d/x.parquet").unwrap(), Format::Parquet);
+        assert_eq!(Format::pick(Some("parquet"), "s3://b/x").unwrap(), Format::Parquet);
+        assert!(Format::pick(None, "s3://b/x").unwrap_err().to_string().contains("dataset.format"));
+    }
+
+    #[tokio::test]
+    async fn unreadable_uris_say_so() {
+        let e = load("file:///no/such/data.csv", None, &spec("y", Task::Classification)).await.unwrap_err();
+        assert_eq!(e.reason(), "DataUnreadable");
+        assert!(e.to_string().contains("/no/such/data.csv"), "{e}");
+    }
+}
