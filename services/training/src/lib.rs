@@ -4,7 +4,6 @@
 
 pub mod data;
 pub mod features;
-pub mod lbfgs;
 pub mod learn;
 pub mod matrix;
 pub mod metrics;

@@ -28,3 +28,15 @@ pub fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
         *yi += a * xi;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_handles_remainders() {
+        let a: Vec<f64> = (0..11).map(f64::from).collect();
+        assert_eq!(dot(&a, &a), (0..11).map(|i| f64::from(i * i)).sum::<f64>());
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
+}

@@ -1,10 +1,10 @@
 //! Logistic regression by L-BFGS and ridge regression by a direct solve.
 
-use super::par::{axpy, dot, sum_rows};
-use super::{Fit, FitError};
-use crate::lbfgs;
+use super::par::sum_rows;
+use super::{Fit, FitError, lbfgs};
 use crate::matrix::MatrixView;
 use crate::network::{Dense, Head, Network};
+use crate::vector::{axpy, dot};
 
 /// Logistic regression parameters at most (L-BFGS keeps 20 vectors of them), so a wide one-hot design
 /// cannot exhaust memory.

@@ -4,10 +4,11 @@
 //! and early stopping on the validation score (accuracy, or R² for a numeric target), keeping the
 //! best weights.
 
-use super::par::{self, Pool, axpy, dot};
+use super::par::{self, Pool};
 use super::{Fit, FitError, Target};
 use crate::matrix::MatrixView;
 use crate::network::{Dense, Head, Network, sigmoid, softmax_into};
+use crate::vector::{axpy, dot};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -1,4 +1,4 @@
-//! Deterministic data parallelism over rows, and the small vector kernels the learners share.
+//! Deterministic data parallelism over rows.
 //!
 //! The rows are cut into chunks whose boundaries depend only on the row count and the accumulator width,
 //! never on the number of threads; each chunk accumulates into its own buffer and the buffers are added in
@@ -62,8 +62,6 @@ where
         }
     }
 }
-
-pub(crate) use crate::vector::{axpy, dot};
 
 /// How long an idle pool thread (or the caller waiting for its jobs) spins before it sleeps: minibatches
 /// follow each other within microseconds, and a futex wake-up costs about as much as a small job.
@@ -270,12 +268,5 @@ mod tests {
         assert_eq!(out, expect);
         sum_rows(0, 2, &mut partials, &mut out, kernel);
         assert_eq!(out, [0.0, 0.0]);
-    }
-
-    #[test]
-    fn dot_handles_remainders() {
-        let a: Vec<f64> = (0..11).map(f64::from).collect();
-        assert_eq!(dot(&a, &a), (0..11).map(|i| f64::from(i * i)).sum::<f64>());
-        assert_eq!(dot(&[], &[]), 0.0);
     }
 }
