@@ -9,6 +9,7 @@
 //!
 //! Every learner returns a [`Network`]; the design matrix is used as given (already preprocessed).
 
+mod gemm;
 pub mod lbfgs;
 mod linear;
 mod mlp;
