@@ -78,7 +78,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn crds_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
+        mizzen_common::testing::repo_root().join("crds")
     }
 
     /// The committed YAML must be exactly what the types print. Regenerate with `make crds`.

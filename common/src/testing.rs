@@ -6,8 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The repository root: the workspace (the directory with `Cargo.lock`) around the crate under test.
+///
+/// Found from `CARGO_MANIFEST_DIR` as cargo sets it when it runs a test, not as it was when this crate was
+/// compiled: checkouts that share one target directory can reuse each other's test binaries (cargo hashes
+/// workspace paths relative to the workspace), and such a binary must still read this checkout's files.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = start.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(&start);
+    root.canonicalize().expect("repo root")
 }
 
 pub fn cache_dir() -> PathBuf {

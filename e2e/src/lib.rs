@@ -3,24 +3,30 @@
 //! Service selectors and ReplicaSet readiness over time for rollout invariants.
 //!
 //! Tests read Given / When / Then: given objects, when something is applied or changed, then what
-//! `kubectl` would show.
+//! `kubectl` would show. Mizzen's statuses are read typed ([`Namespace::status`], [`Namespace::wait_for`]),
+//! so a renamed status field is a compile error in the suite, not a jsonpath that quietly reads nothing.
 
 pub mod recorder;
 pub mod runner;
 
 use anyhow::{Context as _, Result, bail};
-use kube::Client;
+use k8s_openapi::NamespaceResourceScope;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::object::HasStatus;
+use kube::{Api, Client, Resource};
+use mizzen_api::v1alpha1::common::Condition;
+use mizzen_api::v1alpha1::{
+    FeatureSet, FeatureSetStatus, ModelDeployment, ModelDeploymentStatus, TrainingJob, TrainingJobStatus,
+};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
-}
+pub use mizzen_common::testing::repo_root;
 
 /// A connection to the test cluster.
 #[derive(Clone)]
@@ -166,25 +172,70 @@ impl Namespace {
         self.kubectl(&["get", kind, name, "-o", &format!("jsonpath={path}")]).ok()
     }
 
-    /// Then: waits until condition `type_` of KIND/NAME has `status`, and returns its reason.
-    pub async fn wait_for_condition(
+    /// KIND/NAME as the API server has it, typed (any Kubernetes kind).
+    pub async fn get<K>(&self, name: &str) -> Result<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.cluster.client.clone(), &self.name);
+        api.get(name).await.with_context(|| format!("get {}/{name}", K::kind(&())))
+    }
+
+    /// The status of a Mizzen object (empty while none is written).
+    pub async fn status<K: Kind>(&self, name: &str) -> Result<K::Status> {
+        Ok(self.get::<K>(name).await?.status().cloned().unwrap_or_default())
+    }
+
+    /// Then: polls the status of a Mizzen object until `probe` finds what it looks for, for at most
+    /// `timeout`; a read that fails is retried like a probe that finds nothing.
+    pub async fn wait_for<K: Kind, T>(
         &self,
-        kind: &str,
         name: &str,
-        type_: &str,
-        status: &str,
-    ) -> Result<String> {
-        let path = format!(
-            "{{.status.conditions[?(@.type==\"{type_}\")].status}}/{{.status.conditions[?(@.type==\"{type_}\")].reason}}"
-        );
-        wait_until(&format!("{kind}/{name} {type_}={status}"), Duration::from_secs(30), || async {
-            let got = self.jsonpath(kind, name, &path).ok()?;
-            let (s, reason) = got.split_once('/')?;
-            (s == status).then(|| reason.to_string())
+        what: &str,
+        timeout: Duration,
+        probe: impl Fn(&K::Status) -> Option<T>,
+    ) -> Result<T> {
+        let what = format!("{} {name}: {what}", K::kind(&()));
+        wait_until(&what, timeout, || async { probe(&self.status::<K>(name).await.ok()?) }).await
+    }
+
+    /// Then: waits until condition `type_` of a Mizzen object has `status`, and returns its reason.
+    pub async fn wait_for_condition<K: Kind>(&self, name: &str, type_: &str, status: &str) -> Result<String> {
+        let what = format!("{type_}={status}");
+        self.wait_for::<K, _>(name, &what, Duration::from_secs(30), |s| {
+            K::condition(s, type_).filter(|c| c.status == status).map(|c| c.reason.clone())
         })
         .await
     }
 }
+
+/// A Mizzen kind, as the suite reads it: typed, with a status that holds conditions.
+pub trait Kind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: Clone + Default>
+    + Clone
+    + DeserializeOwned
+    + Debug
+{
+    fn conditions(status: &Self::Status) -> &[Condition];
+
+    /// The condition of this type, if the status has one.
+    fn condition<'a>(status: &'a Self::Status, type_: &str) -> Option<&'a Condition> {
+        Self::conditions(status).iter().find(|c| c.type_ == type_)
+    }
+}
+
+macro_rules! kinds {
+    ($($kind:ty => $status:ty),*) => {$(
+        impl Kind for $kind {
+            fn conditions(status: &$status) -> &[Condition] {
+                &status.conditions
+            }
+        }
+    )*};
+}
+
+kinds!(ModelDeployment => ModelDeploymentStatus, TrainingJob => TrainingJobStatus, FeatureSet => FeatureSetStatus);
 
 impl Drop for Namespace {
     fn drop(&mut self) {

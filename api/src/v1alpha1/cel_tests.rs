@@ -73,7 +73,7 @@ fn every_rule_has_a_refusing_case() {
 
 #[test]
 fn examples_in_manifests_are_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let dir = mizzen_common::testing::repo_root().join("manifests/examples");
     let mut seen = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

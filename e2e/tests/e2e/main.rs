@@ -1,0 +1,62 @@
+//! End-to-end tests against a real Kubernetes API server: the local cluster from `make cluster-up` (or kind,
+//! with MIZZEN_CLUSTER=kind). Run with `make e2e`; `cargo test -p mizzen-e2e --test e2e -- NAME` runs one.
+//!
+//! One module per subject: `api` (CRDs, validation, kubectl, the operator process), `local_cluster` (the
+//! test cluster's own fakes), `model_deployment` and `training_job`.
+
+mod api;
+mod local_cluster;
+mod model_deployment;
+mod training_job;
+
+use anyhow::Result;
+use mizzen_e2e::runner::{Test, TestFuture};
+use mizzen_e2e::{Cluster, repo_root};
+use std::process::ExitCode;
+
+macro_rules! tests {
+    ($($serial:literal $module:ident::$name:ident),* $(,)?) => {
+        vec![$(Test {
+            name: stringify!($name),
+            run: |c| -> TestFuture { Box::pin($module::$name(c)) },
+            serial: $serial,
+        }),*]
+    };
+}
+
+fn main() -> ExitCode {
+    mizzen_e2e::runner::main(
+        tests![
+            true api::operator_is_unready_until_the_crds_exist,
+            false api::crds_are_established_and_explained,
+            false api::api_server_judges_every_validation_case,
+            false api::kubectl_shows_cel_messages,
+            false api::kubectl_scale_uses_the_scale_subresource,
+            false api::get_mizzen_lists_every_kind_with_columns,
+            false api::operator_records_an_honest_initial_status,
+            false api::operator_stops_cleanly_on_sigterm,
+            false local_cluster::fake_nodes_run_deployments_and_jobs,
+            false local_cluster::chosen_pods_can_be_held_unready_or_failed,
+            false local_cluster::recorder_samples_selectors_and_readiness,
+            false model_deployment::model_deployment_rolls_out_blue_green,
+            false model_deployment::model_deployment_manual_promotion_and_abort,
+            false model_deployment::model_deployment_scales_rolls_back_and_stays_idle,
+            false model_deployment::model_deployment_progress_deadline_degrades,
+            false training_job::training_job_runs_as_an_indexed_job,
+            false training_job::training_job_reports_the_best_trial_and_deploys_it,
+            false training_job::training_job_with_bad_data_fails_with_the_reason,
+        ],
+        |c| Box::pin(install_crds(c)),
+    )
+}
+
+/// Applies `crds/` and waits until every CRD is Established.
+async fn install_crds(cluster: Cluster) -> Result<()> {
+    cluster.kubectl(&["apply", "-f", &repo_root().join("crds").to_string_lossy()]).ok()?;
+    for name in api::crd_names() {
+        cluster
+            .kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=30s"])
+            .ok()?;
+    }
+    Ok(())
+}
