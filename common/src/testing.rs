@@ -2,7 +2,7 @@
 //! project's Python environment, ONNX Runtime's library from its onnxruntime wheel, and data made once by
 //! a Python script and cached outside the clone.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 

@@ -11,7 +11,6 @@ use mizzen_api::validation_cases::cases;
 use mizzen_e2e::{Cluster, Kind, Operator, repo_root, wait_until};
 use std::time::Duration;
 
-
 const MDEP: &str = r#"
 apiVersion: mizzen.dev/v1alpha1
 kind: ModelDeployment
@@ -231,7 +230,10 @@ pub(crate) async fn operator_records_an_honest_initial_status(cluster: Cluster) 
     let reason = ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
     ensure!(reason == "Serving", "mdep/iris: reason {reason}");
     let status = ns.status::<ModelDeployment>("iris").await?;
-    ensure!(status.phase == ModelDeploymentPhase::Healthy && status.observed_generation == Some(1), "{status:?}");
+    ensure!(
+        status.phase == ModelDeploymentPhase::Healthy && status.observed_generation == Some(1),
+        "{status:?}"
+    );
     ns.kubectl(&["patch", "mdep", "iris", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]).ok()?;
     let status = ns
         .wait_for::<ModelDeployment, _>("iris", "observedGeneration 2", Duration::from_secs(20), |s| {

@@ -7,7 +7,6 @@ use mizzen_e2e::recorder::Recorder;
 use mizzen_e2e::{Cluster, wait_until};
 use std::time::Duration;
 
-
 /// The fake nodes make a Deployment's pods Ready and a Job's pods succeed.
 pub(crate) async fn fake_nodes_run_deployments_and_jobs(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("fake-nodes")?;

@@ -201,7 +201,10 @@ pub(crate) async fn model_deployment_manual_promotion_and_abort(cluster: Cluster
     when_annotated(&ns, "mizzen.dev/abort", &third)?;
     let reason = ns.wait_for_condition::<ModelDeployment>("iris", "Degraded", "True").await?;
     ensure!(reason == "RolloutAborted", "{reason}");
-    ensure!(status(&ns).await?.active_revision.as_ref() == Some(&second), "abort must keep traffic on stable");
+    ensure!(
+        status(&ns).await?.active_revision.as_ref() == Some(&second),
+        "abort must keep traffic on stable"
+    );
     then_revision_has(&ns, "the aborted revision scaled down", &third, 0).await?;
     assert_active_always_fully_available(&recorder.finish().await, 2)?;
     then_events_include(&ns, &["PreviewAvailable", "RolloutPaused", "Promoted", "Aborted"])
@@ -215,7 +218,8 @@ pub(crate) async fn model_deployment_scales_rolls_back_and_stays_idle(cluster: C
     let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
 
     ns.kubectl(&["scale", "mdep/iris", "--replicas", "3"]).ok()?;
-    let s = then(&ns, "three available replicas", 30, |s| (s.available_replicas == 3).then(|| s.clone())).await?;
+    let s =
+        then(&ns, "three available replicas", 30, |s| (s.available_replicas == 3).then(|| s.clone())).await?;
     ensure!(s.active_revision.as_ref() == Some(&first), "a replicas change made a revision");
     let revisions = ns.kubectl(&["get", "deployments", "-o", "name"]).ok()?;
     ensure!(revisions.lines().count() == 1, "{revisions}");
@@ -224,7 +228,8 @@ pub(crate) async fn model_deployment_scales_rolls_back_and_stays_idle(cluster: C
 
     // Autoscaling: the operator owns an HPA that targets the ModelDeployment's scale subresource.
     let with_hpa = |uri: &str| {
-        mdep(uri, bg).replace("  replicas: 2\n", "  replicas: 3\n  autoscaling: {minReplicas: 2, maxReplicas: 6}\n")
+        mdep(uri, bg)
+            .replace("  replicas: 2\n", "  replicas: 3\n  autoscaling: {minReplicas: 2, maxReplicas: 6}\n")
     };
     ns.apply(&with_hpa(V1))?;
     let hpa = wait_until("the HPA", Duration::from_secs(20), || async {

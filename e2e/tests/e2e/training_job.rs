@@ -2,11 +2,10 @@
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use mizzen_api::v1alpha1::training_job::{Metric, TrainingJob, TrainingJobPhase, TrainingJobStatus};
 use mizzen_api::v1alpha1::ModelDeployment;
+use mizzen_api::v1alpha1::training_job::{Metric, TrainingJob, TrainingJobPhase, TrainingJobStatus};
 use mizzen_e2e::{Cluster, Namespace, Operator, wait_until};
 use std::time::Duration;
-
 
 /// A small labelled table: two numeric features and a word, two classes mostly separable.
 fn training_csv(rows: usize) -> String {
@@ -58,7 +57,7 @@ fn tjob(name: &str, extra: &str) -> String {
 /// `reports[I]` (message, exit code).
 async fn given_trainer_reports(ns: &Namespace, name: &str, reports: &[(String, i32)]) -> Result<()> {
     wait_until("the suspended Job", Duration::from_secs(30), || async {
-        (ns.get::<Job>(name).await.ok()?.spec?.suspend? == true).then_some(())
+        ns.get::<Job>(name).await.ok()?.spec?.suspend?.then_some(())
     })
     .await?;
     let mut annotations = serde_json::Map::new();
