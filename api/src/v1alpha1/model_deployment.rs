@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const PROMOTE_ANNOTATION: &str = "mizzen.dev/promote";
 /// Annotation that aborts an in-flight rollout: its value is the revision to abort. Active goes back to stable.
 pub const ABORT_ANNOTATION: &str = "mizzen.dev/abort";
+/// Annotation that retries an aborted rollout: its value is a time (Unix seconds, e.g. `$(date +%s)`, or
+/// RFC 3339) later than `status.abortedAt`. An abort otherwise lasts until the spec changes.
+pub const RETRY_ANNOTATION: &str = "mizzen.dev/retry";
 
 /// Serve one ONNX model over the Open Inference Protocol v2 (REST and gRPC) and roll new versions out blue-green.
 ///
@@ -60,6 +63,11 @@ pub struct ModelDeploymentSpec {
     /// How a new revision replaces the active one.
     #[serde(default)]
     pub strategy: StrategySpec,
+    /// Old revisions scaled down to zero that are kept (their Deployments, for history); older ones are
+    /// deleted. Revisions kept warm after a switch do not count.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
     /// Hold the rollout: a new revision is created and shown on the preview Service but never promoted
     /// while paused. Paused time does not count toward the progress deadline.
     #[serde(default)]
@@ -214,6 +222,9 @@ fn default_true() -> bool {
 }
 fn default_scale_down_delay() -> i32 {
     30
+}
+fn default_revision_history_limit() -> i32 {
+    2
 }
 fn default_scale_down_revision_limit() -> i32 {
     2
@@ -419,6 +430,11 @@ pub struct ModelDeploymentStatus {
     /// The last smoke test: which revision, whether it passed, and why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_test: Option<SmokeTestStatus>,
+    /// When the newest revision's rollout was aborted (by `mizzen.dev/abort` or past its deadline with
+    /// `progressDeadlineAbort`). It stays aborted until the spec changes or `mizzen.dev/retry` names a later
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// The outcome of a smoke test against a preview revision.

@@ -303,3 +303,170 @@ pub(crate) async fn model_deployment_progress_deadline_degrades(cluster: Cluster
     ensure!(progressing.status == "False", "{progressing:?}");
     Ok(())
 }
+
+// --- A messy cluster: tampering with kubectl, foreign objects, rollouts that cannot finish. -------------
+
+/// The number of events with this reason about `iris`.
+fn events_with_reason(ns: &Namespace, reason: &str) -> Result<usize> {
+    let selector = format!("involvedObject.name=iris,reason={reason}");
+    let out = ns.kubectl(&["get", "events", "--field-selector", &selector, "-o", "name"]).ok()?;
+    Ok(out.lines().count())
+}
+
+/// Holds the pods of a revision unready (before minReadySeconds makes them available).
+async fn hold_unready(ns: &Namespace, revision: &str, pods: usize) -> Result<()> {
+    let selector = format!("mizzen.dev/revision={revision}");
+    wait_until("the revision's pods", Duration::from_secs(20), || async {
+        let out = ns.kubectl(&["get", "pods", "-l", &selector, "-o", "name"]).ok().ok()?;
+        (out.lines().count() >= pods).then_some(())
+    })
+    .await?;
+    ns.kubectl(&["label", "pods", "-l", &selector, "mizzen.dev/e2e-pod=unready", "--overwrite"])
+        .ok()
+        .map(drop)
+}
+
+/// With a preview waiting for promotion, `kubectl patch svc/iris` pointing it at the preview is set back
+/// (no promotion, nothing scaled down), and an extra selector key is removed; both with a warning event.
+pub(crate) async fn model_deployment_sets_hand_edited_services_back(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("tamper")?;
+    let bg = "{autoPromotion: false}";
+    let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
+    when_applied(&ns, V2, bg)?;
+    let second = then(&ns, "the preview waiting for promotion", 30, |s| {
+        true_reason(s, "Paused").and(s.preview_revision.clone()).filter(|p| p != &first)
+    })
+    .await?;
+    let patch = format!(r#"{{"spec":{{"selector":{{"mizzen.dev/revision":"{second}"}}}}}}"#);
+    ns.kubectl(&["patch", "svc", "iris", "--type", "merge", "-p", &patch]).ok()?;
+    wait_until("the active Service set back", Duration::from_secs(10), || async {
+        (selected_by(&ns, "iris").await? == first).then_some(())
+    })
+    .await?;
+    let s = status(&ns).await?;
+    ensure!(s.active_revision.as_ref() == Some(&first), "the edit was taken as a promotion: {s:?}");
+    ensure!(true_reason(&s, "Paused").is_some(), "no longer waiting for the promotion: {s:?}");
+    ensure!(replicas_of(&ns, &first).await == Some(2), "the active revision was scaled down");
+
+    ns.kubectl(&["patch", "svc", "iris", "--type", "merge", "-p", r#"{"spec":{"selector":{"tamper":"x"}}}"#])
+        .ok()?;
+    wait_until("the extra selector key removed", Duration::from_secs(10), || async {
+        let selector = ns.get::<Service>("iris").await.ok()?.spec?.selector?;
+        (!selector.contains_key("tamper") && selector.get("mizzen.dev/revision") == Some(&first))
+            .then_some(())
+    })
+    .await?;
+    ensure!(events_with_reason(&ns, "ServiceCorrected")? >= 2, "no ServiceCorrected events");
+    ensure!(events_with_reason(&ns, "Promoted")? == 0, "a Promoted event for a hand edit");
+    Ok(())
+}
+
+/// With `progressDeadlineAbort`, a new revision that never becomes available is aborted once and stays
+/// aborted (no restart, no second abort) until `mizzen.dev/retry` asks again.
+pub(crate) async fn model_deployment_abort_lasts_until_retried(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("abort-lasts")?;
+    let bg = "{minReadySeconds: 2, progressDeadlineSeconds: 4, progressDeadlineAbort: true}";
+    let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
+    when_applied(&ns, V2, bg)?;
+    let second =
+        then(&ns, "the new revision", 10, |s| s.preview_revision.clone().filter(|p| p != &first)).await?;
+    hold_unready(&ns, &second, 2).await?;
+    let reason = ns.wait_for_condition::<ModelDeployment>("iris", "Degraded", "True").await?;
+    ensure!(reason == "RolloutAborted", "{reason}");
+    then_revision_has(&ns, "the aborted revision scaled down", &second, 0).await?;
+    // Well past several deadlines: still aborted, never scaled up again, one Aborted event.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ensure!(replicas_of(&ns, &second).await == Some(0), "the aborted revision was scaled up again");
+        ensure!(true_reason(&status(&ns).await?, "Degraded").as_deref() == Some("RolloutAborted"));
+    }
+    ensure!(events_with_reason(&ns, "Aborted")? == 1, "aborted more than once");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    when_annotated(&ns, "mizzen.dev/retry", &now.to_string())?;
+    then_revision_has(&ns, "the retried revision scaled up", &second, 2).await?;
+    Ok(())
+}
+
+/// A Service `iris` the user made is never taken over (no owner reference, selector and ports as they
+/// were) nor deleted with the ModelDeployment; the ModelDeployment says ChildConflict until it goes.
+pub(crate) async fn model_deployment_leaves_a_users_service_alone(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("foreign-svc")?;
+    ns.kubectl(&["create", "service", "clusterip", "iris", "--tcp=80:9000"]).ok()?;
+    let before = ns.get::<Service>("iris").await?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    when_applied(&ns, V1, "{}")?;
+    let reason = ns.wait_for_condition::<ModelDeployment>("iris", "Degraded", "True").await?;
+    ensure!(reason == "ChildConflict", "{reason}");
+    let message = ModelDeployment::condition(&status(&ns).await?, "Degraded").map(|c| c.message.clone());
+    ensure!(message.as_deref().is_some_and(|m| m.contains("Service iris")), "{message:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = ns.get::<Service>("iris").await?;
+    ensure!(after.metadata.owner_references.is_none(), "taken over: {:?}", after.metadata.owner_references);
+    ensure!(
+        after.spec.as_ref().map(|s| (&s.selector, &s.ports))
+            == before.spec.as_ref().map(|s| (&s.selector, &s.ports))
+    );
+    ensure!(events_with_reason(&ns, "ChildConflict")? == 1);
+    ns.kubectl(&["delete", "mdep", "iris", "--wait=true"]).ok()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(ns.get::<Service>("iris").await.is_ok(), "the user's Service went with the ModelDeployment");
+    Ok(())
+}
+
+/// A Deployment of the user's named like the revision the ModelDeployment wants (`iris-REVISION`) is
+/// reported (ChildConflict, naming it) instead of failing every reconcile silently; once it is deleted the
+/// ModelDeployment deploys.
+pub(crate) async fn model_deployment_reports_a_name_collision(cluster: Cluster) -> Result<()> {
+    // The revision is a hash of the spec: learn it from the same spec served in another namespace.
+    let probe = cluster.namespace("collision-probe")?;
+    let (operator, revision) = given_a_served_model_deployment(&cluster, &probe, "{}").await?;
+    drop(operator);
+    let ns = cluster.namespace("collision")?;
+    let theirs = format!("iris-{revision}");
+    ns.kubectl(&["create", "deployment", &theirs, "--image=example.invalid/theirs:1"]).ok()?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    when_applied(&ns, V1, "{}")?;
+    let reason = ns.wait_for_condition::<ModelDeployment>("iris", "Degraded", "True").await?;
+    ensure!(reason == "ChildConflict", "{reason}");
+    let d = ns.get::<Deployment>(&theirs).await?;
+    ensure!(d.metadata.owner_references.is_none(), "taken over");
+    ns.kubectl(&["delete", "deployment", &theirs, "--wait=true"]).ok()?;
+    // Foreign objects are not watched: the ModelDeployment looks again within 30 s.
+    let ready = ns.wait_for::<ModelDeployment, _>("iris", "Ready", Duration::from_secs(45), |s| {
+        ModelDeployment::condition(s, "Ready").filter(|c| c.status == "True").map(|_| ())
+    });
+    ready.await
+}
+
+/// The progress deadline holds for a first deploy whose pods never become available; model changes leave
+/// at most `revisionHistoryLimit` old revisions at zero.
+pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: Cluster) -> Result<()> {
+    let ns = cluster.namespace("deadline-history")?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let bg = "{minReadySeconds: 3, progressDeadlineSeconds: 5, scaleDownDelaySeconds: 0}";
+    when_applied(&ns, V1, bg)?;
+    let first = then(&ns, "the first revision", 10, |s| s.active_revision.clone()).await?;
+    hold_unready(&ns, &first, 2).await?;
+    let s = then(&ns, "Degraded", 30, |s| true_reason(s, "Degraded").map(|_| s.clone())).await?;
+    ensure!(true_reason(&s, "Degraded").as_deref() == Some("ProgressDeadlineExceeded"), "{s:?}");
+    ns.kubectl(&["label", "pods", "-l", &format!("mizzen.dev/revision={first}"), "mizzen.dev/e2e-pod-"])
+        .ok()?;
+    ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
+
+    let history =
+        |uri: &str| mdep(uri, bg).replace("  replicas: 2\n", "  replicas: 2\n  revisionHistoryLimit: 1\n");
+    for (i, uri) in [V2, V3, "s3://models/iris-v4.onnx"].into_iter().enumerate() {
+        ns.apply(&history(uri))?;
+        then(&ns, &format!("model {} active", i + 2), 60, |s| {
+            (s.phase == ModelDeploymentPhase::Healthy && s.model.as_ref()?.uri == uri).then_some(())
+        })
+        .await?;
+    }
+    wait_until("old revisions deleted", Duration::from_secs(20), || async {
+        let out = ns.kubectl(&["get", "deployments", "-o", "name"]).ok().ok()?;
+        (out.lines().count() == 2).then_some(())
+    })
+    .await?;
+    ensure!(events_with_reason(&ns, "RevisionDeleted")? >= 2);
+    Ok(())
+}

@@ -45,6 +45,8 @@ pub async fn apply(md: &ModelDeployment, ctx: &Context, decision: &mut Decision)
             Action::Scale { deployment, replicas } => w.scale(&deployment, replicas).await?,
             Action::SetScaleDownAt { deployment, at } => w.set_scale_down_at(&deployment, at).await?,
             Action::Select { preview, revision } => w.select(preview, &revision).await?,
+            Action::RestoreService { preview, drop_keys } => w.restore_service(preview, &drop_keys).await?,
+            Action::DeleteRevision { deployment } => w.delete_revision(&deployment).await?,
             Action::ApplyHpa(hpa) => w.apply_hpa(&hpa).await?,
             Action::DeleteHpa => w.delete_hpa().await?,
             Action::Publish(notice) => ctx.publish(md, &notice).await,
@@ -110,6 +112,33 @@ impl Writer<'_> {
         let svc = build::service(self.md, preview, revision);
         let name = svc.name_any();
         self.services.patch(&name, &ssa(), &Patch::Apply(&svc)).await.map_err(call("apply_service"))?;
+        Ok(())
+    }
+
+    /// A JSON merge patch: the selector's foreign keys set to null (server-side apply cannot remove fields
+    /// another manager owns) and the ports list replaced whole.
+    async fn restore_service(&self, preview: bool, drop_keys: &[String]) -> Result<(), Error> {
+        let want = build::service(self.md, preview, "");
+        let spec = want.spec.unwrap_or_default();
+        let mut selector = serde_json::Map::new();
+        for key in drop_keys {
+            selector.insert(key.clone(), serde_json::Value::Null);
+        }
+        let patch = serde_json::json!({ "spec": { "selector": selector, "ports": spec.ports } });
+        let name = want.metadata.name.unwrap_or_default();
+        self.services
+            .patch(&name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(call("restore_service"))?;
+        Ok(())
+    }
+
+    async fn delete_revision(&self, deployment: &str) -> Result<(), Error> {
+        let dp = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
+            ..Default::default()
+        };
+        self.deployments.delete(deployment, &dp).await.map_err(call("delete_deployment"))?;
         Ok(())
     }
 

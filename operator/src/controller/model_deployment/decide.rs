@@ -8,14 +8,15 @@ use super::plan::{self, Plan, Revision, Smoke, State, World};
 use crate::api::v1alpha1::ModelDeploymentStatus;
 use crate::api::v1alpha1::common::status::{FALSE, TRUE};
 use crate::api::v1alpha1::model_deployment::{
-    ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, ResolvedModel,
+    ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, RETRY_ANNOTATION,
+    ResolvedModel,
 };
 use crate::conditions::Desired;
 use crate::controller::{self, Notice};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use std::time::Duration;
@@ -48,12 +49,25 @@ pub enum Action {
         preview: bool,
         revision: String,
     },
+    /// Put back a Service's selector and ports as the operator wants them, dropping selector keys someone
+    /// else added.
+    RestoreService {
+        preview: bool,
+        drop_keys: Vec<String>,
+    },
+    /// Delete an old revision's Deployment (beyond `revisionHistoryLimit`).
+    DeleteRevision {
+        deployment: String,
+    },
     ApplyHpa(Box<HorizontalPodAutoscaler>),
     DeleteHpa,
     Publish(Notice),
 }
 
 pub type Decision = controller::Decision<ModelDeploymentStatus, Action>;
+
+/// How soon a ModelDeployment blocked by someone else's object looks again (such objects are not watched).
+const CONFLICT_RETRY: Duration = Duration::from_secs(30);
 
 /// The revision a Deployment belongs to.
 fn revision_of(d: &Deployment) -> Option<&String> {
@@ -80,11 +94,26 @@ fn time(s: Option<i64>) -> Option<Time> {
     s.and_then(|s| Timestamp::from_second(s).ok()).map(Time)
 }
 
+/// Whether this ModelDeployment made the object (its owner reference names it).
+fn ours(md: &ModelDeployment, meta: &ObjectMeta) -> bool {
+    let uid = md.uid();
+    meta.owner_references.iter().flatten().any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+/// The revisions' Deployments this ModelDeployment made: a labelled copy made by someone else is not one.
+fn owned<'a>(md: &ModelDeployment, observed: &'a Observed) -> impl Iterator<Item = &'a Deployment> {
+    observed.deployments.iter().filter(|d| ours(md, &d.metadata) && revision_of(d).is_some())
+}
+
+/// A time given as Unix seconds or RFC 3339.
+fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    text.parse().ok().or_else(|| text.parse::<Timestamp>().ok().map(|t| t.as_second()))
+}
+
 /// The planner's view of the world.
 fn world<'a>(md: &'a ModelDeployment, observed: &Observed, desired: String, now: i64) -> World<'a> {
-    let revisions: Vec<Revision> = observed
-        .deployments
-        .iter()
+    let revisions: Vec<Revision> = owned(md, observed)
         .filter_map(|d| {
             Some(Revision {
                 name: revision_of(d)?.clone(),
@@ -101,11 +130,17 @@ fn world<'a>(md: &'a ModelDeployment, observed: &Observed, desired: String, now:
         (Some(_), Some(s)) if s.revision == desired => Smoke::Failed,
         (Some(_), _) => Smoke::Pending,
     };
+    // What is active is the operator's own record; the Service only when there is none yet (a status
+    // lost, or written by an older operator). A Service edited by hand is corrected, never followed.
+    let exists = |r: &String| revisions.iter().any(|x| &x.name == r);
+    let active = status
+        .active_revision
+        .clone()
+        .filter(exists)
+        .or_else(|| selected(&observed.active_service).filter(|a| exists(a)).cloned());
     World {
         spec: &md.spec,
-        active: selected(&observed.active_service)
-            .filter(|a| revisions.iter().any(|r| &r.name == *a))
-            .cloned(),
+        active,
         desired,
         revisions,
         stable: status.stable_revision,
@@ -114,6 +149,8 @@ fn world<'a>(md: &'a ModelDeployment, observed: &Observed, desired: String, now:
         preview_available_at: seconds(&status.preview_available_at),
         promote: md.annotations().get(PROMOTE_ANNOTATION).cloned(),
         abort: md.annotations().get(ABORT_ANNOTATION).cloned(),
+        aborted_at: seconds(&status.aborted_at),
+        retry_at: md.annotations().get(RETRY_ANNOTATION).and_then(|t| parse_time(t)),
         smoke,
         now,
     }
@@ -126,17 +163,92 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
     let desired = build::revision(&md.spec, &build::served_name(md));
     let world = world(md, observed, desired.clone(), now);
     let plan = plan::plan(&world);
-    let mut actions = Vec::new();
+    let stored = md.status.clone().unwrap_or_default();
+    let (mut status, mut conditions) = status(md, &world.revisions, &plan, &ns, preview_url.clone());
 
-    if plan.state == State::Progressing("SmokeTestPending") {
-        actions.push(Action::RunSmokeTest { revision: desired.clone(), url: preview_url.clone() });
+    // Objects with a child's name that this ModelDeployment did not make are never taken over.
+    let conflicts = conflicts(md, observed, &desired);
+    if !conflicts.is_empty() {
+        let message = format!(
+            "{} not made by this ModelDeployment; the operator leaves {} alone: delete or rename {}",
+            conflicts.join(", "),
+            if conflicts.len() > 1 { "them" } else { "it" },
+            if conflicts.len() > 1 { "them" } else { "it" },
+        );
+        status.phase = ModelDeploymentPhase::Degraded;
+        conditions.retain(|c| c.type_ != "Progressing" && c.type_ != "Degraded");
+        conditions.push(Desired::new("Progressing", FALSE, "ChildConflict", message.clone()));
+        conditions.push(Desired::new("Degraded", TRUE, "ChildConflict", message.clone()));
+        let said = stored.conditions.iter().any(|c| c.type_ == "Degraded" && c.message == message);
+        let actions =
+            if said { vec![] } else { vec![Action::Publish(Notice::warning("ChildConflict", message))] };
+        return Decision { status, conditions, actions, requeue: Some(CONFLICT_RETRY) };
     }
-    // The desired revision's Deployment is made in full; other revisions change only by scale, since their
-    // pod template must stay as it was.
+
+    let mut actions = Vec::new();
+    if plan.state == State::Progressing("SmokeTestPending") {
+        actions.push(Action::RunSmokeTest { revision: desired.clone(), url: preview_url });
+    }
+    revisions(md, observed, &plan, &desired, &mut actions);
+    services(md, observed, &plan, world.active.as_ref(), &mut actions);
+    scale_downs(md, observed, &plan, &world, &mut actions);
+    match build::hpa(md) {
+        Some(h) => {
+            let current = observed.hpa.as_ref().map(|c| (&c.spec, c.metadata.labels.as_ref()));
+            if current != Some((&h.spec, h.metadata.labels.as_ref())) {
+                actions.push(Action::ApplyHpa(Box::new(h)));
+            }
+        }
+        None => {
+            if observed.hpa.as_ref().is_some_and(|h| ours(md, &h.metadata)) {
+                actions.push(Action::DeleteHpa);
+            }
+        }
+    }
+    if let Some(notice) = transition(&stored, &plan) {
+        actions.push(Action::Publish(notice));
+    }
+    Decision {
+        status,
+        conditions,
+        actions,
+        requeue: plan.wake_at.map(|t| Duration::from_secs((t - now).max(1) as u64)),
+    }
+}
+
+/// The children this ModelDeployment would write that exist and are someone else's: `Kind name` each.
+fn conflicts(md: &ModelDeployment, observed: &Observed, desired: &str) -> Vec<String> {
+    let name = md.name_any();
+    let foreign = |meta: Option<&ObjectMeta>| meta.is_some_and(|m| !ours(md, m));
+    let mut out = Vec::new();
+    if foreign(observed.desired_deployment.as_ref().map(|d| &d.metadata)) {
+        out.push(format!("Deployment {name}-{desired}"));
+    }
+    if foreign(observed.active_service.as_ref().map(|s| &s.metadata)) {
+        out.push(format!("Service {name}"));
+    }
+    if foreign(observed.preview_service.as_ref().map(|s| &s.metadata)) {
+        out.push(format!("Service {name}-preview"));
+    }
+    if md.spec.autoscaling.is_some() && foreign(observed.hpa.as_ref().map(|h| &h.metadata)) {
+        out.push(format!("HorizontalPodAutoscaler {name}"));
+    }
+    out
+}
+
+/// The desired revision's Deployment is made in full; other revisions change only by scale, since their
+/// pod template must stay as it was.
+fn revisions(
+    md: &ModelDeployment,
+    observed: &Observed,
+    plan: &Plan,
+    desired: &str,
+    actions: &mut Vec<Action>,
+) {
     for (rev, &replicas) in &plan.replicas {
         let deadline = plan.scale_down_at.get(rev).copied();
-        match observed.deployments.iter().find(|d| revision_of(d) == Some(rev)) {
-            None if rev == &desired => {
+        match owned(md, observed).find(|d| revision_of(d) == Some(rev)) {
+            None if rev == desired => {
                 actions.push(Action::CreateRevision { revision: rev.clone(), replicas });
                 actions.push(Action::Publish(Notice::normal(
                     "RevisionCreated",
@@ -154,55 +266,116 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
             }
         }
     }
-    // A switch is one selector change. Before the desired revision's first pod exists the preview already
-    // points at it (it serves nothing until ready).
-    if selected(&observed.active_service) != Some(&plan.active) {
-        actions.push(Action::Select { preview: false, revision: plan.active.clone() });
-        if observed.active_service.is_some() {
-            let note = format!("active Service now selects revision {}", plan.active);
-            actions.push(Action::Publish(Notice::normal("Promoted", note)));
+}
+
+/// A switch is one selector change. Before the desired revision's first pod exists the preview already
+/// points at it (it serves nothing until ready). A Service that says something else than the operator's
+/// record (its selector or ports edited) is put back, with a warning.
+fn services(
+    md: &ModelDeployment,
+    observed: &Observed,
+    plan: &Plan,
+    recorded: Option<&String>,
+    actions: &mut Vec<Action>,
+) {
+    for (preview, observed, revision) in
+        [(false, &observed.active_service, &plan.active), (true, &observed.preview_service, &plan.preview)]
+    {
+        let name = if preview { format!("{}-preview", md.name_any()) } else { md.name_any() };
+        let Some(service) = observed else {
+            actions.push(Action::Select { preview, revision: revision.clone() });
+            continue;
+        };
+        let selects = selected(observed);
+        if selects != Some(revision) {
+            actions.push(Action::Select { preview, revision: revision.clone() });
+            if preview {
+                // The preview follows the newest revision; nothing to announce.
+            } else if recorded != Some(revision) {
+                let note = format!("active Service now selects revision {revision}");
+                actions.push(Action::Publish(Notice::normal("Promoted", note)));
+            } else {
+                let was = selects.map_or("no revision".to_string(), |r| format!("revision {r}"));
+                let note =
+                    format!("Service {name} selected {was}; set back to the active revision {revision}");
+                actions.push(Action::Publish(Notice::warning("ServiceCorrected", note)));
+            }
+        }
+        let want = build::service(md, preview, revision);
+        let drop_keys = extra_keys(service, &want);
+        if !drop_keys.is_empty() || ports(service) != ports(&want) {
+            let note = if drop_keys.is_empty() {
+                format!("Service {name}: its ports were edited; set back")
+            } else {
+                format!("Service {name}: selector keys {} removed", drop_keys.join(", "))
+            };
+            actions.push(Action::RestoreService { preview, drop_keys });
+            actions.push(Action::Publish(Notice::warning("ServiceCorrected", note)));
         }
     }
-    if selected(&observed.preview_service) != Some(&plan.preview) {
-        actions.push(Action::Select { preview: true, revision: plan.preview.clone() });
-    }
-    // Scale-downs last: a revision the active Service just stopped selecting is released only after the
-    // switch is written.
-    for d in &observed.deployments {
-        if let Some(rev) = revision_of(d)
-            && !plan.replicas.contains_key(rev)
-            && replicas_of(d).unwrap_or(1) > 0
-        {
+}
+
+/// Selector keys of `svc` that `want` does not have.
+fn extra_keys(svc: &Service, want: &Service) -> Vec<String> {
+    let keys = |s: &Service| s.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    let want = keys(want);
+    keys(svc).into_keys().filter(|k| !want.contains_key(k)).collect()
+}
+
+/// A Service's ports as (name, port, target port), in order.
+fn ports(svc: &Service) -> Vec<(Option<String>, i32, Option<String>)> {
+    let target = |p: &k8s_openapi::api::core::v1::ServicePort| {
+        p.target_port.as_ref().map(|t| match t {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+        })
+    };
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+    ports.into_iter().flatten().map(|p| (p.name.clone(), p.port, target(p))).collect()
+}
+
+/// Scale-downs last: a revision the active Service just stopped selecting is released only after the
+/// switch is written. Old revisions at zero beyond `revisionHistoryLimit` (the oldest first) are deleted;
+/// the kept ones lose their spent scale-down time.
+fn scale_downs(
+    md: &ModelDeployment,
+    observed: &Observed,
+    plan: &Plan,
+    world: &World<'_>,
+    actions: &mut Vec<Action>,
+) {
+    let clear = |d: &Deployment, actions: &mut Vec<Action>| {
+        if d.annotations().contains_key(SCALE_DOWN_AT_ANNOTATION) {
+            actions.push(Action::SetScaleDownAt { deployment: d.name_any(), at: None });
+        }
+    };
+    let referenced = [Some(&plan.active), plan.stable.as_ref(), Some(&plan.preview), Some(&world.desired)];
+    let mut history = Vec::new();
+    for d in owned(md, observed) {
+        let Some(rev) = revision_of(d).filter(|r| !plan.replicas.contains_key(*r)) else { continue };
+        if replicas_of(d).unwrap_or(1) > 0 {
             actions.push(Action::Scale { deployment: d.name_any(), replicas: 0 });
             actions
                 .push(Action::Publish(Notice::normal("ScaledDown", format!("scaled down revision {rev}"))));
+            clear(d, actions);
+        } else if !referenced.contains(&Some(rev)) {
+            history.push(d);
         }
     }
-    match build::hpa(md) {
-        Some(h) => {
-            let current = observed.hpa.as_ref().map(|c| (&c.spec, c.metadata.labels.as_ref()));
-            if current != Some((&h.spec, h.metadata.labels.as_ref())) {
-                actions.push(Action::ApplyHpa(Box::new(h)));
-            }
+    // Newest first (by creation; the name breaks ties), so the oldest go.
+    history.sort_by_key(|d| std::cmp::Reverse((d.metadata.creation_timestamp.clone(), d.name_any())));
+    let keep = md.spec.revision_history_limit.max(0) as usize;
+    for (i, d) in history.into_iter().enumerate() {
+        if i < keep {
+            clear(d, actions);
+        } else {
+            let rev = revision_of(d).cloned().unwrap_or_default();
+            actions.push(Action::DeleteRevision { deployment: d.name_any() });
+            actions.push(Action::Publish(Notice::normal(
+                "RevisionDeleted",
+                format!("deleted old revision {rev}"),
+            )));
         }
-        None => {
-            let uid = md.uid().unwrap_or_default();
-            if observed.hpa.iter().flat_map(|h| h.owner_references()).any(|o| o.uid == uid) {
-                actions.push(Action::DeleteHpa);
-            }
-        }
-    }
-    let stored = md.status.clone().unwrap_or_default();
-    if let Some(notice) = transition(&stored, &plan) {
-        actions.push(Action::Publish(notice));
-    }
-
-    let (status, conditions) = status(md, &world.revisions, &plan, &ns, preview_url);
-    Decision {
-        status,
-        conditions,
-        actions,
-        requeue: plan.wake_at.map(|t| Duration::from_secs((t - now).max(1) as u64)),
     }
 }
 
@@ -322,6 +495,7 @@ fn status(
         progress_started_at: time(plan.progress_started_at),
         preview_available_at: time(plan.preview_available_at),
         smoke_test: stored.smoke_test,
+        aborted_at: time(plan.aborted_at),
     };
     (status, conditions)
 }

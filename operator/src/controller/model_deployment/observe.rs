@@ -1,5 +1,5 @@
-//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services and its HPA, in
-//! one concurrent round trip.
+//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services, its HPA and the
+//! Deployment named like the desired revision, in one concurrent round trip.
 
 use super::build;
 use crate::api::v1alpha1::model_deployment::ModelDeployment;
@@ -21,6 +21,9 @@ pub struct Observed {
     pub preview_service: Option<Service>,
     /// `NAME`, the HorizontalPodAutoscaler.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// `NAME-REVISION` of the revision the spec asks for, whoever made it (a user's Deployment of that name
+    /// carries none of the operator's labels).
+    pub desired_deployment: Option<Deployment>,
 }
 
 pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Error> {
@@ -29,12 +32,14 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
-    let (deployments, active_service, preview_service, hpa) = tokio::try_join!(
-        async { deployments.list(&owned).await.map_err(call("read_deployments")) },
+    let labelled = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
+    let desired = format!("{name}-{}", build::revision(&md.spec, &build::served_name(md)));
+    let (listed, active_service, preview_service, hpa, desired_deployment) = tokio::try_join!(
+        async { deployments.list(&labelled).await.map_err(call("read_deployments")) },
         async { services.get_opt(&name).await.map_err(call("read_service")) },
         async { services.get_opt(&format!("{name}-preview")).await.map_err(call("read_service")) },
         async { hpas.get_opt(&name).await.map_err(call("read_hpa")) },
+        async { deployments.get_opt(&desired).await.map_err(call("read_deployments")) },
     )?;
-    Ok(Observed { deployments: deployments.items, active_service, preview_service, hpa })
+    Ok(Observed { deployments: listed.items, active_service, preview_service, hpa, desired_deployment })
 }

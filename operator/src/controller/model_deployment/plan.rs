@@ -49,6 +49,10 @@ pub struct World<'a> {
     /// `mizzen.dev/promote` and `mizzen.dev/abort`: the revision the command is for.
     pub promote: Option<String>,
     pub abort: Option<String>,
+    /// When status says the previous preview was aborted.
+    pub aborted_at: Option<i64>,
+    /// `mizzen.dev/retry`: a retry asked for at this time.
+    pub retry_at: Option<i64>,
     pub smoke: Smoke,
     pub now: i64,
 }
@@ -78,6 +82,8 @@ pub struct Plan {
     pub stable: Option<String>,
     pub progress_started_at: Option<i64>,
     pub preview_available_at: Option<i64>,
+    /// When the desired revision's rollout was aborted; it stays aborted while this is set.
+    pub aborted_at: Option<i64>,
     pub state: State,
     /// Run again at this time even if nothing changes (a delay or deadline ends).
     pub wake_at: Option<i64>,
@@ -108,6 +114,11 @@ pub fn plan(w: &World<'_>) -> Plan {
     let same_rollout = w.previous_preview.as_deref() == Some(desired.as_str());
     let (progress_started_at, preview_available_at) =
         if same_rollout { (w.progress_started_at, w.preview_available_at) } else { (None, None) };
+    // An abort lasts (it is not retried on every pass) until the spec changes or a later retry is asked for.
+    // (A retry dated in the future is not one yet.)
+    let retry_at = w.retry_at.filter(|&r| r <= w.now);
+    let aborted_at = w.aborted_at.filter(|&at| same_rollout && retry_at.is_none_or(|r| r <= at));
+    let deadline = bg.progress_deadline_seconds as i64;
     let mut p = Plan {
         replicas: BTreeMap::new(),
         scale_down_at: BTreeMap::new(),
@@ -116,6 +127,7 @@ pub fn plan(w: &World<'_>) -> Plan {
         stable: w.stable.clone(),
         progress_started_at,
         preview_available_at,
+        aborted_at: None,
         state: State::Healthy,
         wake_at: None,
     };
@@ -129,8 +141,8 @@ pub fn plan(w: &World<'_>) -> Plan {
             p.stable = Some(desired);
             p.progress_started_at = None;
         } else {
-            p.state = State::Progressing("NewRevisionCreated");
-            p.progress_started_at.get_or_insert(w.now);
+            let started = *p.progress_started_at.get_or_insert(w.now);
+            progressing_until(&mut p, "NewRevisionCreated", started, deadline, w.now);
         }
         return p;
     };
@@ -145,7 +157,8 @@ pub fn plan(w: &World<'_>) -> Plan {
             p.stable = Some(active.clone());
             p.progress_started_at = None;
         } else {
-            p.state = State::Progressing("ScalingActive");
+            let started = *p.progress_started_at.get_or_insert(w.now);
+            progressing_until(&mut p, "ScalingActive", started, deadline, w.now);
         }
         keep_warm(w, &mut p, &[&active]);
         return p;
@@ -159,14 +172,18 @@ pub fn plan(w: &World<'_>) -> Plan {
     // Paused time does not count: while paused the clock is stopped (not recorded), and it starts again
     // from the moment the rollout is resumed.
     let started = if w.spec.paused { w.now } else { p.progress_started_at.unwrap_or(w.now) };
-    let past_deadline = w.now - started > bg.progress_deadline_seconds as i64;
-    if w.commanded(&w.abort) || (past_deadline && bg.progress_deadline_abort && !w.available(&desired, 1)) {
+    let past_deadline = w.now - started > deadline;
+    let abort_now =
+        w.commanded(&w.abort) || (past_deadline && bg.progress_deadline_abort && !w.available(&desired, 1));
+    if abort_now || aborted_at.is_some() {
         p.active = stable.clone();
         p.replicas.insert(stable.clone(), full);
         p.replicas.insert(desired.clone(), 0);
         p.state = State::Degraded("RolloutAborted");
         p.progress_started_at = None;
         p.preview_available_at = None;
+        // A retry newer than the last abort that is aborted again (the command is still there) is a new abort.
+        p.aborted_at = Some(aborted_at.unwrap_or(w.now));
         keep_warm(w, &mut p, &[&stable, &active]);
         return p;
     }
@@ -185,7 +202,7 @@ pub fn plan(w: &World<'_>) -> Plan {
             p.state = State::Degraded("ProgressDeadlineExceeded");
         } else {
             p.state = State::Progressing("PreviewScalingUp");
-            p.wake_at = Some(started + bg.progress_deadline_seconds as i64 + 1);
+            p.wake_at = Some(started + deadline + 1);
         }
         keep_warm(w, &mut p, &[&active, &stable]);
         return p;
@@ -225,6 +242,17 @@ pub fn plan(w: &World<'_>) -> Plan {
     p.state = State::Progressing("ScalingForPromotion");
     keep_warm(w, &mut p, &[&active, &stable]);
     p
+}
+
+/// Progressing for `reason` until the progress deadline from `started`, then Degraded with
+/// `ProgressDeadlineExceeded` (there is no stable revision to abort to).
+fn progressing_until(p: &mut Plan, reason: &'static str, started: i64, deadline: i64, now: i64) {
+    if now - started > deadline {
+        p.state = State::Degraded("ProgressDeadlineExceeded");
+    } else {
+        p.state = State::Progressing(reason);
+        p.wake_at = Some(started + deadline + 1);
+    }
 }
 
 /// Moves active to the desired revision, which is available at full size; the old active stays warm for

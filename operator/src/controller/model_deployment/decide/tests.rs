@@ -36,7 +36,13 @@ impl Cluster {
     }
 
     fn decide(&self) -> Decision {
-        decide(&self.md, &self.observed, self.now)
+        let mut observed = self.observed.clone();
+        // The Deployment named like the desired revision, as observe reads it by name.
+        if observed.desired_deployment.is_none() {
+            let name = format!("iris-{}", self.desired());
+            observed.desired_deployment = observed.deployments.iter().find(|d| d.name_any() == name).cloned();
+        }
+        decide(&self.md, &observed, self.now)
     }
 
     fn deployment(&mut self, revision: &str) -> Option<&mut Deployment> {
@@ -48,8 +54,22 @@ impl Cluster {
         for action in &decision.actions {
             match action {
                 Action::CreateRevision { revision, replicas } => {
-                    let d = build::deployment(&self.md, revision, *replicas, &defaults());
+                    let mut d = build::deployment(&self.md, revision, *replicas, &defaults());
+                    d.metadata.creation_timestamp = Some(time(self.now));
                     self.observed.deployments.push(d);
+                }
+                Action::DeleteRevision { deployment } => {
+                    self.observed.deployments.retain(|d| &d.name_any() != deployment)
+                }
+                Action::RestoreService { preview, .. } => {
+                    let svc = if *preview {
+                        &mut self.observed.preview_service
+                    } else {
+                        &mut self.observed.active_service
+                    };
+                    let svc = svc.as_mut().unwrap();
+                    let revision = selected(&Some(svc.clone())).cloned().unwrap_or_default();
+                    svc.spec = build::service(&self.md, *preview, &revision).spec;
                 }
                 Action::Scale { deployment, replicas } => {
                     let d =
@@ -160,7 +180,7 @@ fn a_first_deploy_creates_the_revision_and_both_services_then_goes_healthy() {
             select(true, &a),
         ]
     );
-    assert_eq!(d.requeue, None, "the Deployment's status changes wake it");
+    assert_eq!(d.requeue, Some(Duration::from_secs(601)), "wakes at the progress deadline");
     let s = c.md.status.clone().unwrap();
     assert_eq!(s.phase, ModelDeploymentPhase::Progressing);
     assert_eq!((s.active_revision.as_deref(), s.stable_revision.as_deref()), (Some(a.as_str()), None));
@@ -247,7 +267,14 @@ fn a_manual_rollout_previews_waits_switches_and_keeps_the_old_revision_warm() {
     // After the delay the old revision goes, after the switch and with an event.
     c.now = warm_until + 1;
     let d = c.step();
-    assert_eq!(d.actions, [scale(&a, 0), publish("ScaledDown", format!("scaled down revision {a}"))]);
+    assert_eq!(
+        d.actions,
+        [
+            scale(&a, 0),
+            publish("ScaledDown", format!("scaled down revision {a}")),
+            Action::SetScaleDownAt { deployment: format!("iris-{a}"), at: None },
+        ]
+    );
     assert_eq!(c.decide().actions, [], "settled again");
 }
 
@@ -340,14 +367,12 @@ fn a_lost_active_service_is_recreated_on_the_stable_revision_without_a_promotion
 }
 
 #[test]
-fn a_service_pointing_at_no_revision_goes_back_to_stable() {
+fn a_service_pointing_at_no_revision_goes_back_to_the_active_one() {
     let (mut c, a) = given("").settled();
     c.observed.active_service = Some(build::service(&c.md, false, "r-gone"));
     let d = c.step();
-    assert_eq!(
-        d.actions,
-        [select(false, &a), publish("Promoted", format!("active Service now selects revision {a}"))]
-    );
+    let note = format!("Service iris selected revision r-gone; set back to the active revision {a}");
+    assert_eq!(d.actions, [select(false, &a), Action::Publish(Notice::warning("ServiceCorrected", note))]);
 }
 
 #[test]
@@ -373,4 +398,219 @@ fn old_revisions_left_at_size_without_a_deadline_are_scaled_down() {
     c.observed.deployments.push(old);
     assert_eq!(c.step().actions, [scale("rold", 0), publish("ScaledDown", "scaled down revision rold")]);
     assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a));
+}
+
+// --- A messy cluster: edited, conflicting and foreign objects, and rollouts that cannot finish. ----------
+
+/// A rollout of `b` whose pods never become available (say, a nodeSelector nothing matches).
+fn stuck_rollout(extra: &str) -> (Cluster, String, String) {
+    rolling_out_b(
+        given(&format!("strategy: {{blueGreen: {{progressDeadlineSeconds: 60{extra}}}}}")).settled(),
+    )
+}
+
+#[test]
+fn an_aborted_rollout_stays_aborted_until_retried_or_the_spec_changes() {
+    let (mut c, a, b) = stuck_rollout(", progressDeadlineAbort: true");
+    c.now += 61;
+    let d = c.step();
+    let aborted = Action::Publish(Notice::warning(
+        "Aborted",
+        format!("revision {b} did not become active; traffic stays on {a}"),
+    ));
+    assert_eq!(d.actions, [scale(&b, 0), aborted]);
+    assert_eq!(c.md.status.as_ref().unwrap().aborted_at, Some(time(NOW + 61)));
+    // Time passes: no restart, no second abort, no new event (the loop this replaces aborted every 2 s).
+    for _ in 0..5 {
+        c.now += 30;
+        let d = c.step();
+        assert_eq!((d.actions, d.requeue), (vec![], None));
+        assert_eq!(c.condition("Degraded"), ("True".into(), "RolloutAborted".into()));
+    }
+    // A retry dated before the abort, or in the future, does nothing.
+    c.annotate(RETRY_ANNOTATION, &(NOW + 10).to_string());
+    assert_eq!(c.decide().actions, []);
+    c.annotate(RETRY_ANNOTATION, &(c.now + 100).to_string());
+    assert_eq!(c.decide().actions, []);
+    // A later one starts the rollout again, with a fresh deadline.
+    let retry_at = Timestamp::from_second(NOW + 61).unwrap().checked_add(jiff_secs(1)).unwrap();
+    c.annotate(RETRY_ANNOTATION, &retry_at.to_string());
+    assert_eq!(c.step().actions, [scale(&b, 2)]);
+    assert_eq!(c.condition("Progressing"), ("True".into(), "PreviewScalingUp".into()));
+    assert_eq!(c.md.status.as_ref().unwrap().aborted_at, None);
+    // A new spec is a new rollout, aborted or not.
+    c.now += 61;
+    c.step();
+    assert_eq!(c.condition("Degraded"), ("True".into(), "RolloutAborted".into()));
+    let b2 = c.new_model("s3://m/b2.onnx");
+    let d = c.step();
+    assert_eq!(d.actions[0], Action::CreateRevision { revision: b2, replicas: 2 });
+    assert_eq!(c.phase(), ModelDeploymentPhase::Progressing);
+}
+
+fn jiff_secs(s: i64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(s)
+}
+
+#[test]
+fn a_commanded_abort_lasts_after_the_annotation_goes_until_a_retry() {
+    let (mut c, a, b) = rolling_out_b(given("strategy: {blueGreen: {autoPromotion: false}}").settled());
+    c.annotate(ABORT_ANNOTATION, &b);
+    c.step();
+    c.md.metadata.annotations.as_mut().unwrap().remove(ABORT_ANNOTATION);
+    c.now += 5;
+    assert_eq!(c.step().actions, []);
+    assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a));
+    c.annotate(RETRY_ANNOTATION, &c.now.to_string());
+    assert_eq!(c.step().actions, [scale(&b, 2)]);
+}
+
+/// Settled on `a`, then rolling out `b` (created, not yet available).
+fn rolling_out_b((mut c, a): (Cluster, String)) -> (Cluster, String, String) {
+    let b = c.new_model("s3://m/b.onnx");
+    c.step();
+    (c, a, b)
+}
+
+#[test]
+fn a_hand_edited_active_selector_is_set_back_not_taken_as_a_promotion() {
+    let (mut c, a, b) = rolling_out_b(given("strategy: {blueGreen: {autoPromotion: false}}").settled());
+    c.pods_ready(&b);
+    c.step();
+    assert_eq!(c.phase(), ModelDeploymentPhase::Paused);
+    // kubectl patch svc/iris: select the preview by hand.
+    c.observed.active_service = Some(build::service(&c.md, false, &b));
+    let d = c.step();
+    let note = format!("Service iris selected revision {b}; set back to the active revision {a}");
+    assert_eq!(d.actions, [select(false, &a), Action::Publish(Notice::warning("ServiceCorrected", note))]);
+    let s = c.md.status.clone().unwrap();
+    assert_eq!(s.active_revision, Some(a.clone()), "the operator's record decides what is active");
+    assert_eq!(c.phase(), ModelDeploymentPhase::Paused, "still waiting for the promotion");
+    assert!(!d.actions.iter().any(|x| matches!(x, Action::Scale { .. })), "nothing scaled down");
+}
+
+#[test]
+fn foreign_selector_keys_and_edited_ports_are_removed() {
+    let (mut c, _) = given("").settled();
+    let spec = c.observed.active_service.as_mut().unwrap().spec.as_mut().unwrap();
+    spec.selector.as_mut().unwrap().insert("tamper".into(), "x".into());
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [
+            Action::RestoreService { preview: false, drop_keys: vec!["tamper".into()] },
+            Action::Publish(Notice::warning(
+                "ServiceCorrected",
+                "Service iris: selector keys tamper removed"
+            )),
+        ]
+    );
+    assert_eq!(c.decide().actions, []);
+    let spec = c.observed.preview_service.as_mut().unwrap().spec.as_mut().unwrap();
+    spec.ports.as_mut().unwrap()[0].port = 9999;
+    let d = c.step();
+    assert_eq!(
+        d.actions,
+        [
+            Action::RestoreService { preview: true, drop_keys: vec![] },
+            Action::Publish(Notice::warning(
+                "ServiceCorrected",
+                "Service iris-preview: its ports were edited; set back"
+            )),
+        ]
+    );
+    assert_eq!(c.decide().actions, []);
+}
+
+#[test]
+fn a_users_deployment_with_a_revisions_name_is_reported_not_overwritten() {
+    let mut c = given("");
+    let a = c.desired();
+    let mut theirs = build::deployment(&c.md, &a, 1, &defaults());
+    theirs.metadata.owner_references = None;
+    theirs.metadata.labels = None;
+    c.observed.desired_deployment = Some(theirs);
+    let d = c.step();
+    let message = format!(
+        "Deployment iris-{a} not made by this ModelDeployment; the operator leaves it alone: delete or rename it"
+    );
+    assert_eq!(d.actions, [Action::Publish(Notice::warning("ChildConflict", message.clone()))]);
+    assert_eq!(d.requeue, Some(CONFLICT_RETRY), "such objects are not watched");
+    assert_eq!(c.phase(), ModelDeploymentPhase::Degraded);
+    assert_eq!(c.condition("Degraded"), ("True".into(), "ChildConflict".into()));
+    assert_eq!(c.step().actions, [], "said once");
+}
+
+#[test]
+fn a_users_service_is_never_taken_over_and_is_left_alone() {
+    let mut c = given("");
+    let mut theirs = build::service(&c.md, false, "theirs");
+    theirs.metadata.owner_references = None;
+    c.observed.active_service = Some(theirs.clone());
+    let d = c.step();
+    assert!(
+        matches!(&d.actions[..], [Action::Publish(n)] if n.reason == "ChildConflict" && n.note.starts_with("Service iris not made"))
+    );
+    assert_eq!(c.observed.active_service, Some(theirs), "untouched");
+    // Once the user removes it, the ModelDeployment deploys.
+    c.observed.active_service = None;
+    let d = c.step();
+    assert!(matches!(d.actions[0], Action::CreateRevision { .. }));
+    assert_eq!(c.phase(), ModelDeploymentPhase::Progressing);
+}
+
+#[test]
+fn labelled_deployments_someone_else_made_are_not_revisions() {
+    let (mut c, _) = given("").settled();
+    let mut copy = build::deployment(&c.md, "rcopy", 3, &defaults());
+    copy.metadata.owner_references = None;
+    c.observed.deployments.push(copy);
+    assert_eq!(c.decide().actions, [], "not scaled down, not deleted");
+}
+
+#[test]
+fn the_progress_deadline_holds_for_a_first_deploy_and_for_scaling_the_active_revision() {
+    let mut c = given("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
+    let a = c.desired();
+    let d = c.step();
+    assert_eq!(d.requeue, Some(Duration::from_secs(61)));
+    c.now += 61;
+    c.step();
+    assert_eq!(c.condition("Degraded"), ("True".into(), "ProgressDeadlineExceeded".into()));
+    assert_eq!(c.condition("Progressing"), ("False".into(), "ProgressDeadlineExceeded".into()));
+    c.pods_ready(&a);
+    c.step();
+    assert_eq!(c.phase(), ModelDeploymentPhase::Healthy, "recovers once available");
+
+    c.md.spec.replicas = 5;
+    c.step();
+    assert_eq!(c.condition("Progressing"), ("True".into(), "ScalingActive".into()));
+    c.now += 61;
+    c.step();
+    assert_eq!(c.condition("Degraded"), ("True".into(), "ProgressDeadlineExceeded".into()));
+    assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a), "traffic stays");
+}
+
+#[test]
+fn old_revisions_beyond_the_history_limit_are_deleted_oldest_first() {
+    let (mut c, first) =
+        given("revisionHistoryLimit: 1\nstrategy: {blueGreen: {scaleDownDelaySeconds: 0}}").settled();
+    let mut made = vec![first];
+    for i in 1..4 {
+        c.now += 10;
+        let r = c.new_model(&format!("s3://m/{i}.onnx"));
+        c.step();
+        c.pods_ready(&r);
+        for _ in 0..3 {
+            c.step();
+        }
+        made.push(r);
+    }
+    let left: Vec<String> = c.observed.deployments.iter().map(|d| d.name_any()).collect();
+    assert_eq!(
+        left,
+        [format!("iris-{}", made[2]), format!("iris-{}", made[3])],
+        "the active one and one for history"
+    );
+    assert_eq!(c.decide().actions, []);
 }

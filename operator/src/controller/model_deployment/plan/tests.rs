@@ -52,6 +52,8 @@ impl<'a> Given<'a> {
             preview_available_at: None,
             promote: None,
             abort: None,
+            aborted_at: None,
+            retry_at: None,
             smoke: Smoke::NotConfigured,
             now: 1000,
         }
@@ -243,6 +245,7 @@ enum Event {
     },
     Promote,
     Abort,
+    Retry,
     Scale(i32),
     Pause(bool),
     Time(i64),
@@ -254,6 +257,7 @@ fn event() -> impl Strategy<Value = Event> {
         (0u8..3, 0i32..6).prop_map(|(revision, available)| Event::Pods { revision, available }),
         Just(Event::Promote),
         Just(Event::Abort),
+        Just(Event::Retry),
         (0i32..5).prop_map(Event::Scale),
         any::<bool>().prop_map(Event::Pause),
         (1i64..120).prop_map(Event::Time),
@@ -269,6 +273,7 @@ struct Sim {
     previous_preview: Option<String>,
     progress_started_at: Option<i64>,
     preview_available_at: Option<i64>,
+    aborted_at: Option<i64>,
     now: i64,
 }
 
@@ -291,7 +296,8 @@ proptest! {
         let mut desired = name(0);
         let mut promote = None;
         let mut abort = None;
-        let mut sim = Sim { revisions: BTreeMap::new(), active: None, stable: None, previous_preview: None, progress_started_at: None, preview_available_at: None, now: 0 };
+        let mut retry = None;
+        let mut sim = Sim { revisions: BTreeMap::new(), active: None, stable: None, previous_preview: None, progress_started_at: None, preview_available_at: None, aborted_at: None, now: 0 };
         for e in events {
             match e {
                 Event::Spec(i) => { desired = name(i); promote = None; abort = None; }
@@ -300,6 +306,7 @@ proptest! {
                 }
                 Event::Promote => promote = Some(desired.clone()),
                 Event::Abort => abort = Some(desired.clone()),
+                Event::Retry => { abort = None; retry = Some(sim.now); }
                 Event::Scale(n) => spec.replicas = n,
                 Event::Pause(b) => spec.paused = b,
                 Event::Time(s) => sim.now += s,
@@ -315,6 +322,8 @@ proptest! {
                 preview_available_at: sim.preview_available_at,
                 promote: promote.clone(),
                 abort: abort.clone(),
+                aborted_at: sim.aborted_at,
+                retry_at: retry,
                 smoke: Smoke::NotConfigured,
                 now: sim.now,
             };
@@ -346,6 +355,12 @@ proptest! {
             if p.state == State::Degraded("RolloutAborted") {
                 prop_assert_eq!(Some(&p.active), sim.stable.as_ref().or(sim.active.as_ref()));
             }
+            // 6. An abort lasts until the spec changes or a later retry: never aborted, restarted, aborted again.
+            let retried = retry.is_some_and(|r| sim.aborted_at.is_some_and(|a| r > a));
+            if sim.aborted_at.is_some() && sim.previous_preview.as_ref() == Some(&desired) && !retried {
+                prop_assert_eq!(&p.state, &State::Degraded("RolloutAborted"));
+                prop_assert_eq!(p.aborted_at, sim.aborted_at, "the abort keeps its time");
+            }
 
             // Apply the plan to the simulated cluster.
             for (r, n) in &p.replicas {
@@ -366,6 +381,7 @@ proptest! {
             sim.previous_preview = Some(p.preview.clone());
             sim.progress_started_at = p.progress_started_at;
             sim.preview_available_at = p.preview_available_at;
+            sim.aborted_at = p.aborted_at;
         }
     }
 
