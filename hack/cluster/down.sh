@@ -6,17 +6,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CLUSTER_DIR=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
 [[ -d $CLUSTER_DIR ]] || exit 0
 
-stop() {
-  local name=$1 pidfile=$CLUSTER_DIR/$1.pid pid
-  [[ -f $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$pidfile"
-}
+# shellcheck source=stop.sh
+source "$HERE/stop.sh"
 
 # Reverse start order: clients of the API server first, etcd last.
 for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done

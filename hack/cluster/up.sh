@@ -51,6 +51,18 @@ if healthy; then
   log "already up: export KUBECONFIG=$KUBECONFIG_FILE"
   exit 0
 fi
+# Components that died are started again in place, with their state (certificates, etcd's data): a cluster
+# whose API server was killed comes back as it was, not as a fresh one.
+if [[ $MODE == local && -f $KUBECONFIG_FILE ]] && ls "$CLUSTER_DIR"/*.cmd >/dev/null 2>&1; then
+  for c in $(components); do
+    alive "$c" || "$HERE/restart.sh" "$c"
+  done
+  if healthy; then
+    log "restarted in place: export KUBECONFIG=$KUBECONFIG_FILE"
+    exit 0
+  fi
+  log "a restart in place did not bring the cluster back; starting afresh"
+fi
 
 # Leftovers of a broken earlier run go first.
 "$HERE/down.sh" >/dev/null 2>&1 || true
@@ -80,6 +92,8 @@ start() { # name args...
   # setsid: the component gets its own process group, so down.sh can stop it and all it spawned.
   setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$CLUSTER_DIR/$name.pid"
+  # The command line, for restart.sh.
+  printf '%q ' "$@" >"$CLUSTER_DIR/$name.cmd"
 }
 
 wait_for() { # what seconds command...

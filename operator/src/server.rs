@@ -2,19 +2,42 @@
 
 use axum::{Router, extract::State as AxumState, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the controllers share with the web server.
 #[derive(Clone)]
 pub struct State {
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    /// The last watch error, while the watches fail.
+    watch_error: Arc<Mutex<Option<String>>>,
 }
 
 impl State {
     pub fn new(registry: Registry) -> Self {
-        Self { registry: Arc::new(registry), ready: Arc::new(AtomicBool::new(false)) }
+        Self {
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(false)),
+            watch_error: Arc::default(),
+        }
+    }
+
+    /// Records that a watch failed (the API server unreachable, say): `/ready` fails until [`watches_ok`].
+    ///
+    /// [`watches_ok`]: State::watches_ok
+    pub fn watch_failed(&self, error: String) {
+        *self.watch_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// Records that the watches work again.
+    pub fn watches_ok(&self) {
+        self.watch_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The last watch error, while the watches fail.
+    pub fn watch_error(&self) -> Option<String> {
+        self.watch_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Marks the operator ready: CRDs installed and caches synced.
@@ -40,10 +63,12 @@ async fn metrics(AxumState(state): AxumState<State>) -> axum::response::Response
 }
 
 async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
-    if state.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the mizzen.dev CRDs and caches")
+    if !state.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the mizzen.dev CRDs and caches".to_string());
+    }
+    match state.watch_error() {
+        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("the watches fail: {error}")),
+        None => (StatusCode::OK, "ready".to_string()),
     }
 }
 
@@ -68,6 +93,21 @@ mod tests {
         assert_eq!(get(&state, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(get(&state, "/health").await.0, StatusCode::OK);
         state.set_ready(true);
+        assert_eq!(get(&state, "/ready").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn ready_fails_while_the_watches_fail_and_health_does_not() {
+        let state = State::new(Registry::default());
+        state.set_ready(true);
+        state.watch_failed("connection refused".into());
+        let (status, body) = get(&state, "/ready").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "the watches fail: connection refused")
+        );
+        assert_eq!(get(&state, "/health").await.0, StatusCode::OK);
+        state.watches_ok();
         assert_eq!(get(&state, "/ready").await.0, StatusCode::OK);
     }
 

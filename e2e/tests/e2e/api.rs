@@ -263,3 +263,53 @@ pub(crate) async fn operator_stops_cleanly_on_sigterm(cluster: Cluster) -> Resul
     ensure!(operator.log().contains("stopped"), "{}", operator.log());
     Ok(())
 }
+
+/// The API server goes away and comes back (restarted in place, its state kept): the operator's `/ready`
+/// fails while it is gone and says why, `/health` stays 200, and both recover by themselves; a
+/// ModelDeployment made before is still served and reconciled after. Runs alone: it stops the cluster's
+/// API server. Needs the local cluster (restart.sh); with kind it is skipped.
+pub(crate) async fn operator_is_unready_while_the_api_server_is_gone(cluster: Cluster) -> Result<()> {
+    let restart = repo_root().join("hack/cluster/restart.sh");
+    let cluster_dir = cluster.kubeconfig.parent().context("kubeconfig has a directory")?.to_path_buf();
+    if !cluster_dir.join("kube-apiserver.cmd").exists() {
+        println!("    skipped: not the local cluster (restart.sh restarts its components in place)");
+        return Ok(());
+    }
+    crate::install_crds(cluster.clone()).await?;
+    let ns = cluster.namespace("api-outage")?;
+    let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(MDEP.replace("registry://iris@champion", "s3://models/iris.onnx").as_str())?;
+    ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
+    let sh = |args: &[&str]| -> Result<()> {
+        let out =
+            std::process::Command::new(&restart).args(args).env("CLUSTER_DIR", &cluster_dir).output()?;
+        ensure!(out.status.success(), "restart.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    sh(&["kube-apiserver", "--stop"])?;
+    let outage = async {
+        let body = wait_until("/ready to fail", Duration::from_secs(60), || async {
+            operator.get("/ready").await.ok().filter(|(code, _)| *code == 503).map(|(_, body)| body)
+        })
+        .await?;
+        ensure!(body.contains("the watches fail"), "{body}");
+        let (health, _) = operator.get("/health").await?;
+        ensure!(health == 200, "/health answered {health} while only the API server is gone");
+        Ok(())
+    };
+    // Whatever happened, the API server comes back for the other tests.
+    let result = outage.await;
+    sh(&["kube-apiserver"])?;
+    result?;
+    wait_until("/ready to recover", Duration::from_secs(60), || async {
+        operator.get("/ready").await.ok().filter(|(code, _)| *code == 200)
+    })
+    .await?;
+    // The same cluster (the namespace and its object survived), and the operator still reconciles it.
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "2"]).ok()?;
+    ns.wait_for::<ModelDeployment, _>("iris", "two available replicas", Duration::from_secs(60), |s| {
+        (s.available_replicas == 2).then_some(())
+    })
+    .await?;
+    Ok(())
+}

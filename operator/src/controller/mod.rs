@@ -350,9 +350,9 @@ pub async fn run(
         defaults: settings.defaults.clone(),
         http: reqwest::Client::new(),
     });
-    let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &shutdown);
-    let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &shutdown);
-    let (fs, fs_store) = controller::<FeatureSet>(&client, &settings, &ctx, &shutdown);
+    let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &state, &shutdown);
+    let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &state, &shutdown);
+    let (fs, fs_store) = controller::<FeatureSet>(&client, &settings, &ctx, &state, &shutdown);
     let ready = async {
         let synced = tokio::try_join!(md_store, tj_store, fs_store);
         if synced.is_ok() {
@@ -360,8 +360,28 @@ pub async fn run(
             state.set_ready(true);
         }
     };
-    tokio::join!(md, tj, fs, ready);
+    let recovery = watch_recovery(&client, &settings.scope, &state, &shutdown);
+    tokio::join!(md, tj, fs, ready, recovery);
     state.set_ready(false);
+}
+
+/// While the watches fail, asks the API server every two seconds whether it answers again: once it does
+/// the watches (which retry on their own, with backoff) are taken as healthy and `/ready` recovers, also
+/// when no object changes to show it.
+async fn watch_recovery(client: &Client, scope: &Scope, state: &State, shutdown: &CancellationToken) {
+    let lp = ListParams::default().limit(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if state.watch_error().is_some()
+            && scope.api::<ModelDeployment>(client).list_metadata(&lp).await.is_ok()
+        {
+            tracing::info!("the API server answers again");
+            state.watches_ok();
+        }
+    }
 }
 
 type Synced = std::pin::Pin<
@@ -372,6 +392,7 @@ fn controller<K: Kind>(
     client: &Client,
     settings: &Settings,
     ctx: &Arc<Context>,
+    state: &State,
     shutdown: &CancellationToken,
 ) -> (impl Future<Output = ()> + use<K>, Synced) {
     let children = Children {
@@ -388,10 +409,18 @@ fn controller<K: Kind>(
     let store = controller.store();
     let synced: Synced = Box::pin(async move { store.wait_until_ready().await });
     let ctx = ctx.clone();
-    let run = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "controller event");
+    let state = state.clone();
+    let run = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(move |result| {
+        match result {
+            // A watch failed: not ready until the API server answers again.
+            Err(kube::runtime::controller::Error::QueueError(error)) => {
+                tracing::warn!(kind = kind_name::<K>(), %error, "watch failed");
+                state.watch_failed(error.to_string());
+            }
+            Err(error) => tracing::debug!(%error, "controller event"),
+            Ok(_) => {}
         }
+        async {}
     });
     (run, synced)
 }
