@@ -181,6 +181,26 @@ impl Namespace {
         api.get(name).await.with_context(|| format!("get {}/{name}", K::kind(&())))
     }
 
+    /// Every object of a kind in this namespace, typed (any Kubernetes kind).
+    pub async fn list<K>(&self) -> Result<Vec<K>>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.cluster.client.clone(), &self.name);
+        Ok(api.list(&Default::default()).await.with_context(|| format!("list {}", K::kind(&())))?.items)
+    }
+
+    /// How many times an event with this reason was recorded about the object `name`: events of the same
+    /// reason are one Event whose series counts the repeats.
+    pub async fn events(&self, name: &str, reason: &str) -> Result<i32> {
+        let events = self.list::<k8s_openapi::api::events::v1::Event>().await?;
+        let about = |e: &&k8s_openapi::api::events::v1::Event| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        };
+        Ok(events.iter().filter(about).map(|e| e.series.as_ref().map_or(1, |s| s.count)).sum())
+    }
+
     /// The status of a Mizzen object (empty while none is written).
     pub async fn status<K: Kind>(&self, name: &str) -> Result<K::Status> {
         Ok(self.get::<K>(name).await?.status().cloned().unwrap_or_default())

@@ -306,11 +306,18 @@ pub(crate) async fn model_deployment_progress_deadline_degrades(cluster: Cluster
 
 // --- A messy cluster: tampering with kubectl, foreign objects, rollouts that cannot finish. -------------
 
-/// The number of events with this reason about `iris`.
-fn events_with_reason(ns: &Namespace, reason: &str) -> Result<usize> {
-    let selector = format!("involvedObject.name=iris,reason={reason}");
-    let out = ns.kubectl(&["get", "events", "--field-selector", &selector, "-o", "name"]).ok()?;
-    Ok(out.lines().count())
+/// How many times an event with this reason was recorded about `iris`.
+async fn events_with_reason(ns: &Namespace, reason: &str) -> Result<i32> {
+    ns.events("iris", reason).await
+}
+
+/// Then: at least `n` events with this reason about `iris` (an event is published just after its write).
+async fn then_events(ns: &Namespace, reason: &str, n: i32) -> Result<()> {
+    let what = format!("{n} {reason} event(s)");
+    wait_until(&what, Duration::from_secs(10), || async {
+        (events_with_reason(ns, reason).await.ok()? >= n).then_some(())
+    })
+    .await
 }
 
 /// Holds the pods of a revision unready (before minReadySeconds makes them available).
@@ -332,6 +339,7 @@ pub(crate) async fn model_deployment_sets_hand_edited_services_back(cluster: Clu
     let ns = cluster.namespace("tamper")?;
     let bg = "{autoPromotion: false}";
     let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
+    let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
     when_applied(&ns, V2, bg)?;
     let second = then(&ns, "the preview waiting for promotion", 30, |s| {
         true_reason(s, "Paused").and(s.preview_revision.clone()).filter(|p| p != &first)
@@ -347,6 +355,9 @@ pub(crate) async fn model_deployment_sets_hand_edited_services_back(cluster: Clu
     ensure!(s.active_revision.as_ref() == Some(&first), "the edit was taken as a promotion: {s:?}");
     ensure!(true_reason(&s, "Paused").is_some(), "no longer waiting for the promotion: {s:?}");
     ensure!(replicas_of(&ns, &first).await == Some(2), "the active revision was scaled down");
+    // Up to here the active Service only ever selected fully available pods (the hand edit pointed it at a
+    // preview that was fully available); the extra key below empties it until it is removed.
+    assert_active_always_fully_available(&recorder.finish().await, 2)?;
 
     ns.kubectl(&["patch", "svc", "iris", "--type", "merge", "-p", r#"{"spec":{"selector":{"tamper":"x"}}}"#])
         .ok()?;
@@ -356,8 +367,8 @@ pub(crate) async fn model_deployment_sets_hand_edited_services_back(cluster: Clu
             .then_some(())
     })
     .await?;
-    ensure!(events_with_reason(&ns, "ServiceCorrected")? >= 2, "no ServiceCorrected events");
-    ensure!(events_with_reason(&ns, "Promoted")? == 0, "a Promoted event for a hand edit");
+    then_events(&ns, "ServiceCorrected", 2).await?;
+    ensure!(events_with_reason(&ns, "Promoted").await? == 0, "a Promoted event for a hand edit");
     Ok(())
 }
 
@@ -367,6 +378,7 @@ pub(crate) async fn model_deployment_abort_lasts_until_retried(cluster: Cluster)
     let ns = cluster.namespace("abort-lasts")?;
     let bg = "{minReadySeconds: 2, progressDeadlineSeconds: 4, progressDeadlineAbort: true}";
     let (_operator, first) = given_a_served_model_deployment(&cluster, &ns, bg).await?;
+    let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
     when_applied(&ns, V2, bg)?;
     let second =
         then(&ns, "the new revision", 10, |s| s.preview_revision.clone().filter(|p| p != &first)).await?;
@@ -380,7 +392,8 @@ pub(crate) async fn model_deployment_abort_lasts_until_retried(cluster: Cluster)
         ensure!(replicas_of(&ns, &second).await == Some(0), "the aborted revision was scaled up again");
         ensure!(true_reason(&status(&ns).await?, "Degraded").as_deref() == Some("RolloutAborted"));
     }
-    ensure!(events_with_reason(&ns, "Aborted")? == 1, "aborted more than once");
+    ensure!(events_with_reason(&ns, "Aborted").await? == 1, "aborted more than once");
+    assert_active_always_fully_available(&recorder.finish().await, 2)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     when_annotated(&ns, "mizzen.dev/retry", &now.to_string())?;
     then_revision_has(&ns, "the retried revision scaled up", &second, 2).await?;
@@ -406,7 +419,8 @@ pub(crate) async fn model_deployment_leaves_a_users_service_alone(cluster: Clust
         after.spec.as_ref().map(|s| (&s.selector, &s.ports))
             == before.spec.as_ref().map(|s| (&s.selector, &s.ports))
     );
-    ensure!(events_with_reason(&ns, "ChildConflict")? == 1);
+    then_events(&ns, "ChildConflict", 1).await?;
+    ensure!(events_with_reason(&ns, "ChildConflict").await? == 1, "said more than once");
     ns.kubectl(&["delete", "mdep", "iris", "--wait=true"]).ok()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(ns.get::<Service>("iris").await.is_ok(), "the user's Service went with the ModelDeployment");
@@ -453,6 +467,7 @@ pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: 
         .ok()?;
     ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
 
+    let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
     let history =
         |uri: &str| mdep(uri, bg).replace("  replicas: 2\n", "  replicas: 2\n  revisionHistoryLimit: 1\n");
     for (i, uri) in [V2, V3, "s3://models/iris-v4.onnx"].into_iter().enumerate() {
@@ -467,6 +482,7 @@ pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: 
         (out.lines().count() == 2).then_some(())
     })
     .await?;
-    ensure!(events_with_reason(&ns, "RevisionDeleted")? >= 2);
+    then_events(&ns, "RevisionDeleted", 2).await?;
+    assert_active_always_fully_available(&recorder.finish().await, 2)?;
     Ok(())
 }
