@@ -456,4 +456,22 @@ impl Children {
     {
         controller.owns(self.scope.api::<C>(&self.client), self.config.clone())
     }
+
+    /// Adds a watch on `C` objects that `K` does not own but that carry its name in `label` (the
+    /// EndpointSlices of a Service, which copy the Service's labels), so a change of them wakes it.
+    pub fn watch_labelled<K: Kind, C>(&self, controller: Controller<K>, label: &'static str) -> Controller<K>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        controller.watches(self.scope.api::<C>(&self.client), self.config.clone(), move |c: C| {
+            let name = c.labels().get(label)?.clone();
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&c.namespace()?))
+        })
+    }
 }

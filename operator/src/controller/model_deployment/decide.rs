@@ -16,6 +16,7 @@ use crate::controller::{self, Notice};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -164,7 +165,8 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
     let world = world(md, observed, desired.clone(), now);
     let plan = plan::plan(&world);
     let stored = md.status.clone().unwrap_or_default();
-    let (mut status, mut conditions) = status(md, &world.revisions, &plan, &ns, preview_url.clone());
+    let (mut status, mut conditions) =
+        status(md, observed, &world.revisions, &plan, &ns, preview_url.clone());
 
     // Objects with a child's name that this ModelDeployment did not make are never taken over.
     let conflicts = conflicts(md, observed, &desired);
@@ -404,7 +406,12 @@ fn transition(old: &ModelDeploymentStatus, plan: &Plan) -> Option<Notice> {
     }
 }
 
-fn desired_conditions(plan: &Plan, active_available: bool) -> (ModelDeploymentPhase, Vec<Desired>) {
+fn desired_conditions(
+    plan: &Plan,
+    active_available: bool,
+    endpoints: i32,
+    full: i32,
+) -> (ModelDeploymentPhase, Vec<Desired>) {
     let c = Desired::new;
     let (phase, progressing, paused, degraded) = match &plan.state {
         State::Healthy => (
@@ -447,18 +454,34 @@ fn desired_conditions(plan: &Plan, active_available: bool) -> (ModelDeploymentPh
             format!("revision {} is not fully available", plan.active),
         )
     };
-    let ready = c(
-        "Ready",
-        if active_available { TRUE } else { FALSE },
-        if active_available { "Serving" } else { "NotServing" },
-        format!("the Service serves revision {}", plan.active),
-    );
+    // Ready is judged by what the Service really sends traffic to, not only by the revision's Deployment.
+    let ready = if !active_available {
+        c("Ready", FALSE, "NotServing", format!("the Service serves revision {}", plan.active))
+    } else if endpoints < full {
+        let message = format!("the Service sends traffic to {endpoints} ready pod(s) of {full}");
+        c("Ready", FALSE, "NotServing", message)
+    } else {
+        c("Ready", TRUE, "Serving", format!("the Service serves revision {}", plan.active))
+    };
     (phase, vec![ready, available, progressing, paused, degraded])
+}
+
+/// The ready endpoints of a Service's EndpointSlices (each address once: slices may overlap while they are
+/// rewritten). An endpoint whose readiness is not given counts as ready, as the API says.
+fn ready_endpoints(slices: &[EndpointSlice]) -> i32 {
+    let ready = slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter_map(|e| e.addresses.first())
+        .collect::<std::collections::BTreeSet<_>>();
+    ready.len() as i32
 }
 
 /// The status the plan gives: what serves, how big it is, and the rollout's clocks.
 fn status(
     md: &ModelDeployment,
+    observed: &Observed,
     revisions: &[Revision],
     plan: &Plan,
     ns: &str,
@@ -469,8 +492,9 @@ fn status(
     let active = revisions.iter().find(|r| r.name == plan.active);
     let preview = revisions.iter().find(|r| r.name == plan.preview);
     let available = active.map_or(0, |r| r.available);
+    let active_available = active.is_some_and(|r| r.available >= full && r.replicas >= full);
     let (phase, conditions) =
-        desired_conditions(plan, active.is_some_and(|r| r.available >= full && r.replicas >= full));
+        desired_conditions(plan, active_available, ready_endpoints(&observed.endpoints), full);
     let stored = md.status.clone().unwrap_or_default();
     let status = ModelDeploymentStatus {
         observed_generation: md.metadata.generation,

@@ -19,6 +19,7 @@ use crate::api::v1alpha1::model_deployment::ModelDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::{Action, Controller};
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ impl Kind for ModelDeployment {
     fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {
         let c = children.watch::<Self, Deployment>(c);
         let c = children.watch::<Self, Service>(c);
+        let c = children.watch_labelled::<Self, EndpointSlice>(c, build::MODEL_DEPLOYMENT_LABEL);
         children.watch::<Self, HorizontalPodAutoscaler>(c)
     }
 }

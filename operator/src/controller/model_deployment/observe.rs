@@ -1,5 +1,6 @@
-//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services, its HPA and the
-//! Deployment named like the desired revision, in one concurrent round trip.
+//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services, its HPA, the
+//! active Service's EndpointSlices and the Deployment named like the desired revision, in one concurrent
+//! round trip.
 
 use super::build;
 use crate::api::v1alpha1::model_deployment::ModelDeployment;
@@ -7,6 +8,7 @@ use crate::controller::{Context, Error, call, namespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
@@ -21,6 +23,8 @@ pub struct Observed {
     pub preview_service: Option<Service>,
     /// `NAME`, the HorizontalPodAutoscaler.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// The EndpointSlices of the active Service: what it really sends traffic to.
+    pub endpoints: Vec<EndpointSlice>,
     /// `NAME-REVISION` of the revision the spec asks for, whoever made it (a user's Deployment of that name
     /// carries none of the operator's labels).
     pub desired_deployment: Option<Deployment>,
@@ -32,14 +36,24 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    let of_active = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
     let labelled = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
     let desired = format!("{name}-{}", build::revision(&md.spec, &build::served_name(md)));
-    let (listed, active_service, preview_service, hpa, desired_deployment) = tokio::try_join!(
+    let (listed, active_service, preview_service, hpa, desired_deployment, endpoints) = tokio::try_join!(
         async { deployments.list(&labelled).await.map_err(call("read_deployments")) },
         async { services.get_opt(&name).await.map_err(call("read_service")) },
         async { services.get_opt(&format!("{name}-preview")).await.map_err(call("read_service")) },
         async { hpas.get_opt(&name).await.map_err(call("read_hpa")) },
         async { deployments.get_opt(&desired).await.map_err(call("read_deployments")) },
+        async { slices.list(&of_active).await.map_err(call("read_endpoints")) },
     )?;
-    Ok(Observed { deployments: listed.items, active_service, preview_service, hpa, desired_deployment })
+    Ok(Observed {
+        deployments: listed.items,
+        active_service,
+        preview_service,
+        hpa,
+        endpoints: endpoints.items,
+        desired_deployment,
+    })
 }

@@ -7,6 +7,7 @@ use super::*;
 use crate::api::v1alpha1::model_deployment::{ModelDeploymentSpec, SmokeTestStatus};
 use crate::conditions;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ struct Cluster {
     md: ModelDeployment,
     observed: Observed,
     now: i64,
+    /// Set when a test gives the EndpointSlices itself instead of the stand-in endpoints controller.
+    endpoints_fixed: bool,
 }
 
 fn given(yaml: &str) -> Cluster {
@@ -26,7 +29,7 @@ fn given(yaml: &str) -> Cluster {
     md.metadata.namespace = Some("ml".into());
     md.metadata.uid = Some("uid-iris".into());
     md.metadata.generation = Some(1);
-    Cluster { md, observed: Observed::default(), now: NOW }
+    Cluster { md, observed: Observed::default(), now: NOW, endpoints_fixed: false }
 }
 
 impl Cluster {
@@ -37,6 +40,9 @@ impl Cluster {
 
     fn decide(&self) -> Decision {
         let mut observed = self.observed.clone();
+        if !self.endpoints_fixed {
+            observed.endpoints = self.endpoint_slices();
+        }
         // The Deployment named like the desired revision, as observe reads it by name.
         if observed.desired_deployment.is_none() {
             let name = format!("iris-{}", self.desired());
@@ -101,6 +107,38 @@ impl Cluster {
         status.conditions =
             conditions::merge(&stored.conditions, &decision.conditions, Some(1), time(self.now));
         self.md.status = Some(status);
+    }
+
+    /// The endpoints controller: the active Service's EndpointSlice holds the available pods of the
+    /// revisions its whole selector matches.
+    fn endpoint_slices(&self) -> Vec<EndpointSlice> {
+        let Some(selector) =
+            self.observed.active_service.as_ref().and_then(|s| s.spec.as_ref()?.selector.clone())
+        else {
+            return vec![];
+        };
+        let matches = |d: &Deployment| {
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref()?.labels.clone())
+                .unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        let endpoints = self
+            .observed
+            .deployments
+            .iter()
+            .filter(|d| matches(d))
+            .flat_map(|d| {
+                let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+                (0..available).map(move |i| k8s_openapi::api::discovery::v1::Endpoint {
+                    addresses: vec![format!("{}-{i}", d.name_any())],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        vec![EndpointSlice { endpoints, ..Default::default() }]
     }
 
     /// Decides and applies; returns the decision.
@@ -613,4 +651,34 @@ fn old_revisions_beyond_the_history_limit_are_deleted_oldest_first() {
         "the active one and one for history"
     );
     assert_eq!(c.decide().actions, []);
+}
+
+#[test]
+fn ready_is_judged_by_the_services_endpoints_not_only_by_the_revision() {
+    let (mut c, a) = given("").settled();
+    assert_eq!(c.condition("Ready"), ("True".into(), "Serving".into()));
+    // The Deployment says 2 available, but the Service reaches one ready pod (one failing its readiness
+    // probe after minReadySeconds, or an edit of the selector not yet undone).
+    c.endpoints_fixed = true;
+    let ready = |n: i32| k8s_openapi::api::discovery::v1::Endpoint {
+        addresses: vec![format!("10.0.0.{n}")],
+        conditions: Some(k8s_openapi::api::discovery::v1::EndpointConditions {
+            ready: Some(n == 1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.observed.endpoints = vec![EndpointSlice { endpoints: vec![ready(1), ready(2)], ..Default::default() }];
+    c.step();
+    assert_eq!(c.condition("Ready"), ("False".into(), "NotServing".into()));
+    assert_eq!(c.condition("Available"), ("True".into(), "ActiveRevisionAvailable".into()));
+    assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a));
+    // Both ready (the same address listed in two slices counts once).
+    let both = EndpointSlice { endpoints: vec![ready(1), ready(1)], ..Default::default() };
+    c.observed.endpoints = vec![both, EndpointSlice { endpoints: vec![ready(1)], ..Default::default() }];
+    c.step();
+    assert_eq!(c.condition("Ready").0, "False");
+    c.endpoints_fixed = false;
+    c.step();
+    assert_eq!(c.condition("Ready"), ("True".into(), "Serving".into()));
 }
