@@ -25,17 +25,20 @@ use crate::conditions::{self, Desired};
 use crate::metrics::Metrics;
 use crate::server::State;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, reflector as reflect, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +65,8 @@ pub struct Defaults {
 /// What every reconcile gets: the client, one shared event recorder and the metrics.
 pub struct Context {
     pub client: Client,
+    /// The operator's Services' EndpointSlices, kept by a watch (read from here, not listed per reconcile).
+    pub endpoint_slices: Store<EndpointSlice>,
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub defaults: Defaults,
@@ -343,18 +348,32 @@ pub async fn run(
         return;
     }
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    // One watch of the EndpointSlices of the operator's Services (they copy its label): it fills the cache
+    // reconciles read, and its events wake the ModelDeployment they belong to.
+    let (slices, writer) = reflector::store::<EndpointSlice>();
+    let slice_events = reflect(writer, watcher::watcher(settings.scope.api(&client), children_config()))
+        .touched_objects()
+        .boxed();
+    let slices_synced = {
+        let slices = slices.clone();
+        async move { slices.wait_until_ready().await }
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
+        endpoint_slices: slices,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         defaults: settings.defaults.clone(),
         http: reqwest::Client::new(),
     });
-    let (md, md_store) = controller::<ModelDeployment>(&client, &settings, &ctx, &state, &shutdown);
-    let (tj, tj_store) = controller::<TrainingJob>(&client, &settings, &ctx, &state, &shutdown);
-    let (fs, fs_store) = controller::<FeatureSet>(&client, &settings, &ctx, &state, &shutdown);
+    let slice_events = Arc::new(Mutex::new(Some(slice_events)));
+    let (md, md_store) =
+        controller::<ModelDeployment>(&client, &settings, &ctx, &state, &slice_events, &shutdown);
+    let (tj, tj_store) =
+        controller::<TrainingJob>(&client, &settings, &ctx, &state, &slice_events, &shutdown);
+    let (fs, fs_store) = controller::<FeatureSet>(&client, &settings, &ctx, &state, &slice_events, &shutdown);
     let ready = async {
-        let synced = tokio::try_join!(md_store, tj_store, fs_store);
+        let synced = tokio::try_join!(md_store, tj_store, fs_store, slices_synced);
         if synced.is_ok() {
             tracing::info!("caches synced; ready");
             state.set_ready(true);
@@ -388,19 +407,24 @@ type Synced = std::pin::Pin<
     Box<dyn Future<Output = Result<(), kube::runtime::reflector::store::WriterDropped>> + Send>,
 >;
 
+/// The watch configuration of children: only objects with the operator's label.
+fn children_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).any_semantic()
+}
+
 fn controller<K: Kind>(
     client: &Client,
     settings: &Settings,
     ctx: &Arc<Context>,
     state: &State,
+    slice_events: &SliceEvents,
     shutdown: &CancellationToken,
 ) -> (impl Future<Output = ()> + use<K>, Synced) {
     let children = Children {
         client: client.clone(),
         scope: settings.scope.clone(),
-        config: watcher::Config::default()
-            .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
-            .any_semantic(),
+        config: children_config(),
+        slice_events: slice_events.clone(),
     };
     let controller =
         Controller::new(settings.scope.api::<K>(client), watcher::Config::default().any_semantic())
@@ -435,11 +459,15 @@ pub(crate) fn not_implemented(type_: &'static str, what: &str) -> Vec<Desired> {
     )]
 }
 
+/// The events of the EndpointSlice cache, for the one kind that follows them (taken once).
+type SliceEvents = Arc<Mutex<Option<BoxStream<'static, Result<EndpointSlice, watcher::Error>>>>>;
+
 /// How a controller watches its children: in its scope, only objects with the operator's label.
 pub struct Children {
     client: Client,
     scope: Scope,
     config: watcher::Config,
+    slice_events: SliceEvents,
 }
 
 impl Children {
@@ -457,21 +485,19 @@ impl Children {
         controller.owns(self.scope.api::<C>(&self.client), self.config.clone())
     }
 
-    /// Adds a watch on `C` objects that `K` does not own but that carry its name in `label` (the
-    /// EndpointSlices of a Service, which copy the Service's labels), so a change of them wakes it.
-    pub fn watch_labelled<K: Kind, C>(&self, controller: Controller<K>, label: &'static str) -> Controller<K>
-    where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        controller.watches(self.scope.api::<C>(&self.client), self.config.clone(), move |c: C| {
-            let name = c.labels().get(label)?.clone();
-            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&c.namespace()?))
+    /// Wakes `K` on changes of the EndpointSlices of its Services, which carry its name in `label` (they copy
+    /// the Service's labels); the slices themselves are read from [`Context::endpoint_slices`].
+    pub fn watch_endpoint_slices<K: Kind>(
+        &self,
+        controller: Controller<K>,
+        label: &'static str,
+    ) -> Controller<K> {
+        let Some(events) = self.slice_events.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return controller;
+        };
+        controller.watches_stream(events, move |slice: EndpointSlice| {
+            let name = slice.labels().get(label)?.clone();
+            Some(reflector::ObjectRef::new(&name).within(&slice.namespace()?))
         })
     }
 }

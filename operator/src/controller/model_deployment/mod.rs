@@ -19,7 +19,6 @@ use crate::api::v1alpha1::model_deployment::ModelDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::{Action, Controller};
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ impl Kind for ModelDeployment {
     fn owns(c: Controller<Self>, children: &Children) -> Controller<Self> {
         let c = children.watch::<Self, Deployment>(c);
         let c = children.watch::<Self, Service>(c);
-        let c = children.watch_labelled::<Self, EndpointSlice>(c, build::MODEL_DEPLOYMENT_LABEL);
+        let c = children.watch_endpoint_slices::<Self>(c, build::MODEL_DEPLOYMENT_LABEL);
         children.watch::<Self, HorizontalPodAutoscaler>(c)
     }
 }

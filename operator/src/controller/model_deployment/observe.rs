@@ -1,6 +1,6 @@
-//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services, its HPA, the
-//! active Service's EndpointSlices and the Deployment named like the desired revision, in one concurrent
-//! round trip.
+//! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services and its HPA in
+//! one concurrent round trip; the Deployment named like the desired revision when that list lacks it; and
+//! the active Service's EndpointSlices from the operator's cache.
 
 use super::build;
 use crate::api::v1alpha1::model_deployment::ModelDeployment;
@@ -36,24 +36,34 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
-    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
-    let of_active = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
     let labelled = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
     let desired = format!("{name}-{}", build::revision(&md.spec, &build::served_name(md)));
-    let (listed, active_service, preview_service, hpa, desired_deployment, endpoints) = tokio::try_join!(
+    let (listed, active_service, preview_service, hpa) = tokio::try_join!(
         async { deployments.list(&labelled).await.map_err(call("read_deployments")) },
         async { services.get_opt(&name).await.map_err(call("read_service")) },
         async { services.get_opt(&format!("{name}-preview")).await.map_err(call("read_service")) },
         async { hpas.get_opt(&name).await.map_err(call("read_hpa")) },
-        async { deployments.get_opt(&desired).await.map_err(call("read_deployments")) },
-        async { slices.list(&of_active).await.map_err(call("read_endpoints")) },
     )?;
+    // Someone else's Deployment of that name carries none of the labels: read it by name, when the list
+    // does not have it.
+    let desired_deployment = match listed.items.iter().find(|d| d.name_any() == desired) {
+        Some(ours) => Some(ours.clone()),
+        None => deployments.get_opt(&desired).await.map_err(call("read_deployments"))?,
+    };
+    let endpoints = ctx
+        .endpoint_slices
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| s.labels().get("kubernetes.io/service-name") == Some(&name))
+        .map(|s| (*s).clone())
+        .collect();
     Ok(Observed {
         deployments: listed.items,
         active_service,
         preview_service,
         hpa,
-        endpoints: endpoints.items,
+        endpoints,
         desired_deployment,
     })
 }
