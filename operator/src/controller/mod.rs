@@ -351,9 +351,14 @@ pub async fn run(
     // One watch of the EndpointSlices of the operator's Services (they copy its label): it fills the cache
     // reconciles read, and its events wake the ModelDeployment they belong to.
     let (slices, writer) = reflector::store::<EndpointSlice>();
-    let slice_events = reflect(writer, watcher::watcher(settings.scope.api(&client), children_config()))
-        .touched_objects()
-        .boxed();
+    // Only what readiness needs is kept: managedFields and annotations go before the cache.
+    let slices_watch = watcher::watcher(settings.scope.api(&client), children_config()).modify(
+        |slice: &mut EndpointSlice| {
+            slice.metadata.managed_fields = None;
+            slice.metadata.annotations = None;
+        },
+    );
+    let slice_events = reflect(writer, slices_watch).touched_objects().boxed();
     let slices_synced = {
         let slices = slices.clone();
         async move { slices.wait_until_ready().await }
