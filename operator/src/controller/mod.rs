@@ -348,16 +348,21 @@ pub async fn run(
         return;
     }
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-    // One watch of the EndpointSlices of the operator's Services (they copy its label): it fills the cache
+    // One watch of the EndpointSlices of the operator's active Services (they copy its labels): it fills the cache
     // reconciles read, and its events wake the ModelDeployment they belong to.
     let (slices, writer) = reflector::store::<EndpointSlice>();
     // Only what readiness needs is kept: managedFields and annotations go before the cache.
-    let slices_watch = watcher::watcher(settings.scope.api(&client), children_config()).modify(
-        |slice: &mut EndpointSlice| {
+    let active_only = children_config().labels(&format!(
+        "{}={},{}=active",
+        MANAGED_BY.0,
+        MANAGED_BY.1,
+        model_deployment::build::SERVICE_LABEL
+    ));
+    let slices_watch =
+        watcher::watcher(settings.scope.api(&client), active_only).modify(|slice: &mut EndpointSlice| {
             slice.metadata.managed_fields = None;
             slice.metadata.annotations = None;
-        },
-    );
+        });
     let slice_events = reflect(writer, slices_watch).touched_objects().boxed();
     let slices_synced = {
         let slices = slices.clone();

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 /// Label on every pod of a ModelDeployment.
 pub const MODEL_DEPLOYMENT_LABEL: &str = "mizzen.dev/model-deployment";
+/// Label on the two Services, `active` or `preview` (their EndpointSlices copy it, so the operator watches
+/// only the active one's).
+pub const SERVICE_LABEL: &str = "mizzen.dev/service";
 /// Label naming the revision a pod belongs to; Services select on it.
 pub const REVISION_LABEL: &str = "mizzen.dev/revision";
 /// Annotation on an old revision's Deployment: when it is scaled down (seconds since the epoch).
@@ -219,6 +222,8 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
 /// Service `NAME` (active) or `NAME-preview`, selecting one revision's pods.
 pub fn service(md: &ModelDeployment, preview: bool, revision: &str) -> Service {
     let name = if preview { format!("{}-preview", md.name_any()) } else { md.name_any() };
+    let mut labels = labels(md, None);
+    labels.insert(SERVICE_LABEL.into(), if preview { "preview" } else { "active" }.into());
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
         port,
@@ -230,7 +235,7 @@ pub fn service(md: &ModelDeployment, preview: bool, revision: &str) -> Service {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: md.namespace(),
-            labels: Some(labels(md, None)),
+            labels: Some(labels),
             owner_references: Some(owner(md)),
             ..Default::default()
         },
