@@ -37,6 +37,7 @@ use kube::runtime::{WatchStreamExt, reflector as reflect, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +73,48 @@ pub struct Context {
     pub defaults: Defaults,
     /// For smoke tests against preview Services.
     pub http: reqwest::Client,
+    /// The statuses this operator wrote last, so a reconcile never decides from an older one.
+    pub written: Written,
+}
+
+/// The status each object got from this operator's last write, with the resourceVersion the write
+/// returned. A reconcile can start from a cached object older than that write (a child's watch event can
+/// arrive before the object's own), and deciding from the status before it would repeat what was just
+/// decided: a second abort, a second event, a Service "corrected" back. [`Written::fresh`] gives such an
+/// object the status it has by now.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, (u64, serde_json::Value)>>);
+
+impl Written {
+    fn version(meta: &kube::api::ObjectMeta) -> Option<(String, u64)> {
+        Some((meta.uid.clone()?, meta.resource_version.as_deref()?.parse().ok()?))
+    }
+
+    /// Remembers the status of an object as a status write returned it.
+    fn record<K: Resource + Serialize>(&self, written: &K) {
+        let (Some((uid, version)), Ok(mut value)) =
+            (Self::version(written.meta()), serde_json::to_value(written))
+        else {
+            return;
+        };
+        let status = value.get_mut("status").map(serde_json::Value::take).unwrap_or_default();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, (version, status));
+    }
+
+    /// `obj`, with the status this operator last wrote if the cached object is older than that write.
+    pub fn fresh<K: Resource + Serialize + DeserializeOwned>(&self, obj: Arc<K>) -> Arc<K> {
+        let Some((uid, version)) = Self::version(obj.meta()) else { return obj };
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((wrote, status)) = written.get(&uid) else { return obj };
+        if version >= *wrote {
+            // The cache has caught up: it holds the write or something newer.
+            written.remove(&uid);
+            return obj;
+        }
+        let Ok(mut value) = serde_json::to_value(&*obj) else { return obj };
+        value["status"] = status.clone();
+        serde_json::from_value(value).map(Arc::new).unwrap_or(obj)
+    }
 }
 
 impl Context {
@@ -200,9 +243,11 @@ pub async fn update_status<K: Kind, S: Serialize>(
     let patch =
         serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(call("write_status"))?;
+    ctx.written.record(&written);
     tracing::info!(kind = kind_name::<K>(), namespace, name = %obj.name_any(), "status written");
     Ok(())
 }
@@ -238,6 +283,7 @@ pub trait Kind:
 
 async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(kind_name::<K>());
+    let obj = ctx.written.fresh(obj);
     K::reconcile(obj, ctx).await
 }
 
@@ -375,6 +421,7 @@ pub async fn run(
         metrics,
         defaults: settings.defaults.clone(),
         http: reqwest::Client::new(),
+        written: Written::default(),
     });
     let slice_events = Arc::new(Mutex::new(Some(slice_events)));
     let (md, md_store) =
@@ -509,5 +556,39 @@ impl Children {
             let name = slice.labels().get(label)?.clone();
             Some(reflector::ObjectRef::new(&name).within(&slice.namespace()?))
         })
+    }
+}
+
+#[cfg(test)]
+mod written_tests {
+    use super::*;
+
+    fn md(version: &str, active: &str) -> ModelDeployment {
+        let mut md: ModelDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mizzen.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "iris", "namespace": "ml", "uid": "u1", "resourceVersion": version},
+            "spec": {"model": {"uri": "s3://m/a.onnx"}},
+            "status": {"activeRevision": active},
+        }))
+        .unwrap();
+        md.metadata.generation = Some(1);
+        md
+    }
+
+    fn active(md: &ModelDeployment) -> Option<&str> {
+        md.status.as_ref()?.active_revision.as_deref()
+    }
+
+    #[test]
+    fn a_cached_object_older_than_the_last_status_write_gets_that_status() {
+        let written = Written::default();
+        written.record(&md("12", "b"));
+        // A child's event brought the object as it was before the write.
+        assert_eq!(active(&written.fresh(Arc::new(md("10", "a")))), Some("b"));
+        // Once the cache has the write (or anything newer), the cached object is used as it is.
+        assert_eq!(active(&written.fresh(Arc::new(md("12", "b")))), Some("b"));
+        assert_eq!(active(&written.fresh(Arc::new(md("10", "a")))), Some("a"), "forgotten once caught up");
+        written.record(&md("20", "c"));
+        assert_eq!(active(&written.fresh(Arc::new(md("25", "d")))), Some("d"), "newer than the write");
     }
 }
