@@ -305,6 +305,9 @@ pub(crate) async fn operator_is_unready_while_the_api_server_is_gone(cluster: Cl
         operator.get("/ready").await.ok().filter(|(code, _)| *code == 200)
     })
     .await?;
+    // The controller manager's informers can take a while to get over an API server restart ("informer
+    // cache is out of date"); the tests after this one get fresh ones.
+    sh(&["kube-controller-manager"])?;
     // The same cluster: the namespace and its object survived the restart, status and all.
     let status = ns.status::<ModelDeployment>("iris").await?;
     ensure!(status.active_revision.is_some(), "the ModelDeployment lost its status: {status:?}");
