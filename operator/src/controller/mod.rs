@@ -82,10 +82,16 @@ pub struct Context {
 /// arrive before the object's own), and deciding from the status before it would repeat what was just
 /// decided: a second abort, a second event, a Service "corrected" back. [`Written::fresh`] gives such an
 /// object the status it has by now.
+///
+/// An entry goes once a reconcile sees the cache hold the write; one whose object was deleted before that
+/// goes after [`Written::KEEP`], so creating and deleting objects does not grow the map.
 #[derive(Default)]
-pub struct Written(Mutex<HashMap<String, (u64, serde_json::Value)>>);
+pub struct Written(Mutex<HashMap<String, (u64, serde_json::Value, std::time::Instant)>>);
 
 impl Written {
+    /// Far longer than a watch event takes to arrive.
+    const KEEP: Duration = Duration::from_secs(600);
+
     fn version(meta: &kube::api::ObjectMeta) -> Option<(String, u64)> {
         Some((meta.uid.clone()?, meta.resource_version.as_deref()?.parse().ok()?))
     }
@@ -98,14 +104,16 @@ impl Written {
             return;
         };
         let status = value.get_mut("status").map(serde_json::Value::take).unwrap_or_default();
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, (version, status));
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        written.retain(|_, (_, _, at)| at.elapsed() < Self::KEEP);
+        written.insert(uid, (version, status, std::time::Instant::now()));
     }
 
     /// `obj`, with the status this operator last wrote if the cached object is older than that write.
     pub fn fresh<K: Resource + Serialize + DeserializeOwned>(&self, obj: Arc<K>) -> Arc<K> {
         let Some((uid, version)) = Self::version(obj.meta()) else { return obj };
         let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((wrote, status)) = written.get(&uid) else { return obj };
+        let Some((wrote, status, _)) = written.get(&uid) else { return obj };
         if version >= *wrote {
             // The cache has caught up: it holds the write or something newer.
             written.remove(&uid);
