@@ -29,7 +29,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -417,7 +417,7 @@ pub async fn run(
             slice.metadata.managed_fields = None;
             slice.metadata.annotations = None;
         });
-    let slice_events = reflect(writer, slices_watch).touched_objects().boxed();
+    let slice_events = resilient(reflect(writer, slices_watch).touched_objects()).boxed();
     let slices_synced = {
         let slices = slices.clone();
         async move { slices.wait_until_ready().await }
@@ -491,9 +491,13 @@ fn controller<K: Kind>(
         config: children_config(),
         slice_events: slice_events.clone(),
     };
-    let controller =
-        Controller::new(settings.scope.api::<K>(client), watcher::Config::default().any_semantic())
-            .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
+    // The object's own watch, with its own backoff like every watch (see `resilient`).
+    let (reader, writer) = reflector::store::<K>();
+    let objects =
+        watcher::watcher(settings.scope.api::<K>(client), watcher::Config::default().any_semantic());
+    let controller = Controller::for_stream(resilient(reflect(writer, objects).applied_objects()), reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .trigger_backoff(NoBackoff);
     let controller = K::owns(controller, &children).graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let store = controller.store();
     let synced: Synced = Box::pin(async move { store.wait_until_ready().await });
@@ -512,6 +516,95 @@ fn controller<K: Kind>(
         async {}
     });
     (run, synced)
+}
+
+/// A watch stream that waits after each error before it is polled again, on its own: 250 ms doubling to
+/// 5 s, and back to 250 ms after any event that is not an error. A `410 Gone` (the API server no longer
+/// has the resourceVersion the watch resumes from, as after its restart) waits the shortest time: the
+/// watcher relists next, which is the cure, not a retry of what failed.
+///
+/// Why not kube-runtime's backoff: it keeps one for all the watches of a controller (its objects, each
+/// child kind, the EndpointSlices), so an error from any of them pauses them all, and its default
+/// (client-go's 0.8 s doubling to 30 s with jitter, reset only after two quiet minutes) grew through an API
+/// server outage and then again for each watch's `410 Gone` after the restart, one after the other: a
+/// controller with five watches stayed deaf for minutes after the API server was back. Errors still reach
+/// the controller (and `/ready`), which pauses nothing ([`NoBackoff`]).
+fn resilient<T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    let mut backoff = WatchBackoff::default();
+    stream.then(move |item| {
+        let wait = match &item {
+            Ok(_) => {
+                backoff = WatchBackoff::default();
+                None
+            }
+            Err(error) if gone(error) => {
+                backoff = WatchBackoff::default();
+                backoff.next()
+            }
+            Err(_) => backoff.next(),
+        };
+        async move {
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            item
+        }
+    })
+}
+
+/// Whether a watch failed because the API server no longer has the resourceVersion it asked for.
+fn gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
+/// The wait after a watch error: doubles from 250 ms to at most 5 s.
+#[derive(Clone, Debug, PartialEq)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (wait * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+/// The controller-wide backoff, turned off: each watch waits on its own ([`resilient`]).
+struct NoBackoff;
+
+impl Iterator for NoBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoBackoff {
+    fn reset(&mut self) {}
 }
 
 /// The initial condition of a kind whose reconciler is not written yet: honest, and stable across passes.
@@ -547,7 +640,9 @@ impl Children {
             + Sync
             + 'static,
     {
-        controller.owns(self.scope.api::<C>(&self.client), self.config.clone())
+        let children =
+            watcher::watcher(self.scope.api::<PartialObjectMeta<C>>(&self.client), self.config.clone());
+        controller.owns_stream(resilient(children.touched_objects()))
     }
 
     /// Wakes `K` on changes of the EndpointSlices of its Services, which carry its name in `label` (they copy
@@ -570,6 +665,43 @@ impl Children {
 #[cfg(test)]
 mod written_tests {
     use super::*;
+
+    fn status(code: u16) -> watcher::Error {
+        watcher::Error::WatchError(Box::new(
+            kube::core::Status::failure("expired", "Expired").with_code(code),
+        ))
+    }
+
+    /// Each watch waits on its own: errors double its wait up to 5 s, an event starts it over, and a
+    /// `410 Gone` waits the shortest time (what follows it is a relist).
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_waits_after_errors_and_starts_over_on_an_event_or_gone() {
+        let items = vec![
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(503)),
+            Err(status(410)),
+            Err(status(503)),
+            Ok(1),
+            Err(status(503)),
+        ];
+        let start = tokio::time::Instant::now();
+        let mut stream = std::pin::pin!(resilient(futures::stream::iter(items)));
+        let mut waits = vec![];
+        let mut last = start;
+        while let Some(_item) = stream.next().await {
+            let now = tokio::time::Instant::now();
+            waits.push((now - last).as_millis() as u64);
+            last = now;
+        }
+        // An error is passed on after its wait, and the watch is not polled meanwhile.
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000, 250, 500, 0, 250]);
+        assert!(gone(&status(410)) && !gone(&status(503)));
+    }
 
     fn md(version: &str, active: &str) -> ModelDeployment {
         let mut md: ModelDeployment = serde_json::from_value(serde_json::json!({
