@@ -452,8 +452,9 @@ pub(crate) async fn model_deployment_reports_a_name_collision(cluster: Cluster) 
     ready.await
 }
 
-/// The progress deadline holds for a first deploy whose pods never become available; model changes leave
-/// at most `revisionHistoryLimit` old revisions at zero.
+/// The progress deadline holds for a first deploy whose pods never become available and for a scale-up
+/// of the active revision (`ScalingActive`) whose new pods never do; model changes leave at most
+/// `revisionHistoryLimit` old revisions at zero.
 pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("deadline-history")?;
     let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
@@ -463,9 +464,31 @@ pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: 
     hold_unready(&ns, &first, 2).await?;
     let s = then(&ns, "Degraded", 30, |s| true_reason(s, "Degraded").map(|_| s.clone())).await?;
     ensure!(true_reason(&s, "Degraded").as_deref() == Some("ProgressDeadlineExceeded"), "{s:?}");
-    ns.kubectl(&["label", "pods", "-l", &format!("mizzen.dev/revision={first}"), "mizzen.dev/e2e-pod-"])
-        .ok()?;
+    let release = || {
+        ns.kubectl(&["label", "pods", "-l", &format!("mizzen.dev/revision={first}"), "mizzen.dev/e2e-pod-"])
+            .ok()
+            .map(drop)
+    };
+    release()?;
     ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
+
+    // Scaling the active revision has the same deadline: a scale-up whose pods never become ready
+    // degrades, and recovers when they come.
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "4"]).ok()?;
+    hold_unready(&ns, &first, 4).await?;
+    then(&ns, "scaling the active revision", 10, |s| {
+        (true_reason(s, "Progressing").as_deref() == Some("ScalingActive")).then_some(())
+    })
+    .await?;
+    then(&ns, "Degraded while scaling", 30, |s| {
+        (true_reason(s, "Degraded").as_deref() == Some("ProgressDeadlineExceeded")).then_some(())
+    })
+    .await?;
+    release()?;
+    then(&ns, "four available replicas", 30, |s| (s.available_replicas == 4).then_some(())).await?;
+    ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "2"]).ok()?;
+    then(&ns, "two replicas again", 30, |s| (s.available_replicas == 2).then_some(())).await?;
 
     let recorder = Recorder::start(cluster.client.clone(), &ns.name, &["iris"], Duration::from_millis(50));
     let history =
