@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(MIZZEN_CACHE)/target
 CARGO ?= cargo
 OPERATOR := $(CARGO_TARGET_DIR)/debug/mizzen-operator
 
-.PHONY: help build test lint fmt unit bench demo e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds
+.PHONY: help build test lint fmt unit bench demo e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds images
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ demo: ## The end-to-end tour: serve a model, then roll ModelDeployments out blue
 bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs scikit-learn; the operator with 500 ModelDeployments
 	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator -p mizzen-train
 	hack/bench.sh
+
+images: ## Build the images of mizzen-serve, mizzen-train and mizzen-operator without Docker, into the real node if it runs
+	hack/images/build.sh
 
 crds: ## Regenerate crds/ from the Rust types
 	$(CARGO) run -q -p mizzen-operator -- crd --out-dir crds

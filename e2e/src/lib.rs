@@ -9,7 +9,7 @@
 pub mod recorder;
 pub mod runner;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::NamespaceResourceScope;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::object::HasStatus;
@@ -374,10 +374,26 @@ fn built_bin(name: &str, env: &str) -> Result<PathBuf> {
 
 /// A minimal HTTP/1.0 GET, enough for health endpoints, without pulling an HTTP client into the tests.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    http(addr, "GET", path, None).await
+}
+
+/// A minimal HTTP/1.0 request with an optional JSON body: status code and body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(body) = json {
+        request += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    } else {
+        request += "\r\n";
+    }
+    stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf);
@@ -385,4 +401,45 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
     let code =
         head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("malformed HTTP response")?;
     Ok((code, body.to_string()))
+}
+
+/// The IPv4 addresses a DNS server gives for `name` (one UDP query for its A records), to check what pods
+/// resolve through the cluster's DNS.
+pub async fn dns_a(server: std::net::SocketAddr, name: &str) -> Result<Vec<std::net::Ipv4Addr>> {
+    let mut query = vec![0x4d, 0x5a, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        ensure!(!label.is_empty() && label.len() < 64, "bad DNS name {name:?}");
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+    socket.send_to(&query, server).await?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await??;
+    let msg = &buf[..n];
+    let at = |i: usize| msg.get(i).copied().context("short DNS answer");
+    let u16_at = |i: usize| -> Result<usize> { Ok(((at(i)? as usize) << 8) | at(i + 1)? as usize) };
+    ensure!(u16_at(0)? == 0x4d5a && at(3)? & 0x0f == 0, "DNS error for {name}: rcode {}", at(3)? & 0x0f);
+    let skip_name = |mut i: usize| -> Result<usize> {
+        loop {
+            match at(i)? {
+                0 => return Ok(i + 1),
+                l if l & 0xc0 == 0xc0 => return Ok(i + 2),
+                l => i += 1 + l as usize,
+            }
+        }
+    };
+    let answers = u16_at(6)?;
+    let mut i = skip_name(12)? + 4;
+    let mut addrs = vec![];
+    for _ in 0..answers {
+        i = skip_name(i)?;
+        let (kind, len) = (u16_at(i)?, u16_at(i + 8)?);
+        if kind == 1 && len == 4 {
+            addrs.push(std::net::Ipv4Addr::new(at(i + 10)?, at(i + 11)?, at(i + 12)?, at(i + 13)?));
+        }
+        i += 10 + len;
+    }
+    Ok(addrs)
 }

@@ -2,8 +2,8 @@
 # Builds the pinned upstream binaries the local test cluster runs, through the Go module proxy, into a cache
 # outside the clone keyed by version. Binaries already in the cache are kept, so a warm run does nothing.
 #
-#   Kubernetes: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
-#   etcd, kwok and kwokctl, helm
+#   Kubernetes: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy
+#   etcd, kwok and kwokctl, helm, CoreDNS (only the plugins the real node uses)
 #
 # Usage: hack/cluster/build.sh [--print-bin-dirs]
 set -euo pipefail
@@ -12,6 +12,7 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.14.0}
 
 CACHE=${MIZZEN_CACHE:-$HOME/.cache/mizzen}
 export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
@@ -24,9 +25,10 @@ K8S_BIN=$CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
+COREDNS_BIN=$CACHE/bin/coredns-$COREDNS_VERSION
 
 if [[ ${1:-} == --print-bin-dirs ]]; then
-  echo "$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN"
+  echo "$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN:$COREDNS_BIN"
   exit 0
 fi
 
@@ -37,7 +39,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 # Builds into a temporary directory and moves the result in place, so an interrupted build leaves no
 # half-written binary that a later run would take as cached.
 build_k8s() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) missing=()
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=()
   for b in "${want[@]}"; do [[ -x $K8S_BIN/$b ]] || missing+=("$b"); done
   ((${#missing[@]})) || return 0
   log "building Kubernetes $K8S_VERSION: ${missing[*]}"
@@ -107,9 +109,50 @@ build_go_install() { # dir, module@version, binaries...
   for b in "${missing[@]}"; do mv "$work/$b" "$dir/$b"; done
 }
 
+# CoreDNS with only the plugins the real node's Corefile uses (node.sh), against the same client-go as the
+# Kubernetes build so the Go build cache serves most of it: a custom main, as CoreDNS documents for
+# choosing plugins at build time.
+build_coredns() {
+  [[ -x $COREDNS_BIN/coredns ]] && return 0
+  log "building CoreDNS $COREDNS_VERSION"
+  local work minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  printf 'module mizzen.dev/coredns-build\n\ngo 1.24\n' >"$work/go.mod"
+  cat >"$work/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func main() { coremain.Run() }
+GO
+  if ! (cd "$work" && go get "github.com/coredns/coredns@$COREDNS_VERSION" \
+    "k8s.io/client-go@v0.$minor.${K8S_VERSION##*.}" "k8s.io/api@v0.$minor.${K8S_VERSION##*.}" \
+    "k8s.io/apimachinery@v0.$minor.${K8S_VERSION##*.}" >/dev/null 2>"$work/get.log" &&
+    go build -trimpath -ldflags "-s -w" -o out/coredns .); then
+    cat "$work/get.log" >&2
+    return 1
+  fi
+  mkdir -p "$COREDNS_BIN"
+  mv "$work/out/coredns" "$COREDNS_BIN/coredns"
+}
+
 start=$(date +%s)
 build_etcd
 build_k8s
 build_go_install "$KWOK_BIN" "sigs.k8s.io/kwok@$KWOK_VERSION" kwok kwokctl
 build_go_install "$HELM_BIN" "helm.sh/helm/v3@$HELM_VERSION" helm
+build_coredns
 log "binaries ready in $(($(date +%s) - start)) s under $CACHE/bin"

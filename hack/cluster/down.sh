@@ -9,7 +9,8 @@ CLUSTER_DIR=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
 # shellcheck source=stop.sh
 source "$HERE/stop.sh"
 
-# Reverse start order: clients of the API server first, etcd last.
+# Reverse start order: the real node first (its pods, mounts, bridge and rules), etcd last.
+if [[ -f $CLUSTER_DIR/containerd.pid || -d $CLUSTER_DIR/node ]]; then "$HERE/node.sh" down; fi
 for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
 if [[ -f $CLUSTER_DIR/kind-cluster ]]; then
   kind_bin=${MIZZEN_CACHE:-$HOME/.cache/mizzen}/bin/kind-${KIND_VERSION:-v0.32.0}/kind

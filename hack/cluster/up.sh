@@ -2,6 +2,8 @@
 # Starts a local Kubernetes control plane from pinned upstream binaries, on loopback, with fake kwok nodes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, each a plain process whose pid,
 # log and state live in $CLUSTER_DIR (default .cluster/, git-ignored). Writes $CLUSTER_DIR/kubeconfig.
+# Then one real node (node.sh: containerd, kubelet, kube-proxy, CoreDNS) for pods that ask for it;
+# MIZZEN_REAL_NODE=0 leaves it out (it needs root).
 #
 # MIZZEN_CLUSTER=kind starts a kind cluster from kind-config.yaml instead (needs Docker), and adds the same
 # kwok fake nodes to it, so the same e2e suite runs there.
@@ -17,6 +19,8 @@ ETCD_PORT=${MIZZEN_ETCD_PORT:-23790}
 API_PORT=${MIZZEN_API_PORT:-16443}
 KWOK_NODES=${MIZZEN_KWOK_NODES:-2}
 MODE=${MIZZEN_CLUSTER:-local}
+REAL_NODE=${MIZZEN_REAL_NODE:-1}
+[[ $MODE == local ]] || REAL_NODE=0
 KIND_VERSION=${KIND_VERSION:-v0.32.0}
 SERVICE_CIDR=10.96.0.0/16
 
@@ -39,6 +43,7 @@ alive() { [[ -f $CLUSTER_DIR/$1.pid ]] && kill -0 "$(cat "$CLUSTER_DIR/$1.pid")"
 
 components() {
   if [[ $MODE == kind ]]; then echo kwok; else echo etcd kube-apiserver kube-controller-manager kube-scheduler kwok; fi
+  if [[ $REAL_NODE == 1 ]]; then echo containerd kubelet kube-proxy coredns; fi
 }
 
 healthy() {
@@ -55,7 +60,7 @@ fi
 # whose API server was killed comes back as it was, not as a fresh one.
 if [[ $MODE == local && -f $KUBECONFIG_FILE ]] && ls "$CLUSTER_DIR"/*.cmd >/dev/null 2>&1; then
   for c in $(components); do
-    alive "$c" || "$HERE/restart.sh" "$c"
+    alive "$c" || "$HERE/restart.sh" "$c" || true
   done
   if healthy; then
     log "restarted in place: export KUBECONFIG=$KUBECONFIG_FILE"
@@ -157,6 +162,8 @@ start kube-apiserver kube-apiserver --bind-address 127.0.0.1 --advertise-address
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged \
+  --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --enable-admission-plugins NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota \
   --max-requests-inflight 1000 --max-mutating-requests-inflight 500 --v 1
 wait_for kube-apiserver 60 kubectl get --raw /readyz
@@ -222,6 +229,7 @@ done
 wait_for "fake nodes" 60 kubectl wait --for=condition=Ready node -l type=kwok --timeout=1s
 # Pods need the namespace's default ServiceAccount, which the controller manager creates.
 wait_for "default ServiceAccount" 60 kubectl -n default get serviceaccount default
+if [[ $REAL_NODE == 1 ]]; then "$HERE/node.sh" up; fi
 
 started=1
 log "up in $((($(date +%s%N) - t0) / 1000000)) ms: export KUBECONFIG=$KUBECONFIG_FILE"

@@ -1,6 +1,6 @@
 //! Types shared by the three kinds: conditions, server containers, storage URIs.
 
-use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, ResourceRequirements, Toleration};
 use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,11 @@ pub struct ContainerSpec {
     /// Node selector for the pods, to place them on chosen nodes.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Tolerations of the pods, to let them onto tainted nodes (GPU nodes, or the local cluster's real node,
+    /// tainted `mizzen.dev/node=real:NoSchedule`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
     /// Service account the pods run as. Default: the namespace's `default` account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]

@@ -2,11 +2,13 @@
 //! with MIZZEN_CLUSTER=kind). Run with `make e2e`; `cargo test -p mizzen-e2e --test e2e -- NAME` runs one.
 //!
 //! One module per subject: `api` (CRDs, validation, kubectl, the operator process), `local_cluster` (the
-//! test cluster's own fakes), `model_deployment` and `training_job`.
+//! test cluster's own fakes), `model_deployment` and `training_job` (on fake nodes), `real_pods` (on the
+//! real node).
 
 mod api;
 mod local_cluster;
 mod model_deployment;
+mod real_pods;
 mod training_job;
 
 use anyhow::Result;
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
             false training_job::training_job_runs_as_an_indexed_job,
             false training_job::training_job_reports_the_best_trial_and_deploys_it,
             false training_job::training_job_with_bad_data_fails_with_the_reason,
+            false real_pods::model_deployment_serves_from_real_pods,
         ],
         |c| Box::pin(install_crds(c)),
     )

@@ -210,6 +210,7 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
         }],
         volumes,
         node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
+        tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
         service_account_name: c.service_account_name.clone(),
         image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
         // mizzen-serve finishes in-flight requests on SIGTERM; give it the time.

@@ -263,6 +263,7 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
                     }],
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
+                    tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
                     service_account_name: c.service_account_name.clone(),
                     image_pull_secrets: (!c.image_pull_secrets.is_empty())
                         .then(|| c.image_pull_secrets.clone()),
