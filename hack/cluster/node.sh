@@ -24,6 +24,8 @@ NODE_DIR=$CLUSTER_DIR/node
 NODE_NAME=mizzen-node
 BRIDGE=mizzen0
 POD_SUBNET=10.85.0.0/24
+SERVICE_CIDR=10.96.0.0/16        # up.sh's
+FAKE_CIDRS="10.244.0.0/16 10.0.0.1/32"  # kwok's pod addresses and its fake nodes' address (up.sh)
 NODE_IP=10.85.0.1
 SOCK=$NODE_DIR/containerd.sock
 PAUSE_IMAGE=localhost/mizzen/pause:3.10
@@ -183,6 +185,11 @@ host_setup() {
   fi
   ip addr replace "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # Traffic for the cluster's addresses never leaves this machine: a ClusterIP kube-proxy has no rule for
+  # yet stays on the bridge (instead of following the default route out), and the kwok fake pods' and fake
+  # nodes' addresses go nowhere.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
+  for cidr in $FAKE_CIDRS; do ip route replace blackhole "$cidr"; done
 }
 
 up() {
@@ -214,6 +221,17 @@ up() {
   log "real node $NODE_NAME Ready in $((($(date +%s%N) - t0) / 1000000)) ms (pods on $POD_SUBNET, DNS $NODE_IP)"
 }
 
+# Removes an iptables chain and every rule that jumps to it.
+drop_chain() { # iptables|ip6tables table chain
+  local ipt=$1 table=$2 chain=$3 rule
+  "$ipt" -t "$table" -S "$chain" >/dev/null 2>&1 || return 0
+  (("$ipt" -t "$table" -S 2>/dev/null || true) | grep -- "-j $chain\( \|\$\)" || true) | while read -r rule; do
+    eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
+  done
+  "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+  "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+}
+
 # Undoes the node: its processes, its containers (by their cgroups, in case the kubelet could not stop
 # them), its mounts, the bridge, and the iptables rules of kube-proxy and of the CNI plugins.
 down_quietly() {
@@ -238,16 +256,21 @@ down_quietly() {
     done
   fi
   ip link del "$BRIDGE" 2>/dev/null || true
+  local cidr
+  for cidr in $FAKE_CIDRS; do ip route del blackhole "$cidr" 2>/dev/null || true; done
   if command -v iptables >/dev/null; then
     command -v kube-proxy >/dev/null && kube-proxy --cleanup >/dev/null 2>&1 || true
-    # The CNI plugins' per-pod NAT chains carry the network's name in a comment.
-    local rule chain
-    for rule in $( (iptables -t nat -S POSTROUTING 2>/dev/null || true) | awk '/"mizzen"/ {print NR}' | sort -rn); do
-      iptables -t nat -D POSTROUTING "$((rule - 1))" 2>/dev/null || true
+    local ipt table chain
+    # The CNI plugins' per-pod NAT chains (their rules carry the network's name, "mizzen", in a comment)
+    # and the kubelet's own chains.
+    for chain in $( (iptables -t nat -S 2>/dev/null || true) | awk '/^-A CNI-.*"mizzen/ {print $2}' | sort -u); do
+      drop_chain iptables nat "$chain"
     done
-    for chain in $( (iptables -t nat -S 2>/dev/null || true) | awk '/^-N CNI-/ {print $2}'); do
-      if (iptables -t nat -S 2>/dev/null || true) | grep -q -- "-j $chain\( \|\$\)"; then continue; fi
-      iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+    for ipt in iptables ip6tables; do
+      command -v "$ipt" >/dev/null || continue
+      for table in filter nat mangle; do
+        for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do drop_chain "$ipt" "$table" "$chain"; done
+      done
     done
   fi
   rm -rf "$NODE_DIR" 2>/dev/null || true

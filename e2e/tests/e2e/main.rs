@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             false training_job::training_job_reports_the_best_trial_and_deploys_it,
             false training_job::training_job_with_bad_data_fails_with_the_reason,
             false real_pods::model_deployment_serves_from_real_pods,
+            false real_pods::blue_green_on_real_pods_loses_no_request,
         ],
         |c| Box::pin(install_crds(c)),
     )

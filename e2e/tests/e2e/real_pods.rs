@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
 use mizzen_api::v1alpha1::ModelDeployment;
+use mizzen_api::v1alpha1::model_deployment::ModelDeploymentPhase;
 use mizzen_e2e::{Cluster, Namespace, Operator, dns_a, http, wait_until};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,13 +31,16 @@ async fn real_node(cluster: &Cluster) -> Result<bool> {
     Ok(true)
 }
 
-/// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it.
-fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<()> {
+/// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it;
+/// the volume goes when the returned guard is dropped (the claim goes with the namespace).
+fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<Volume> {
     let dir = cluster.kubeconfig.parent().context("cluster dir")?.join("volumes").join(&ns.name);
     std::fs::create_dir_all(&dir)?;
     let models =
         mizzen_common::testing::generated("services/inference/models/make_models.py", "models", "inputs.npz");
     std::fs::copy(models.join("iris_logreg.onnx"), dir.join("iris.onnx"))?;
+    // A second version for rollouts: the same model under another name is another revision.
+    std::fs::copy(models.join("iris_logreg.onnx"), dir.join("iris-v2.onnx"))?;
     // The pods run as uid 65532.
     use std::os::unix::fs::PermissionsExt;
     for p in [dir.parent().context("volumes")?, &dir] {
@@ -72,7 +76,20 @@ spec:
   resources: {requests: {storage: 1Gi}}
 "#,
     )?;
-    Ok(())
+    Ok(Volume { cluster: cluster.clone(), name: format!("models-{}", ns.name) })
+}
+
+/// A cluster-scoped PersistentVolume, deleted on drop.
+struct Volume {
+    cluster: Cluster,
+    name: String,
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ =
+            self.cluster.kubectl(&["delete", "pv", &self.name, "--wait=false", "--ignore-not-found"]).ok();
+    }
 }
 
 /// A ModelDeployment on the real node serves predictions from real mizzen-serve pods: through its
@@ -83,7 +100,7 @@ pub(crate) async fn model_deployment_serves_from_real_pods(cluster: Cluster) -> 
         return Ok(());
     }
     let ns = cluster.namespace("real-serve")?;
-    given_models_on_a_volume(&cluster, &ns)?;
+    let _volume = given_models_on_a_volume(&cluster, &ns)?;
     let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
     ns.apply(&format!(
         r#"
@@ -113,7 +130,7 @@ spec:
     let addr: SocketAddr = format!("{cluster_ip}:8080").parse()?;
     // kube-proxy programs the Service's rules shortly after its endpoints are ready.
     let (code, body) = wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
-        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok()
+        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
     })
     .await?;
     ensure!(code == 200 && body.contains("\"outputs\""), "{code} {body}");
@@ -138,6 +155,160 @@ spec:
     let (code, body) = http(forward.addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await?;
     ensure!(code == 200 && body.contains("\"outputs\""), "through port-forward: {code} {body}");
     Ok(())
+}
+
+/// A ModelDeployment of model `uri` on the real node, with `blue_green` settings.
+fn real_mdep(uri: &str, blue_green: &str) -> String {
+    format!(
+        r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: iris}}
+spec:
+  model: {{uri: "{uri}"}}
+  replicas: 2
+  strategy: {{blueGreen: {blue_green}}}
+  server:{ON_THE_REAL_NODE}
+"#
+    )
+}
+
+/// A blue-green rollout on real pods while clients keep sending predictions through the active Service's
+/// ClusterIP, each on a new connection: the operator's smoke test passes against the real preview Service,
+/// and not one request fails, across the switch, the old revision's scale-down and a scale-down of the
+/// active revision (a pod being deleted leaves the Service's endpoints while it still serves, and gets
+/// SIGTERM only after the preStop wait).
+pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -> Result<()> {
+    if !real_node(&cluster).await? {
+        return Ok(());
+    }
+    let ns = cluster.namespace("real-rollout")?;
+    let _volume = given_models_on_a_volume(&cluster, &ns)?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    let bg = format!("{{scaleDownDelaySeconds: 3, smokeTest: {{request: '{SETOSA}'}}}}");
+    ns.apply(&real_mdep("pvc://models/iris.onnx", &bg))?;
+    let first = ns
+        .wait_for::<ModelDeployment, _>("iris", "two replicas ready", Duration::from_secs(120), |s| {
+            (s.available_replicas == 2 && s.phase == ModelDeploymentPhase::Healthy)
+                .then(|| s.active_revision.clone())
+                .flatten()
+        })
+        .await?;
+    let service = ns.get::<Service>("iris").await?;
+    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).context("the Service has no ClusterIP")?;
+    let addr: SocketAddr = format!("{cluster_ip}:8080").parse()?;
+    wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
+        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await?;
+
+    let load = Load::start(addr, 4);
+    ns.apply(&real_mdep("pvc://models/iris-v2.onnx", &bg))?;
+    let status = ns
+        .wait_for::<ModelDeployment, _>("iris", "the new revision active", Duration::from_secs(120), |s| {
+            (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first))
+                .then(|| s.clone())
+        })
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    let second = status.active_revision.clone().context("active")?;
+    let smoke = status.smoke_test.context("no smoke test result")?;
+    ensure!(smoke.revision == second && smoke.passed, "{smoke:?}");
+    // The old revision goes to zero after the delay; its pods stop while the load goes on.
+    let old = format!("mizzen.dev/revision={first}");
+    wait_until("the old revision's pods gone", Duration::from_secs(90), || async {
+        let out = ns.kubectl(&["get", "pods", "-l", &old, "-o", "name"]).ok().ok()?;
+        out.trim().is_empty().then_some(())
+    })
+    .await?;
+    // Then the active revision itself shrinks: a pod that still has traffic stops.
+    ns.kubectl(&["scale", "mdep/iris", "--replicas", "1"]).ok()?;
+    let active = format!("mizzen.dev/revision={second}");
+    wait_until("one active pod left", Duration::from_secs(60), || async {
+        let out = ns.kubectl(&["get", "pods", "-l", &active, "-o", "name"]).ok().ok()?;
+        (out.lines().count() == 1).then_some(())
+    })
+    .await?;
+    let seen = load.ok();
+    wait_until("requests after the scale-downs", Duration::from_secs(20), || async {
+        (load.ok() >= seen + 50).then_some(())
+    })
+    .await?;
+    let (ok, failures) = load.stop().await;
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    ensure!(ok > 100, "only {ok} requests");
+    println!("    {ok} predictions, 0 failed, across the switch {first} -> {second} and two scale-downs");
+    Ok(())
+}
+
+/// The namespace's ModelDeployment, its children and its events, for a failure's message.
+fn what_the_cluster_shows(ns: &Namespace) -> String {
+    let get = |args: &[&str]| ns.kubectl(args).ok().unwrap_or_else(|e| e.to_string());
+    format!(
+        "{}\n{}\n{}",
+        get(&["get", "mdep,deploy,rs,pods,endpointslices", "-o", "wide"]),
+        get(&["get", "mdep", "iris", "-o", "jsonpath={.status}"]),
+        get(&["get", "events", "--sort-by=.lastTimestamp"]),
+    )
+}
+
+/// Clients sending predictions in a loop, each request on a new connection, until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers = (0..clients)
+            .map(|_| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                tokio::spawn(async move {
+                    let start = std::time::Instant::now();
+                    let mut failures = vec![];
+                    while !stop.load(Relaxed) {
+                        let sent = start.elapsed().as_secs_f32();
+                        match http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await {
+                            Ok((200, body)) if body.contains("\"outputs\"") => {
+                                ok.fetch_add(1, Relaxed);
+                            }
+                            Ok((code, body)) => failures.push(format!("at {sent:.1} s: {code} {body}")),
+                            Err(e) => failures.push(format!("at {sent:.1} s: {e}")),
+                        }
+                        // A steady load, not a flood: the machine also runs the cluster.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Self { stop, ok, workers }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the clients: the successes and every failure.
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ok = self.ok();
+        let mut failures = vec![];
+        for w in self.workers {
+            failures.extend(w.await.unwrap_or_else(|e| vec![e.to_string()]));
+        }
+        (ok.max(self.ok.load(std::sync::atomic::Ordering::Relaxed)), failures)
+    }
 }
 
 /// `kubectl port-forward TARGET :PORT`, stopped when dropped.

@@ -41,3 +41,30 @@ async fn the_smoke_test_passes_only_on_the_expected_answer() {
     let err = smoke::run(&client, "http://127.0.0.1:1", "iris", &spec(SETOSA, None)).await.unwrap_err();
     assert!(err.retry && err.message.contains("POST http://127.0.0.1:1/v2/models/iris/infer"), "{err}");
 }
+
+/// A server that answers each connection with `answer` and closes it.
+async fn answering(answer: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+/// An answer cut short is no answer (tried again, the cause said); a whole answer that is not JSON fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_answer_is_retried_and_a_wrong_one_fails() {
+    let client = reqwest::Client::new();
+    let cut = answering("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"outp").await;
+    let err = smoke::run(&client, &cut, "iris", &spec(SETOSA, None)).await.unwrap_err();
+    assert!(err.retry && err.message.contains("incomplete answer"), "{err}");
+    let html = answering("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>").await;
+    let err = smoke::run(&client, &html, "iris", &spec(SETOSA, None)).await.unwrap_err();
+    assert!(!err.retry && err.message.contains("not JSON"), "{err}");
+}

@@ -10,8 +10,8 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec,
+    Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -140,6 +140,10 @@ pub fn deployment(md: &ModelDeployment, revision: &str, replicas: i32, defaults:
     }
 }
 
+/// How long a serving pod keeps serving after it was told to stop, before SIGTERM: longer than kube-proxy
+/// takes to drop it from its Service's rules.
+pub const PRE_STOP_SECONDS: i64 = 5;
+
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -206,6 +210,16 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
             startup_probe: Some(http_probe("/v2/health/live", 2, 300)),
             security_context: Some(pods::container_security()),
             volume_mounts: mounts,
+            // A pod being deleted leaves its Service's endpoints while it still serves: kube-proxy (and any
+            // other load balancer) needs a moment to stop sending it new requests, and SIGTERM only comes
+            // after this, so no request reaches a server that has stopped taking them.
+            lifecycle: Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction { seconds: PRE_STOP_SECONDS }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         volumes,
@@ -213,7 +227,7 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
         tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
         service_account_name: c.service_account_name.clone(),
         image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
-        // mizzen-serve finishes in-flight requests on SIGTERM; give it the time.
+        // The preStop wait, then mizzen-serve's own grace for in-flight requests (20 s) after SIGTERM.
         termination_grace_period_seconds: Some(30),
         security_context: Some(pods::pod_security()),
         ..Default::default()
@@ -383,6 +397,9 @@ spec:
             Some("/v2/health/ready")
         );
         assert!(c.startup_probe.is_some() && c.liveness_probe.is_some());
+        // Stopping: the preStop wait and mizzen-serve's 20 s grace fit in the pod's grace period.
+        let wait = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().sleep.as_ref().unwrap().seconds;
+        assert!(wait == PRE_STOP_SECONDS && wait + 20 < pod.termination_grace_period_seconds.unwrap());
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));

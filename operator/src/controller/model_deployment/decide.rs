@@ -189,7 +189,10 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
 
     let mut actions = Vec::new();
     if plan.state == State::Progressing("SmokeTestPending") {
-        actions.push(Action::RunSmokeTest { revision: desired.clone(), url: preview_url });
+        actions.push(Action::RunSmokeTest {
+            revision: desired.clone(),
+            url: smoke_test_url(observed, preview_url),
+        });
     }
     revisions(md, observed, &plan, &desired, &mut actions);
     services(md, observed, &plan, world.active.as_ref(), &mut actions);
@@ -314,6 +317,17 @@ fn services(
             actions.push(Action::RestoreService { preview, drop_keys });
             actions.push(Action::Publish(Notice::warning("ServiceCorrected", note)));
         }
+    }
+}
+
+/// Where the smoke test goes: the preview Service's ClusterIP, so it needs no cluster DNS (it works from the
+/// operator's pod and from an operator run on a node); its DNS name when it has none yet.
+fn smoke_test_url(observed: &Observed, by_name: String) -> String {
+    let ip = observed.preview_service.as_ref().and_then(|s| s.spec.as_ref()?.cluster_ip.clone());
+    match ip.filter(|ip| !ip.is_empty() && ip != "None") {
+        Some(ip) if ip.contains(':') => format!("http://[{ip}]:{}", build::HTTP_PORT),
+        Some(ip) => format!("http://{ip}:{}", build::HTTP_PORT),
+        None => by_name,
     }
 }
 

@@ -45,10 +45,15 @@ async fn answered(
         .timeout(Duration::from_secs(spec.timeout_seconds.max(1) as u64))
         .send()
         .await
-        .map_err(|e| (true, format!("POST {url}: {e}")))?;
+        .map_err(|e| (true, format!("POST {url}: {}", chain(&e))))?;
     let status = response.status();
-    let body: Value =
-        response.json().await.map_err(|e| (false, format!("POST {url}: the answer is not JSON: {e}")))?;
+    // An answer cut short (the connection closed, the timeout hit mid-body) is no answer: tried again.
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| (true, format!("POST {url}: incomplete answer: {}", chain(&e))))?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| (false, format!("POST {url}: the answer is not JSON: {e}")))?;
     if !status.is_success() {
         let why = body.get("error").and_then(Value::as_str).unwrap_or("no error message");
         return Err((false, format!("POST {url} answered {status}: {why}")));
@@ -78,6 +83,17 @@ fn same(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
         _ => a == b,
     }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out += &format!(": {e}");
+        source = e.source();
+    }
+    out
 }
 
 #[cfg(test)]

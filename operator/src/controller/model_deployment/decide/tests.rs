@@ -349,6 +349,11 @@ fn a_smoke_test_runs_against_the_preview_before_anything_else_and_gates_the_swit
     let d = c.decide();
     let url = "http://iris-preview.ml.svc:8080".to_string();
     assert_eq!(d.actions, [Action::RunSmokeTest { revision: b.clone(), url }]);
+    // Once the preview Service has its ClusterIP, the test goes there: no cluster DNS needed.
+    let spec = c.observed.preview_service.as_mut().unwrap().spec.as_mut().unwrap();
+    spec.cluster_ip = Some("10.96.0.42".into());
+    let url = "http://10.96.0.42:8080".to_string();
+    assert_eq!(c.decide().actions, [Action::RunSmokeTest { revision: b.clone(), url }]);
     assert_eq!(d.status.active_revision, Some(a.clone()));
     assert_eq!(
         d.conditions[2],
