@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             false training_job::training_job_with_bad_data_fails_with_the_reason,
             false real_pods::model_deployment_serves_from_real_pods,
             false real_pods::blue_green_on_real_pods_loses_no_request,
+            false real_pods::a_model_that_cannot_load_is_reported_with_its_reason,
         ],
         |c| Box::pin(install_crds(c)),
     )

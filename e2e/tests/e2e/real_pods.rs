@@ -157,6 +157,33 @@ spec:
     Ok(())
 }
 
+/// A model that cannot be loaded holds its pod unready, and the ModelDeployment says why at once (Degraded,
+/// `PodsFailing`, with the error mizzen-serve ended with), long before the progress deadline.
+pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster: Cluster) -> Result<()> {
+    if !real_node(&cluster).await? {
+        return Ok(());
+    }
+    let ns = cluster.namespace("real-missing")?;
+    let _volume = given_models_on_a_volume(&cluster, &ns)?;
+    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(&real_mdep("pvc://models/missing.onnx", "{}"))?;
+    let message = ns
+        .wait_for::<ModelDeployment, _>("iris", "Degraded with the reason", Duration::from_secs(90), |s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "PodsFailing")
+                .map(|c| c.message.clone())
+        })
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    ensure!(message.contains("exited with code") && message.contains("missing.onnx"), "{message}");
+    println!("    Degraded/PodsFailing: {message}");
+    let status = ns.status::<ModelDeployment>("iris").await?;
+    ensure!(status.available_replicas == 0, "{status:?}");
+    ensure!(ns.events("iris", "PodsFailing").await? >= 1, "no PodsFailing event");
+    Ok(())
+}
+
 /// A ModelDeployment of model `uri` on the real node, with `blue_green` settings.
 fn real_mdep(uri: &str, blue_green: &str) -> String {
     format!(

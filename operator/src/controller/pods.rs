@@ -1,9 +1,9 @@
-//! What every pod the operator makes shares: a hardened security context, and `pvc://CLAIM/PATH` URIs
-//! turned into a mounted claim and a `file://` path.
+//! What every pod the operator makes shares: a hardened security context, `pvc://CLAIM/PATH` URIs turned
+//! into a mounted claim and a `file://` path, and why a pod does not come up ([`trouble`]).
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, PersistentVolumeClaimVolumeSource, PodSecurityContext, SeccompProfile, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, ContainerStateTerminated, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 
 /// No privilege escalation, a read-only root file system, non-root, no capabilities.
@@ -54,4 +54,139 @@ pub fn pvc_volume(name: &str, claim: &str, root: &str, read_only: bool) -> (Volu
             ..Default::default()
         },
     )
+}
+
+/// Why a pod does not come up, when something is wrong rather than slow: it cannot be scheduled, its image
+/// cannot be pulled or run, or its container exited with an error (the message is the kubelet's
+/// termination message: the container's last log lines with `FallbackToLogsOnError`, cut to the error).
+pub fn trouble(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(c) = unschedulable {
+        return Some(format!("cannot be scheduled: {}", c.message.as_deref().unwrap_or("no node fits")));
+    }
+    for c in status.container_statuses.iter().flatten() {
+        let exited = |t: &ContainerStateTerminated| {
+            let why = t.message.as_deref().map(error_of_log).filter(|m| !m.is_empty());
+            let why = why.or_else(|| t.reason.clone()).unwrap_or_default();
+            format!("container {} exited with code {}: {why}", c.name, t.exit_code)
+        };
+        let failed_before =
+            c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0);
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or_default();
+            match (reason, failed_before) {
+                ("CrashLoopBackOff", Some(t)) => return Some(format!("{} (restarting)", exited(t))),
+                (r, _) if FAILING.contains(&r) => {
+                    return Some(format!(
+                        "container {}: {r}: {}",
+                        c.name,
+                        w.message.as_deref().unwrap_or("")
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+            return Some(exited(t));
+        }
+        if let Some(t) = failed_before.filter(|_| !c.ready) {
+            return Some(exited(t));
+        }
+    }
+    None
+}
+
+/// Waiting reasons that do not end by waiting longer.
+const FAILING: &[&str] = &[
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// From a container's last log lines, the error it ended with: from the last `Error: ` (how Mizzen's binaries
+/// end on an error) with its `Caused by:` chain on one line, or else the last line; at most 400 characters.
+fn error_of_log(log: &str) -> String {
+    let tail =
+        log.rfind("Error: ").map_or_else(|| log.trim_end().rsplit('\n').next().unwrap_or(""), |i| &log[i..]);
+    let mut parts: Vec<&str> = vec![];
+    for line in tail.lines().map(str::trim) {
+        if line.starts_with("Stack backtrace:") {
+            break;
+        }
+        if line.is_empty() || line == "Caused by:" {
+            continue;
+        }
+        // "0: cause" in anyhow's chain.
+        let line =
+            line.split_once(": ").filter(|(n, _)| n.parse::<u32>().is_ok()).map_or(line, |(_, rest)| rest);
+        // Errors that print their cause repeat it: say it once.
+        if !parts.last().is_some_and(|p| p.contains(line)) {
+            parts.push(line);
+        }
+    }
+    let joined = parts.join(": ");
+    match joined.char_indices().nth(400) {
+        Some((i, _)) => format!("{}...", &joined[..i]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn a_crash_loop_says_the_error_the_container_logged() {
+        let log = "\x1b[2m2026\x1b[0m INFO loading\nError: loading pvc://models/missing.onnx\n\nCaused by:\n    0: open /models/missing.onnx\n    1: No such file or directory (os error 2)\n";
+        let p = pod(serde_json::json!({"containerStatuses": [{
+            "name": "mizzen-serve", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": log}},
+        }]}));
+        assert_eq!(
+            trouble(&p).unwrap(),
+            "container mizzen-serve exited with code 1: Error: loading pvc://models/missing.onnx: open \
+             /models/missing.onnx: No such file or directory (os error 2) (restarting)"
+        );
+    }
+
+    #[test]
+    fn images_scheduling_and_plain_waiting_are_told_apart() {
+        let waiting = |reason: &str| {
+            pod(serde_json::json!({"containerStatuses": [{
+                "name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": "m"}},
+            }]}))
+        };
+        assert_eq!(trouble(&waiting("ErrImageNeverPull")).unwrap(), "container c: ErrImageNeverPull: m");
+        assert_eq!(trouble(&waiting("ContainerCreating")), None, "slow is not wrong");
+        let unschedulable = pod(serde_json::json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}));
+        assert!(trouble(&unschedulable).unwrap().starts_with("cannot be scheduled: 0/3 nodes"));
+        let running = pod(serde_json::json!({"containerStatuses": [{
+            "name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 1,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        }]}));
+        assert_eq!(trouble(&running), None, "it failed once and runs ready now");
+        let long = "Error: ".to_string() + &"x".repeat(1000);
+        assert_eq!(error_of_log(&long).chars().count(), 403);
+        assert_eq!(error_of_log("one\ntwo\n"), "two");
+        let repeated = "Error: reading f: not found: os error 2\n\nCaused by:\n    0: not found: os error 2\n    1: os error 2\n";
+        assert_eq!(error_of_log(repeated), "Error: reading f: not found: os error 2");
+    }
 }

@@ -209,6 +209,9 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
             liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
             startup_probe: Some(http_probe("/v2/health/live", 2, 300)),
             security_context: Some(pods::container_security()),
+            // A server that cannot start says why in its last log lines, which become the termination
+            // message the operator reports.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             volume_mounts: mounts,
             // A pod being deleted leaves its Service's endpoints while it still serves: kube-proxy (and any
             // other load balancer) needs a moment to stop sending it new requests, and SIGTERM only comes

@@ -213,12 +213,49 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
     if let Some(notice) = transition(&stored, &plan) {
         actions.push(Action::Publish(notice));
     }
-    Decision {
-        status,
-        conditions,
-        actions,
-        requeue: plan.wake_at.map(|t| Duration::from_secs((t - now).max(1) as u64)),
+    let mut requeue = plan.wake_at.map(|t| Duration::from_secs((t - now).max(1) as u64));
+    // Pods that fail (rather than start slowly) are said at once, with why, instead of the rollout waiting
+    // out its deadline in silence. Pod changes wake nothing here, so a wait for pods looks again after as long
+    // as it has waited so far, 10 s to a minute.
+    if matches!(plan.state, State::Progressing(_) | State::Degraded("ProgressDeadlineExceeded")) {
+        if let Some(why) = pods_failing(observed, &plan.preview) {
+            let said = stored.conditions.iter().any(|c| c.type_ == "Degraded" && c.message == why);
+            if !said {
+                actions.push(Action::Publish(Notice::warning("PodsFailing", why.clone())));
+            }
+            status.phase = ModelDeploymentPhase::Degraded;
+            let reason = match plan.state {
+                State::Progressing(_) => "PodsFailing",
+                _ => "ProgressDeadlineExceeded",
+            };
+            conditions.retain(|c| c.type_ != "Degraded");
+            conditions.push(Desired::new("Degraded", TRUE, reason, why));
+        }
+        if matches!(plan.state, State::Progressing(_)) {
+            let waited = plan.progress_started_at.map_or(0, |t| (now - t).max(0) as u64);
+            let check = Duration::from_secs(waited).clamp(POD_CHECK.0, POD_CHECK.1);
+            requeue = Some(requeue.map_or(check, |r| r.min(check)));
+        }
     }
+    Decision { status, conditions, actions, requeue }
+}
+
+/// How often a rollout waiting for pods looks at them: at least, at most.
+const POD_CHECK: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(60));
+
+/// Why the pods of `revision` do not come up, when one of them fails: `revision R: pod P: ...`.
+fn pods_failing(observed: &Observed, revision: &str) -> Option<String> {
+    observed
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision))
+        .find_map(|p| {
+            Some(format!(
+                "revision {revision}: pod {}: {}",
+                p.name_any(),
+                crate::controller::pods::trouble(p)?
+            ))
+        })
 }
 
 /// The children this ModelDeployment would write that exist and are someone else's: `Kind name` each.

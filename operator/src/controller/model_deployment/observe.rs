@@ -1,13 +1,14 @@
 //! What a ModelDeployment's reconcile reads: its revisions' Deployments, its two Services and its HPA in
 //! one concurrent round trip; the Deployment named like the desired revision when that list lacks it; and
-//! the active Service's EndpointSlices from the operator's cache.
+//! the active Service's EndpointSlices from the operator's cache; and, only while a revision is not fully
+//! available, its pods (to say why, when they fail).
 
 use super::build;
 use crate::api::v1alpha1::model_deployment::ModelDeployment;
 use crate::controller::{Context, Error, call, namespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
@@ -28,6 +29,15 @@ pub struct Observed {
     /// `NAME-REVISION` of the revision the spec asks for, whoever made it (a user's Deployment of that name
     /// carries none of the operator's labels).
     pub desired_deployment: Option<Deployment>,
+    /// The pods of the ModelDeployment, read only while one of its revisions is not fully available.
+    pub pods: Vec<Pod>,
+}
+
+/// Whether a Deployment does not have all the pods it asks for available.
+fn waiting(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    want > 0 && available < want
 }
 
 pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Error> {
@@ -50,6 +60,12 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         Some(ours) => Some(ours.clone()),
         None => deployments.get_opt(&desired).await.map_err(call("read_deployments"))?,
     };
+    let pods = if listed.items.iter().any(waiting) {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        pods.list(&labelled).await.map_err(call("read_pods"))?.items
+    } else {
+        vec![]
+    };
     let endpoints = ctx
         .endpoint_slices
         .state()
@@ -65,5 +81,6 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         hpa,
         endpoints,
         desired_deployment,
+        pods,
     })
 }

@@ -7,6 +7,7 @@ use super::*;
 use crate::api::v1alpha1::model_deployment::{ModelDeploymentSpec, SmokeTestStatus};
 use crate::conditions;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
@@ -218,7 +219,7 @@ fn a_first_deploy_creates_the_revision_and_both_services_then_goes_healthy() {
             select(true, &a),
         ]
     );
-    assert_eq!(d.requeue, Some(Duration::from_secs(601)), "wakes at the progress deadline");
+    assert_eq!(d.requeue, Some(Duration::from_secs(10)), "looks at its pods after 10 s");
     let s = c.md.status.clone().unwrap();
     assert_eq!(s.phase, ModelDeploymentPhase::Progressing);
     assert_eq!((s.active_revision.as_deref(), s.stable_revision.as_deref()), (Some(a.as_str()), None));
@@ -616,8 +617,10 @@ fn the_progress_deadline_holds_for_a_first_deploy_and_for_scaling_the_active_rev
     let mut c = given("strategy: {blueGreen: {progressDeadlineSeconds: 60}}");
     let a = c.desired();
     let d = c.step();
-    assert_eq!(d.requeue, Some(Duration::from_secs(61)));
-    c.now += 61;
+    assert_eq!(d.requeue, Some(Duration::from_secs(10)), "looks at the pods after 10 s");
+    c.now += 50;
+    assert_eq!(c.step().requeue, Some(Duration::from_secs(11)), "then at the deadline, before a minute");
+    c.now += 11;
     c.step();
     assert_eq!(c.condition("Degraded"), ("True".into(), "ProgressDeadlineExceeded".into()));
     assert_eq!(c.condition("Progressing"), ("False".into(), "ProgressDeadlineExceeded".into()));
@@ -686,4 +689,50 @@ fn ready_is_judged_by_the_services_endpoints_not_only_by_the_revision() {
     c.endpoints_fixed = false;
     c.step();
     assert_eq!(c.condition("Ready"), ("True".into(), "Serving".into()));
+}
+
+/// A pod of the revision being rolled out that fails (here: mizzen-serve exits, the model cannot be read)
+/// degrades the ModelDeployment at once with the reason, one warning, traffic staying where it is; the
+/// rollout keeps looking every 10 s, and the deadline's message keeps the reason.
+#[test]
+fn failing_pods_are_reported_with_their_reason_before_the_deadline() {
+    let (mut c, a) = given("").settled();
+    let b = c.new_model("s3://m/missing.onnx");
+    c.step();
+    let crash: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "iris-b-1", "labels": {REVISION_LABEL: b}},
+        "status": {"containerStatuses": [{
+            "name": "mizzen-serve", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "Error: s3://m/missing.onnx: not found\n"}},
+        }]},
+    }))
+    .unwrap();
+    c.observed.pods = vec![crash];
+    let d = c.step();
+    let why = format!(
+        "revision {b}: pod iris-b-1: container mizzen-serve exited with code 1: Error: s3://m/missing.onnx: \
+         not found (restarting)"
+    );
+    assert_eq!(d.actions, [Action::Publish(Notice::warning("PodsFailing", why.clone()))]);
+    assert_eq!(d.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(c.phase(), ModelDeploymentPhase::Degraded);
+    assert_eq!(c.condition("Degraded"), ("True".into(), "PodsFailing".into()));
+    assert_eq!(c.condition("Progressing"), ("True".into(), "PreviewScalingUp".into()), "still waiting");
+    assert_eq!(c.md.status.as_ref().unwrap().active_revision, Some(a.clone()));
+    assert_eq!(c.step().actions, [], "said once");
+    // Past the deadline the reason stays in the message.
+    c.now += 601;
+    c.step();
+    let degraded = c.md.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(
+        (degraded.reason.as_str(), degraded.message.as_str()),
+        ("ProgressDeadlineExceeded", why.as_str())
+    );
+    // Pods that come up clear it.
+    c.observed.pods.clear();
+    c.pods_ready(&b);
+    c.step();
+    c.step();
+    assert_eq!(c.phase(), ModelDeploymentPhase::Healthy);
 }
