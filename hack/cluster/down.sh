@@ -6,8 +6,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CLUSTER_DIR=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
 [[ -d $CLUSTER_DIR ]] || exit 0
 
-# shellcheck source=stop.sh
-source "$HERE/stop.sh"
+# shellcheck source=procs.sh
+source "$HERE/procs.sh"
 
 # Reverse start order: the real node first (its pods, mounts, bridge and rules), etcd last.
 if [[ -f $CLUSTER_DIR/containerd.pid || -d $CLUSTER_DIR/node ]]; then "$HERE/node.sh" down; fi

@@ -33,28 +33,10 @@ CACHE=${MIZZEN_CACHE:-$HOME/.cache/mizzen}
 
 log() { printf '[node] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-# shellcheck source=stop.sh
-source "$HERE/stop.sh"
+# shellcheck source=procs.sh
+source "$HERE/procs.sh"
 
 ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
-
-wait_for() { # what seconds command...
-  local what=$1 secs=$2
-  shift 2
-  local deadline=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    (($(date +%s) < deadline)) || die "$what not ready after ${secs}s (logs in $CLUSTER_DIR/logs)"
-    sleep 0.2
-  done
-}
-
-start() { # name args...: like up.sh's, with its log in logs/ and a .cmd for restart.sh
-  local name=$1
-  shift
-  setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER_DIR/$name.pid"
-  printf '%q ' "$@" >"$CLUSTER_DIR/$name.cmd"
-}
 
 # Debian's containerd, runc, CNI plugins, iptables and conntrack (kube-proxy's), if missing.
 install_packages() {

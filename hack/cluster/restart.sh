@@ -10,8 +10,8 @@ CLUSTER_DIR=${CLUSTER_DIR:-$(cd "$HERE/../.." && pwd)/.cluster}
 name=${1:?usage: restart.sh NAME [--stop]}
 log() { printf '[cluster] %s\n' "$*" >&2; }
 [[ -f $CLUSTER_DIR/$name.cmd ]] || { log "no $name in $CLUSTER_DIR (start the cluster with make cluster-up)"; exit 1; }
-# shellcheck source=stop.sh
-source "$HERE/stop.sh"
+# shellcheck source=procs.sh
+source "$HERE/procs.sh"
 
 stop "$name"
 if [[ ${2:-} == --stop ]]; then

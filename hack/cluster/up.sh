@@ -90,26 +90,8 @@ trap 'exit 130' INT TERM
 
 t0=$(date +%s%N)
 
-# --- processes ----------------------------------------------------------------------------------------
-start() { # name args...
-  local name=$1
-  shift
-  # setsid: the component gets its own process group, so down.sh can stop it and all it spawned.
-  setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER_DIR/$name.pid"
-  # The command line, for restart.sh.
-  printf '%q ' "$@" >"$CLUSTER_DIR/$name.cmd"
-}
-
-wait_for() { # what seconds command...
-  local what=$1 secs=$2
-  shift 2
-  local deadline=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    (($(date +%s) < deadline)) || die "$what not ready after ${secs}s"
-    sleep 0.2
-  done
-}
+# shellcheck source=procs.sh
+source "$HERE/procs.sh"
 
 start_local_control_plane() {
 # --- certificates -----------------------------------------------------------------------------------

@@ -21,14 +21,18 @@ const ON_THE_REAL_NODE: &str = r#"
 const SETOSA: &str =
     r#"{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
 
-/// Whether the cluster has the real node; if not, the test says it is skipped.
-async fn real_node(cluster: &Cluster) -> Result<bool> {
+/// Given the real node: the test's namespace, the models on a volume and the operator; `None` (and the
+/// test says it is skipped) when the cluster has no real node.
+async fn given_the_real_node(cluster: &Cluster, test: &str) -> Result<Option<(Namespace, Volume, Operator)>> {
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     if nodes.get_opt(NODE).await?.is_none() {
         println!("    skipped: the cluster has no real node (MIZZEN_REAL_NODE=0, or kind)");
-        return Ok(false);
+        return Ok(None);
     }
-    Ok(true)
+    let ns = cluster.namespace(test)?;
+    let volume = given_models_on_a_volume(cluster, &ns)?;
+    let operator = Operator::start(cluster, &["--namespace", &ns.name])?;
+    Ok(Some((ns, volume, operator)))
 }
 
 /// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it;
@@ -96,12 +100,9 @@ impl Drop for Volume {
 /// Service's ClusterIP, through `kubectl port-forward`, with `kubectl logs` and `kubectl exec` working on
 /// its pod and its Service's name resolving through the cluster's DNS.
 pub(crate) async fn model_deployment_serves_from_real_pods(cluster: Cluster) -> Result<()> {
-    if !real_node(&cluster).await? {
+    let Some((ns, _volume, _operator)) = given_the_real_node(&cluster, "real-serve").await? else {
         return Ok(());
-    }
-    let ns = cluster.namespace("real-serve")?;
-    let _volume = given_models_on_a_volume(&cluster, &ns)?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    };
     ns.apply(&format!(
         r#"
 apiVersion: mizzen.dev/v1alpha1
@@ -160,12 +161,9 @@ spec:
 /// A model that cannot be loaded holds its pod unready, and the ModelDeployment says why at once (Degraded,
 /// `PodsFailing`, with the error mizzen-serve ended with), long before the progress deadline.
 pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster: Cluster) -> Result<()> {
-    if !real_node(&cluster).await? {
+    let Some((ns, _volume, _operator)) = given_the_real_node(&cluster, "real-missing").await? else {
         return Ok(());
-    }
-    let ns = cluster.namespace("real-missing")?;
-    let _volume = given_models_on_a_volume(&cluster, &ns)?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    };
     ns.apply(&real_mdep("pvc://models/missing.onnx", "{}"))?;
     let message = ns
         .wait_for::<ModelDeployment, _>("iris", "Degraded with the reason", Duration::from_secs(90), |s| {
@@ -206,12 +204,9 @@ spec:
 /// active revision (a pod being deleted leaves the Service's endpoints while it still serves, and gets
 /// SIGTERM only after the preStop wait).
 pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -> Result<()> {
-    if !real_node(&cluster).await? {
+    let Some((ns, _volume, _operator)) = given_the_real_node(&cluster, "real-rollout").await? else {
         return Ok(());
-    }
-    let ns = cluster.namespace("real-rollout")?;
-    let _volume = given_models_on_a_volume(&cluster, &ns)?;
-    let _operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    };
     let bg = format!("{{scaleDownDelaySeconds: 3, smokeTest: {{request: '{SETOSA}'}}}}");
     ns.apply(&real_mdep("pvc://models/iris.onnx", &bg))?;
     let first = ns
