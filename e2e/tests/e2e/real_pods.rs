@@ -103,17 +103,7 @@ pub(crate) async fn model_deployment_serves_from_real_pods(cluster: Cluster) -> 
     let Some((ns, _volume, _operator)) = given_the_real_node(&cluster, "real-serve").await? else {
         return Ok(());
     };
-    ns.apply(&format!(
-        r#"
-apiVersion: mizzen.dev/v1alpha1
-kind: ModelDeployment
-metadata: {{name: iris}}
-spec:
-  model: {{uri: "pvc://models/iris.onnx"}}
-  replicas: 1
-  server:{ON_THE_REAL_NODE}
-"#
-    ))?;
+    ns.apply(&real_mdep("pvc://models/iris.onnx", 1, "{}"))?;
     ns.wait_for::<ModelDeployment, _>("iris", "Ready=True on the real node", Duration::from_secs(120), |s| {
         (s.available_replicas == 1 && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             .then_some(())
@@ -164,7 +154,7 @@ pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster
     let Some((ns, _volume, _operator)) = given_the_real_node(&cluster, "real-missing").await? else {
         return Ok(());
     };
-    ns.apply(&real_mdep("pvc://models/missing.onnx", "{}"))?;
+    ns.apply(&real_mdep("pvc://models/missing.onnx", 2, "{}"))?;
     let message = ns
         .wait_for::<ModelDeployment, _>("iris", "Degraded with the reason", Duration::from_secs(90), |s| {
             s.conditions
@@ -182,8 +172,8 @@ pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster
     Ok(())
 }
 
-/// A ModelDeployment of model `uri` on the real node, with `blue_green` settings.
-fn real_mdep(uri: &str, blue_green: &str) -> String {
+/// A ModelDeployment of model `uri` on the real node, with `replicas` and `blue_green` settings.
+fn real_mdep(uri: &str, replicas: i32, blue_green: &str) -> String {
     format!(
         r#"
 apiVersion: mizzen.dev/v1alpha1
@@ -191,7 +181,7 @@ kind: ModelDeployment
 metadata: {{name: iris}}
 spec:
   model: {{uri: "{uri}"}}
-  replicas: 2
+  replicas: {replicas}
   strategy: {{blueGreen: {blue_green}}}
   server:{ON_THE_REAL_NODE}
 "#
@@ -208,7 +198,7 @@ pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -
         return Ok(());
     };
     let bg = format!("{{scaleDownDelaySeconds: 3, smokeTest: {{request: '{SETOSA}'}}}}");
-    ns.apply(&real_mdep("pvc://models/iris.onnx", &bg))?;
+    ns.apply(&real_mdep("pvc://models/iris.onnx", 2, &bg))?;
     let first = ns
         .wait_for::<ModelDeployment, _>("iris", "two replicas ready", Duration::from_secs(120), |s| {
             (s.available_replicas == 2 && s.phase == ModelDeploymentPhase::Healthy)
@@ -225,7 +215,7 @@ pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -
     .await?;
 
     let load = Load::start(addr, 4);
-    ns.apply(&real_mdep("pvc://models/iris-v2.onnx", &bg))?;
+    ns.apply(&real_mdep("pvc://models/iris-v2.onnx", 2, &bg))?;
     let status = ns
         .wait_for::<ModelDeployment, _>("iris", "the new revision active", Duration::from_secs(120), |s| {
             (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first))
