@@ -29,9 +29,13 @@ pub struct Observed {
     /// `NAME-REVISION` of the revision the spec asks for, whoever made it (a user's Deployment of that name
     /// carries none of the operator's labels).
     pub desired_deployment: Option<Deployment>,
-    /// The pods of the ModelDeployment, read only while one of its revisions is not fully available.
+    /// Pods of the desired revision (at most [`POD_SAMPLE`]), read only while its Deployment is not fully
+    /// available: enough to say why they fail, without reading every pod of a large revision.
     pub pods: Vec<Pod>,
 }
+
+/// How many pods of a waiting revision are read; when pods fail, they fail alike.
+pub const POD_SAMPLE: u32 = 20;
 
 /// Whether a Deployment does not have all the pods it asks for available.
 fn waiting(d: &Deployment) -> bool {
@@ -47,7 +51,8 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
     let labelled = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
-    let desired = format!("{name}-{}", build::revision(&md.spec, &build::served_name(md)));
+    let revision = build::revision(&md.spec, &build::served_name(md));
+    let desired = format!("{name}-{revision}");
     let (listed, active_service, preview_service, hpa) = tokio::try_join!(
         async { deployments.list(&labelled).await.map_err(call("read_deployments")) },
         async { services.get_opt(&name).await.map_err(call("read_service")) },
@@ -60,9 +65,12 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         Some(ours) => Some(ours.clone()),
         None => deployments.get_opt(&desired).await.map_err(call("read_deployments"))?,
     };
-    let pods = if listed.items.iter().any(waiting) {
+    let pods = if desired_deployment.as_ref().is_some_and(waiting) {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        pods.list(&labelled).await.map_err(call("read_pods"))?.items
+        let of_revision = ListParams::default()
+            .labels(&format!("{}={name},{}={revision}", build::MODEL_DEPLOYMENT_LABEL, build::REVISION_LABEL))
+            .limit(POD_SAMPLE);
+        pods.list(&of_revision).await.map_err(call("read_pods"))?.items
     } else {
         vec![]
     };
