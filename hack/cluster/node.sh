@@ -182,7 +182,7 @@ up() {
   export KUBECONFIG=$CLUSTER_DIR/kubeconfig
   export PATH="$("$HERE/build.sh" --print-bin-dirs):$PATH"
   install_packages
-  down_quietly
+  down_quietly keep-network
   mkdir -p "$NODE_DIR" "$CLUSTER_DIR/logs"
   host_setup
   write_configs
@@ -215,8 +215,10 @@ drop_chain() { # iptables|ip6tables table chain
 }
 
 # Undoes the node: its processes, its containers (by their cgroups, in case the kubelet could not stop
-# them), its mounts, the bridge, and the iptables rules of kube-proxy and of the CNI plugins.
+# them), its mounts, the bridge (not with `keep-network`: the API server may listen on it), and the
+# iptables rules of kube-proxy and of the CNI plugins.
 down_quietly() {
+  local keep_network=${1:-}
   local c
   for c in coredns kube-proxy kubelet; do stop "$c"; done
   # Containers whose shim outlived containerd would keep running: kill every process in the pods' cgroups.
@@ -237,9 +239,11 @@ down_quietly() {
       umount -l "$m" 2>/dev/null || true
     done
   fi
-  ip link del "$BRIDGE" 2>/dev/null || true
-  local cidr
-  for cidr in $FAKE_CIDRS; do ip route del blackhole "$cidr" 2>/dev/null || true; done
+  if [[ $keep_network != keep-network ]]; then
+    ip link del "$BRIDGE" 2>/dev/null || true
+    local cidr
+    for cidr in $FAKE_CIDRS; do ip route del blackhole "$cidr" 2>/dev/null || true; done
+  fi
   if command -v iptables >/dev/null; then
     command -v kube-proxy >/dev/null && kube-proxy --cleanup >/dev/null 2>&1 || true
     local ipt table chain
@@ -259,11 +263,16 @@ down_quietly() {
 }
 
 case ${1:-} in
+  network)
+    # Before the control plane: the API server listens on the node's address, so pods reach it.
+    [[ $(id -u) == 0 ]] || die "the real node needs root (containerd, mounts, iptables); MIZZEN_REAL_NODE=0 skips it"
+    host_setup
+    ;;
   up) up ;;
   down)
     export PATH="$("$HERE/build.sh" --print-bin-dirs):$PATH"
     down_quietly
     log "real node down"
     ;;
-  *) die "usage: node.sh up|down" ;;
+  *) die "usage: node.sh network|up|down" ;;
 esac

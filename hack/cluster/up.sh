@@ -23,6 +23,11 @@ REAL_NODE=${MIZZEN_REAL_NODE:-1}
 [[ $MODE == local ]] || REAL_NODE=0
 KIND_VERSION=${KIND_VERSION:-v0.32.0}
 SERVICE_CIDR=10.96.0.0/16
+# Where the API server listens and what it advertises (the `kubernetes` Service's endpoint): loopback, or
+# with the real node the node's address on its bridge (node.sh), which its pods reach and nothing off this
+# machine does.
+API_HOST=127.0.0.1
+[[ $REAL_NODE == 1 ]] && API_HOST=10.85.0.1
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -117,12 +122,12 @@ gen_cert() { # name subject [san]
 openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
   -subj "/CN=mizzen-test-ca" -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
 gen_cert apiserver "/CN=kube-apiserver" \
-  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "IP:127.0.0.1,IP:10.85.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 gen_cert admin "/O=system:masters/CN=mizzen-admin"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
 openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
-kubectl config set-cluster mizzen --server="https://127.0.0.1:$API_PORT" \
+kubectl config set-cluster mizzen --server="https://$API_HOST:$API_PORT" \
   --certificate-authority="$pki/ca.crt" --embed-certs=true >/dev/null
 kubectl config set-credentials mizzen-admin --client-certificate="$pki/admin.crt" \
   --client-key="$pki/admin.key" --embed-certs=true >/dev/null
@@ -137,7 +142,7 @@ start etcd etcd --name mizzen --data-dir "$CLUSTER_DIR/etcd" \
   --listen-metrics-urls "" --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
-start kube-apiserver kube-apiserver --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+start kube-apiserver kube-apiserver --bind-address "$API_HOST" --advertise-address "$API_HOST" \
   --secure-port "$API_PORT" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
@@ -174,6 +179,7 @@ start_kind() {
   "$kind_bin/kind" create cluster --config "$ROOT/kind-config.yaml" --kubeconfig "$KUBECONFIG_FILE" --wait 180s
 }
 
+if [[ $REAL_NODE == 1 ]]; then "$HERE/node.sh" network; fi
 if [[ $MODE == local ]]; then start_local_control_plane; else start_kind; fi
 
 # kwok: upstream node stages from the pinned module, and our own pod stages.

@@ -5,8 +5,8 @@
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
-use mizzen_api::v1alpha1::ModelDeployment;
 use mizzen_api::v1alpha1::model_deployment::ModelDeploymentPhase;
+use mizzen_api::v1alpha1::{ModelDeployment, TrainingJob};
 use mizzen_e2e::{Cluster, Namespace, Operator, dns_a, http, wait_until};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +35,8 @@ async fn given_the_real_node(cluster: &Cluster, test: &str) -> Result<Option<(Na
     Ok(Some((ns, volume, operator)))
 }
 
-/// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it;
+/// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it
+/// (read-write: trainers write their models there);
 /// the volume goes when the returned guard is dropped (the claim goes with the namespace).
 fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<Volume> {
     let dir = cluster.kubeconfig.parent().context("cluster dir")?.join("volumes").join(&ns.name);
@@ -45,11 +46,12 @@ fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<Volume>
     std::fs::copy(models.join("iris_logreg.onnx"), dir.join("iris.onnx"))?;
     // A second version for rollouts: the same model under another name is another revision.
     std::fs::copy(models.join("iris_logreg.onnx"), dir.join("iris-v2.onnx"))?;
-    // The pods run as uid 65532.
+    // The pods run as uid 65532: they read everything, and trainers write their models here.
     use std::os::unix::fs::PermissionsExt;
     for p in [dir.parent().context("volumes")?, &dir] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
     }
+    std::os::unix::fs::chown(&dir, Some(65532), Some(65532))?;
     cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&format!(
         r#"
 apiVersion: v1
@@ -57,7 +59,7 @@ kind: PersistentVolume
 metadata: {{name: models-{ns}}}
 spec:
   capacity: {{storage: 1Gi}}
-  accessModes: [ReadOnlyMany]
+  accessModes: [ReadWriteMany]
   storageClassName: ""
   claimRef: {{namespace: {ns}, name: models}}
   hostPath: {{path: {dir}, type: Directory}}
@@ -75,18 +77,19 @@ apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: models}
 spec:
-  accessModes: [ReadOnlyMany]
+  accessModes: [ReadWriteMany]
   storageClassName: ""
   resources: {requests: {storage: 1Gi}}
 "#,
     )?;
-    Ok(Volume { cluster: cluster.clone(), name: format!("models-{}", ns.name) })
+    Ok(Volume { cluster: cluster.clone(), name: format!("models-{}", ns.name), dir })
 }
 
-/// A cluster-scoped PersistentVolume, deleted on drop.
+/// A cluster-scoped PersistentVolume on the real node's disk at `dir`, deleted on drop.
 struct Volume {
     cluster: Cluster,
     name: String,
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Volume {
@@ -257,6 +260,198 @@ pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -
     ensure!(ok > 100, "only {ok} requests");
     println!("    {ok} predictions, 0 failed, across the switch {first} -> {second} and two scale-downs");
     Ok(())
+}
+
+/// A TrainingJob whose trials run mizzen-train in pods on the real node, reading a `pvc://` table and
+/// writing their models to the same claim; the best model passes the gate and is deployed to a
+/// ModelDeployment on the real node, which rolls it out and answers predictions with the trained model's
+/// own inputs (numbers and a word) through its Service's ClusterIP.
+pub(crate) async fn training_job_trains_in_real_pods_and_its_model_is_served(cluster: Cluster) -> Result<()> {
+    let Some((ns, volume, _operator)) = given_the_real_node(&cluster, "real-train").await? else {
+        return Ok(());
+    };
+    let data = volume.dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join("train.csv"), super::training_job::training_csv(600))?;
+    ns.apply(&real_mdep("pvc://models/iris.onnx", 1, "{scaleDownDelaySeconds: 0}"))?;
+    let first = ns
+        .wait_for::<ModelDeployment, _>("iris", "the first revision", Duration::from_secs(120), |s| {
+            (s.phase == ModelDeploymentPhase::Healthy).then(|| s.active_revision.clone()).flatten()
+        })
+        .await?;
+    ns.apply(&format!(
+        r#"
+apiVersion: mizzen.dev/v1alpha1
+kind: TrainingJob
+metadata: {{name: model}}
+spec:
+  dataset: {{uri: "pvc://models/data/train.csv", label: label}}
+  algorithm: logisticRegression
+  search:
+    algorithm: grid
+    parallelism: 2
+    objective: {{metric: logLoss}}
+    parameters: [{{name: l2, categorical: ["1000", "0.01"]}}]
+  output: {{uri: "pvc://models/trained/"}}
+  deploy: {{modelDeployment: iris, when: {{metric: accuracy, threshold: 0.7}}}}
+  trainer:{ON_THE_REAL_NODE}
+"#
+    ))?;
+    let reason = ns
+        .wait_for_condition::<TrainingJob>("model", "Succeeded", "True")
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    ensure!(reason == "ModelTrained", "{reason}");
+    let s = ns.status::<TrainingJob>("model").await?;
+    ensure!(s.trials.as_ref().and_then(|t| t.summary.as_deref()) == Some("2/0/2"), "{s:?}");
+    ensure!(s.best_hyperparameters.get("l2").map(String::as_str) == Some("0.01"), "{s:?}");
+    let model = s.model.clone().context("no model in the status")?;
+    // The model is where the status says, on the claim, as the trainer's pod wrote it.
+    let path = model.uri.strip_prefix("pvc://models/").context("not on the claim")?;
+    let bytes = std::fs::read(volume.dir.join(path)).with_context(|| format!("reading {}", model.uri))?;
+    let sha = sha256_hex(&bytes);
+    ensure!(model.sha256.as_deref() == Some(sha.as_str()), "{model:?}: the file's sha256 is {sha}");
+    // The trainer pods ran on the real node and said what they did in their logs.
+    for pod in ns.list::<Pod>().await? {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels.get("mizzen.dev/training-job").map(String::as_str) != Some("model") {
+            continue;
+        }
+        let on = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        ensure!(on.as_deref() == Some(NODE), "a trainer pod ran on {on:?}");
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        ensure!(phase.as_deref() == Some("Succeeded"), "a trainer pod ended {phase:?}");
+        let logs = ns.kubectl(&["logs", &pod.metadata.name.clone().unwrap_or_default()]).ok()?;
+        ensure!(logs.contains("train.csv"), "the trainer's log does not name its data:\n{logs}");
+    }
+    // Deployed: the ModelDeployment rolls the trained model out and serves it.
+    ns.wait_for_condition::<TrainingJob>("model", "Deployed", "True").await?;
+    ns.wait_for::<ModelDeployment, _>("iris", "the trained model active", Duration::from_secs(120), |s| {
+        (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first)).then_some(())
+    })
+    .await
+    .with_context(|| what_the_cluster_shows(&ns))?;
+    let served = ns.get::<ModelDeployment>("iris").await?.spec.model.uri.0;
+    ensure!(served == model.uri, "the ModelDeployment serves {served}, not {}", model.uri);
+    let addr = cluster_ip(&ns, "iris").await?;
+    let request = r#"{"inputs":[
+        {"name":"input","shape":[2,2],"datatype":"FP32","data":[1.8,1.5,-1.9,-1.2]},
+        {"name":"categories","shape":[2,1],"datatype":"BYTES","data":["red","blue"]}]}"#;
+    let (code, body) = wait_until("the trained model to answer", Duration::from_secs(20), || async {
+        http(addr, "POST", "/v2/models/iris/infer", Some(request)).await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await?;
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    let label = answer["outputs"].as_array().and_then(|o| o.iter().find(|o| o["name"] == "label")).cloned();
+    let labels = label.as_ref().map(|l| l["data"].clone());
+    ensure!(code == 200 && labels == Some(serde_json::json!([1, 0])), "{code} {body}");
+    println!("    trained in 2 pods on {NODE} ({}), deployed {} and served: {labels:?}", reason, model.uri);
+    Ok(())
+}
+
+/// The operator itself runs in the cluster from its image, installed with `manifests/operator.yaml` and
+/// customized the way users do (kustomize: on the real node, watching the test's namespace): it is Ready,
+/// reconciles a ModelDeployment on the real node, and rolls it out blue-green, its smoke test reaching the
+/// preview Service from inside the cluster.
+pub(crate) async fn the_operator_runs_in_the_cluster_from_its_image(cluster: Cluster) -> Result<()> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    if nodes.get_opt(NODE).await?.is_none() {
+        println!("    skipped: the cluster has no real node (MIZZEN_REAL_NODE=0, or kind)");
+        return Ok(());
+    }
+    let ns = cluster.namespace("real-operator")?;
+    let _volume = given_models_on_a_volume(&cluster, &ns)?;
+    let kustomization = tempfile::tempdir()?;
+    let manifest = mizzen_common::testing::repo_root().join("manifests/operator.yaml");
+    std::fs::copy(&manifest, kustomization.path().join("operator.yaml"))?;
+    std::fs::write(
+        kustomization.path().join("kustomization.yaml"),
+        format!(
+            r#"
+resources: [operator.yaml]
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {{name: mizzen-operator, namespace: mizzen-system}}
+      spec:
+        template:
+          spec:{}
+            containers:
+              - name: operator
+                env: [{{name: MIZZEN_NAMESPACE, value: {}}}]
+"#,
+            ON_THE_REAL_NODE.replace("\n    ", "\n            "),
+            ns.name
+        ),
+    )?;
+    let dir = kustomization.path().to_string_lossy().to_string();
+    let _installed = Installed { cluster: cluster.clone(), dir: kustomization };
+    cluster.kubectl(&["apply", "-k", &dir]).ok()?;
+    let system = |args: &[&str]| cluster.kubectl(&[&["-n", "mizzen-system"], args].concat());
+    system(&["rollout", "status", "deployment/mizzen-operator", "--timeout", "120s"])
+        .ok()
+        .with_context(|| system(&["get", "deploy,pods", "-o", "wide"]).ok().unwrap_or_default())?;
+    let pods = system(&["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]).ok()?;
+    ensure!(pods.trim() == NODE, "the operator's pod runs on {pods}");
+
+    let bg = format!("{{scaleDownDelaySeconds: 0, smokeTest: {{request: '{SETOSA}'}}}}");
+    ns.apply(&real_mdep("pvc://models/iris.onnx", 1, &bg))?;
+    let first = ns
+        .wait_for::<ModelDeployment, _>("iris", "Healthy", Duration::from_secs(120), |s| {
+            (s.phase == ModelDeploymentPhase::Healthy).then(|| s.active_revision.clone()).flatten()
+        })
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    ns.apply(&real_mdep("pvc://models/iris-v2.onnx", 1, &bg))?;
+    let status = ns
+        .wait_for::<ModelDeployment, _>("iris", "the second revision", Duration::from_secs(120), |s| {
+            (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first))
+                .then(|| s.clone())
+        })
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    let smoke = status.smoke_test.context("no smoke test result")?;
+    ensure!(smoke.passed && Some(&smoke.revision) == status.active_revision.as_ref(), "{smoke:?}");
+    let (code, body) =
+        http(cluster_ip(&ns, "iris").await?, "POST", "/v2/models/iris/infer", Some(SETOSA)).await?;
+    ensure!(code == 200, "{code} {body}");
+    // Its log is JSON lines, and names what it reconciled.
+    let log = system(&["logs", "deployment/mizzen-operator"]).ok()?;
+    ensure!(log.lines().any(|l| l.starts_with('{') && l.contains("iris")), "the operator's log:\n{log}");
+    Ok(())
+}
+
+/// What `kubectl apply -k DIR` installed, deleted on drop (the operator must not outlive its test).
+struct Installed {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "-k",
+            &dir,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+    }
+}
+
+/// The address of a Service's port 8080 on its ClusterIP.
+async fn cluster_ip(ns: &Namespace, service: &str) -> Result<SocketAddr> {
+    let service = ns.get::<Service>(service).await?;
+    let ip = service.spec.and_then(|s| s.cluster_ip).context("the Service has no ClusterIP")?;
+    Ok(format!("{ip}:8080").parse()?)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The namespace's ModelDeployment, its children and its events, for a failure's message.

@@ -8,7 +8,7 @@ use mizzen_e2e::{Cluster, Namespace, Operator, wait_until};
 use std::time::Duration;
 
 /// A small labelled table: two numeric features and a word, two classes mostly separable.
-fn training_csv(rows: usize) -> String {
+pub(crate) fn training_csv(rows: usize) -> String {
     let mut out = String::from("x1,x2,color,label\n");
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
