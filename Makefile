@@ -48,7 +48,7 @@ cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries i
 	hack/cluster/build.sh
 
 demo: ## The end-to-end tour: serve a model, then roll ModelDeployments out blue-green on a local cluster
-	hack/demo.sh
+	hack/demo/demo.sh
 
 bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs scikit-learn; the operator with 500 ModelDeployments
 	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator -p mizzen-train

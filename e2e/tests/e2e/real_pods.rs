@@ -230,12 +230,7 @@ pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -
     let smoke = status.smoke_test.context("no smoke test result")?;
     ensure!(smoke.revision == second && smoke.passed, "{smoke:?}");
     // The old revision goes to zero after the delay; its pods stop while the load goes on.
-    let old = format!("mizzen.dev/revision={first}");
-    wait_until("the old revision's pods gone", Duration::from_secs(90), || async {
-        let out = ns.kubectl(&["get", "pods", "-l", &old, "-o", "name"]).ok().ok()?;
-        out.trim().is_empty().then_some(())
-    })
-    .await?;
+    revision_gone(&ns, &first).await?;
     // Then the active revision itself shrinks: a pod that still has traffic stops.
     ns.kubectl(&["scale", "mdep/iris", "--replicas", "1"]).ok()?;
     let active = format!("mizzen.dev/revision={second}");
@@ -360,7 +355,7 @@ pub(crate) async fn the_operator_runs_in_the_cluster_from_its_image(cluster: Clu
         return Ok(());
     }
     let ns = cluster.namespace("real-operator")?;
-    let _volume = given_models_on_a_volume(&cluster, &ns)?;
+    let volume = given_models_on_a_volume(&cluster, &ns)?;
     let kustomization = tempfile::tempdir()?;
     let manifest = mizzen_common::testing::repo_root().join("manifests/operator.yaml");
     std::fs::copy(&manifest, kustomization.path().join("operator.yaml"))?;
@@ -395,7 +390,7 @@ patches:
     let pods = system(&["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]).ok()?;
     ensure!(pods.trim() == NODE, "the operator's pod runs on {pods}");
 
-    let bg = format!("{{scaleDownDelaySeconds: 0, smokeTest: {{request: '{SETOSA}'}}}}");
+    let bg = format!("{{scaleDownDelaySeconds: 1, smokeTest: {{request: '{SETOSA}'}}}}");
     ns.apply(&real_mdep("pvc://models/iris.onnx", 1, &bg))?;
     let first = ns
         .wait_for::<ModelDeployment, _>("iris", "Healthy", Duration::from_secs(120), |s| {
@@ -416,10 +411,37 @@ patches:
     let (code, body) =
         http(cluster_ip(&ns, "iris").await?, "POST", "/v2/models/iris/infer", Some(SETOSA)).await?;
     ensure!(code == 200, "{code} {body}");
-    // Its log is JSON lines, and names what it reconciled.
+    // The old revision is scaled down after its delay (through the Deployment's scale subresource).
+    revision_gone(&ns, &first).await.with_context(|| what_the_cluster_shows(&ns))?;
+    // A TrainingJob: its Job is made, its pod trains, and the Job is deleted after the ttl.
+    std::fs::create_dir_all(volume.dir.join("data"))?;
+    std::fs::write(volume.dir.join("data/train.csv"), super::training_job::training_csv(200))?;
+    ns.apply(&format!(
+        "apiVersion: mizzen.dev/v1alpha1\nkind: TrainingJob\nmetadata: {{name: model}}\nspec:\n  \
+         dataset: {{uri: pvc://models/data/train.csv, label: label}}\n  algorithm: logisticRegression\n  \
+         output: {{uri: pvc://models/trained/}}\n  ttlSecondsAfterFinished: 1\n  trainer:{ON_THE_REAL_NODE}\n"
+    ))?;
+    ns.wait_for_condition::<TrainingJob>("model", "Succeeded", "True").await?;
+    wait_until("the Job deleted after the ttl", Duration::from_secs(30), || async {
+        ns.kubectl(&["get", "job", "model"]).refused().ok()
+    })
+    .await?;
+    // Its log is JSON lines and names what it reconciled; its RBAC let it do everything it tried.
     let log = system(&["logs", "deployment/mizzen-operator"]).ok()?;
     ensure!(log.lines().any(|l| l.starts_with('{') && l.contains("iris")), "the operator's log:\n{log}");
+    let refused: Vec<_> = log.lines().filter(|l| l.to_ascii_lowercase().contains("forbidden")).collect();
+    ensure!(refused.is_empty(), "the operator was refused:\n{}", refused.join("\n"));
     Ok(())
+}
+
+/// Waits until no pod of revision `revision` is left.
+async fn revision_gone(ns: &Namespace, revision: &str) -> Result<()> {
+    let selector = format!("mizzen.dev/revision={revision}");
+    wait_until("the old revision's pods gone", Duration::from_secs(90), || async {
+        let out = ns.kubectl(&["get", "pods", "-l", &selector, "-o", "name"]).ok().ok()?;
+        out.trim().is_empty().then_some(())
+    })
+    .await
 }
 
 /// What `kubectl apply -k DIR` installed, deleted on drop (the operator must not outlive its test).
