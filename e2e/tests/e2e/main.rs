@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             false real_pods::model_deployment_serves_from_real_pods,
             false real_pods::blue_green_on_real_pods_loses_no_request,
             false real_pods::a_model_that_cannot_load_is_reported_with_its_reason,
+            false real_pods::a_slow_model_holds_the_pod_unready_until_it_is_loaded,
             false real_pods::training_job_trains_in_real_pods_and_its_model_is_served,
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
         ],

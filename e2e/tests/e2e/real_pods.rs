@@ -151,6 +151,113 @@ pub(crate) async fn model_deployment_serves_from_real_pods(cluster: Cluster) -> 
     Ok(())
 }
 
+/// Readiness is gated on the model being loaded: while its download is held (an HTTP server on the node's
+/// address that answers only when the test lets it), the pod runs but stays unready and the ModelDeployment
+/// waits (no replica available, nothing reported failing); once the model arrives the pod becomes Ready and
+/// serves.
+pub(crate) async fn a_slow_model_holds_the_pod_unready_until_it_is_loaded(cluster: Cluster) -> Result<()> {
+    let Some((ns, volume, _operator)) = given_the_real_node(&cluster, "real-slow").await? else {
+        return Ok(());
+    };
+    let server = HeldModel::start(std::fs::read(volume.dir.join("iris.onnx"))?).await?;
+    ns.apply(&real_mdep(&format!("http://{}/iris.onnx", server.addr), 1, "{}"))?;
+    wait_until("mizzen-serve to ask for the model", Duration::from_secs(60), || async {
+        (*server.requests.borrow() > 0).then_some(())
+    })
+    .await
+    .with_context(|| what_the_cluster_shows(&ns))?;
+    // Several readiness probes come and go while the model is held.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pods = ns.list::<Pod>().await?;
+        let [pod] = pods.as_slice() else { anyhow::bail!("{} pods", pods.len()) };
+        let status = pod.status.clone().unwrap_or_default();
+        let ready =
+            status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let running = status
+            .container_statuses
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+        ensure!(running && !ready, "while its model loads the pod must run unready: {:?}", pod.status);
+        let md = ns.status::<ModelDeployment>("iris").await?;
+        let degraded = md.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True");
+        ensure!(md.available_replicas == 0 && !degraded, "{md:?}");
+    }
+    server.release();
+    ns.wait_for::<ModelDeployment, _>("iris", "Ready once loaded", Duration::from_secs(60), |s| {
+        (s.available_replicas == 1 && s.phase == ModelDeploymentPhase::Healthy).then_some(())
+    })
+    .await
+    .with_context(|| what_the_cluster_shows(&ns))?;
+    let addr = cluster_ip(&ns, "iris").await?;
+    wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
+        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await?;
+    Ok(())
+}
+
+/// An HTTP server on the node's address (which pods reach) that serves one model file, holding every GET
+/// until [`HeldModel::release`]; it counts the requests it got.
+struct HeldModel {
+    addr: SocketAddr,
+    requests: tokio::sync::watch::Receiver<usize>,
+    release: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HeldModel {
+    async fn start(model: Vec<u8>) -> Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((NODE_IP, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (count, requests) = tokio::sync::watch::channel(0usize);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let model = std::sync::Arc::new(model);
+        let server = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (model, mut released) = (model.clone(), released.clone());
+                count.send_modify(|n| *n += 1);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if released.wait_for(|r| *r).await.is_err() {
+                        return;
+                    }
+                    let headers = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\
+                         Last-Modified: Tue, 01 Dec 2026 00:00:00 GMT\r\nETag: \"iris\"\r\nConnection: close\r\n\r\n",
+                        model.len()
+                    );
+                    let _ = conn.write_all(headers.as_bytes()).await;
+                    if !head.starts_with(b"HEAD") {
+                        let _ = conn.write_all(&model).await;
+                    }
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Ok(Self { addr, requests, release, server })
+    }
+
+    fn release(&self) {
+        let _ = self.release.send(true);
+    }
+}
+
+impl Drop for HeldModel {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 /// A model that cannot be loaded holds its pod unready, and the ModelDeployment says why at once (Degraded,
 /// `PodsFailing`, with the error mizzen-serve ended with), long before the progress deadline.
 pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster: Cluster) -> Result<()> {
