@@ -57,13 +57,15 @@ install_packages() {
 # The sandbox image: a static pause(2) loop, cached by the source's hash.
 pause_image() {
   local src=$ROOT/hack/images/pause.c key out
-  key=$(sha256sum "$src" "$ROOT/hack/images/oci.py" | sha256sum | cut -c1-16)
+  # By content only (not the clone's path), so every clone shares one cached image.
+  key=$(cat "$src" "$ROOT/hack/images/oci.py" | sha256sum | cut -c1-16)
   out=$CACHE/images/pause-$key.tar
   if [[ ! -f $out ]]; then
     mkdir -p "$CACHE/images"
     gcc -static -O2 -o "$NODE_DIR/pause" "$src"
     python3 "$ROOT/hack/images/oci.py" --name "$PAUSE_IMAGE" --out "$out" --file "$NODE_DIR/pause:/pause" \
       --entrypoint /pause --static --no-ca --user 65535:65535 >/dev/null
+    find "$CACHE/images" -name 'pause-*.tar' ! -name "$(basename "$out")" -delete
   fi
   ctr_ images import "$out" >/dev/null
 }

@@ -2,7 +2,7 @@
 #   start NAME ARGS...         starts it in its own process group, its log in logs/NAME.log, its pid and
 #                              command line (for restart.sh) in $CLUSTER_DIR
 #   stop NAME                  stops it (its whole process group: SIGTERM, then SIGKILL after 5 s)
-#   wait_for WHAT SECS CMD...  waits until CMD succeeds, or dies saying WHAT was not ready (the caller's die)
+#   wait_for WHAT SECS CMD...  waits until CMD succeeds, or dies saying what it waited for (the caller's die)
 start() {
   local name=$1
   shift
@@ -18,7 +18,7 @@ wait_for() {
   shift 2
   local deadline=$(($(date +%s) + secs))
   until "$@" >/dev/null 2>&1; do
-    (($(date +%s) < deadline)) || die "$what not ready after ${secs}s (logs in $CLUSTER_DIR/logs)"
+    (($(date +%s) < deadline)) || die "timed out after ${secs}s waiting for $what (logs in $CLUSTER_DIR/logs)"
     sleep 0.2
   done
 }

@@ -36,15 +36,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-wait_for() { # seconds description command...
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    (($(date +%s) < deadline)) || die "timed out waiting for $what"
-    sleep 0.3
-  done
-}
+CLUSTER_DIR=$ROOT/.cluster
+# shellcheck source=../cluster/procs.sh
+source "$ROOT/hack/cluster/procs.sh" # wait_for WHAT SECS CMD...
 now() { date +%s%N; }
 since() { # the time since $1 (from now), in seconds with one decimal
   local ms=$((($(now) - $1) / 1000000))
@@ -99,14 +93,15 @@ if [[ $MODE == local ]]; then kubectl apply -k hack/demo/operator; else kubectl 
 kubectl -n mizzen-system rollout status deployment/mizzen-operator --timeout 180s
 kubectl -n mizzen-system get pods -o wide
 
-step "The API server refuses a bad ModelDeployment with the rule's message"
+step "The API server refuses a bad TrainingJob with the rules' messages"
 kubectl apply -f - <<'YAML' || true
 apiVersion: mizzen.dev/v1alpha1
-kind: ModelDeployment
+kind: TrainingJob
 metadata: {name: iris}
 spec:
-  model: {uri: "ftp://models/iris.onnx"}
-  autoscaling: {minReplicas: 5, maxReplicas: 2}
+  dataset: {uri: "pvc://data", label: species, features: [petal_length, species]}
+  algorithm: logisticRegression
+  hyperparameters: {hiddenLayers: [64]}
 YAML
 
 step "The data: iris as a CSV on a volume the pods mount (PersistentVolumeClaim models)"
@@ -156,20 +151,25 @@ tjob_is() { [[ $(kubectl get tjob "$1" -o 'jsonpath={.status.phase}') == "$2" ]]
 tjob_field() { kubectl get tjob "$1" -o "jsonpath={.status.$2}"; }
 md_field() { kubectl get mdep iris -o "jsonpath={.status.$1}"; }
 
-step "TrainingJob iris-v1: mizzen-train in a pod on the real node, with a strong penalty (l2=1000)"
-t=$(now)
-kubectl apply -f - <<YAML
+# A TrainingJob NAME of logistic regression on the iris table, trained on the real node, with more SPEC.
+tjob() { # NAME SPEC
+  kubectl apply -f - <<YAML
 apiVersion: mizzen.dev/v1alpha1
 kind: TrainingJob
-metadata: {name: iris-v1}
+metadata: {name: $1}
 spec:
   dataset: {uri: pvc://models/data/iris.csv, label: species}
   algorithm: logisticRegression
-  hyperparameters: {l2: 1000}
-  output: {uri: pvc://models/iris-v1/}
+  output: {uri: pvc://models/$1/}
   trainer:$ON_THE_REAL_NODE
+$2
 YAML
-wait_for 180 "iris-v1 to train" tjob_is iris-v1 Succeeded
+}
+
+step "TrainingJob iris-v1: mizzen-train in a pod on the real node, with a strong penalty (l2=1000)"
+t=$(now)
+tjob iris-v1 "  hyperparameters: {l2: 1000}"
+wait_for "iris-v1 to train" 180 tjob_is iris-v1 Succeeded
 TRAIN_V1=$(since "$t")
 kubectl get tjob iris-v1 -o wide
 kubectl get pods -l mizzen.dev/training-job=iris-v1 -o wide
@@ -193,7 +193,7 @@ spec:
   server:$ON_THE_REAL_NODE
 YAML
 md_healthy() { [[ $(md_field phase) == Healthy && $(md_field availableReplicas) == 2 ]]; }
-wait_for 180 "iris to serve" md_healthy
+wait_for "iris to serve" 180 md_healthy
 SERVE_READY=$(since "$t")
 kubectl get mdep,deployments,services,pods -o wide
 
@@ -201,7 +201,7 @@ step "Predictions through kubectl port-forward (raw measurements in, species nam
 kubectl port-forward svc/iris :8080 --address 127.0.0.1 >"$DEMO/port-forward.log" 2>&1 &
 pids+=($!)
 forwarded() { grep -q 'Forwarding from 127.0.0.1:' "$DEMO/port-forward.log"; }
-wait_for 20 "port-forward" forwarded
+wait_for "port-forward" 20 forwarded
 PORT=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$DEMO/port-forward.log" | head -1)
 echo "POST /v2/models/iris/infer (a setosa and a virginica):"
 curl -sS "http://127.0.0.1:$PORT/v2/models/iris/infer" -H 'content-type: application/json' \
@@ -215,7 +215,7 @@ step "TrainingJob iris-v2: a grid search over l2 (three trainer pods at once), d
 IP=$(kubectl get service iris -o 'jsonpath={.spec.clusterIP}')
 # kube-proxy writes the Service's rules on its node about a second after its endpoints are ready.
 answers() { on_node curl -fsS -m 2 "http://$IP:8080/v2/health/ready"; }
-wait_for 30 "the Service's ClusterIP to answer" answers
+wait_for "the Service's ClusterIP to answer" 30 answers
 to_node "$ROOT/hack/demo/load.sh" /tmp/mizzen-demo-load.sh
 on_node rm -f /tmp/mizzen-demo-stop /tmp/mizzen-demo-load-1 /tmp/mizzen-demo-load-2
 for i in 1 2; do
@@ -231,35 +231,25 @@ done
 echo "clients sending to http://$IP:8080 (the active Service's ClusterIP), each request on a new connection"
 BEFORE=$(md_field activeRevision)
 t=$(now)
-kubectl apply -f - <<YAML
-apiVersion: mizzen.dev/v1alpha1
-kind: TrainingJob
-metadata: {name: iris-v2}
-spec:
-  dataset: {uri: pvc://models/data/iris.csv, label: species}
-  algorithm: logisticRegression
-  search:
+tjob iris-v2 '  search:
     algorithm: grid
     parallelism: 3
     objective: {metric: logLoss}
     parameters: [{name: l2, categorical: ["1000", "1", "0.01"]}]
-  output: {uri: pvc://models/iris-v2/}
-  deploy: {modelDeployment: iris, when: {metric: accuracy, threshold: 0.9}}
-  trainer:$ON_THE_REAL_NODE
-YAML
-wait_for 240 "iris-v2 to train" tjob_is iris-v2 Succeeded
+  deploy: {modelDeployment: iris, when: {metric: accuracy, threshold: 0.9}}'
+wait_for "iris-v2 to train" 240 tjob_is iris-v2 Succeeded
 TRAIN_V2=$(since "$t")
 kubectl get tjob iris-v2 -o wide
 switched() { [[ $(md_field phase) == Healthy && $(md_field activeRevision) != "$BEFORE" ]]; }
-wait_for 180 "the switch to the new revision" switched
+wait_for "the switch to the new revision" 180 switched
 SWITCH=$(since "$t")
 AFTER=$(md_field activeRevision)
 old_pods_gone() { [[ -z $(kubectl get pods -l "mizzen.dev/revision=$BEFORE" -o name) ]]; }
-wait_for 120 "the old revision's pods to go" old_pods_gone
+wait_for "the old revision's pods to go" 120 old_pods_gone
 sleep 2
 on_node touch /tmp/mizzen-demo-stop
 loads_done() { on_node test -s /tmp/mizzen-demo-load-1 && on_node test -s /tmp/mizzen-demo-load-2; }
-wait_for 30 "the clients to stop" loads_done
+wait_for "the clients to stop" 30 loads_done
 OK=0 FAILED=0
 for i in 1 2; do
   read -r ok failed < <(on_node head -n 1 "/tmp/mizzen-demo-load-$i")

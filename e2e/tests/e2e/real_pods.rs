@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
-use mizzen_api::v1alpha1::model_deployment::ModelDeploymentPhase;
+use mizzen_api::v1alpha1::model_deployment::{ModelDeploymentPhase, ModelDeploymentStatus};
 use mizzen_api::v1alpha1::{ModelDeployment, TrainingJob};
 use mizzen_e2e::{Cluster, Namespace, Operator, dns_a, http, wait_until};
 use std::net::SocketAddr;
@@ -119,15 +119,10 @@ pub(crate) async fn model_deployment_serves_from_real_pods(cluster: Cluster) -> 
     ensure!(on.as_deref() == Some(NODE), "the pod runs on {on:?}");
 
     // Through the Service's ClusterIP (kube-proxy's rules), from this machine.
-    let service = ns.get::<Service>("iris").await?;
-    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).context("the Service has no ClusterIP")?;
-    let addr: SocketAddr = format!("{cluster_ip}:8080").parse()?;
-    // kube-proxy programs the Service's rules shortly after its endpoints are ready.
-    let (code, body) = wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
-        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
-    })
-    .await?;
-    ensure!(code == 200 && body.contains("\"outputs\""), "{code} {body}");
+    let addr = cluster_ip(&ns, "iris").await?;
+    let cluster_ip = addr.ip().to_string();
+    let body = predicted(addr, SETOSA).await?;
+    ensure!(body.contains("\"outputs\""), "{body}");
 
     // By name, through the cluster's DNS (the server every pod's resolv.conf names).
     let dns: SocketAddr = format!("{NODE_IP}:53").parse()?;
@@ -166,35 +161,30 @@ pub(crate) async fn a_slow_model_holds_the_pod_unready_until_it_is_loaded(cluste
     })
     .await
     .with_context(|| what_the_cluster_shows(&ns))?;
-    // Several readiness probes come and go while the model is held.
+    // The kubelet reports the container running (its status lags what the container does)...
+    let pod = wait_until("the pod reported running", Duration::from_secs(30), || async {
+        let pods = ns.list::<Pod>().await.ok()?;
+        let [pod] = pods.as_slice() else { return None };
+        let statuses = pod.status.as_ref()?.container_statuses.clone()?;
+        statuses.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())).then(|| pod.clone())
+    })
+    .await?;
+    let name = pod.metadata.name.context("pod name")?;
+    // ... and while the model is held, several readiness probes come and go and it stays unready.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let pods = ns.list::<Pod>().await?;
-        let [pod] = pods.as_slice() else { anyhow::bail!("{} pods", pods.len()) };
+        let pod = ns.get::<Pod>(&name).await?;
         let status = pod.status.clone().unwrap_or_default();
         let ready =
             status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let running = status
-            .container_statuses
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-        ensure!(running && !ready, "while its model loads the pod must run unready: {:?}", pod.status);
+        ensure!(!ready, "the pod is Ready while its model is still loading: {:?}", pod.status);
         let md = ns.status::<ModelDeployment>("iris").await?;
         let degraded = md.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True");
         ensure!(md.available_replicas == 0 && !degraded, "{md:?}");
     }
     server.release();
-    ns.wait_for::<ModelDeployment, _>("iris", "Ready once loaded", Duration::from_secs(60), |s| {
-        (s.available_replicas == 1 && s.phase == ModelDeploymentPhase::Healthy).then_some(())
-    })
-    .await
-    .with_context(|| what_the_cluster_shows(&ns))?;
-    let addr = cluster_ip(&ns, "iris").await?;
-    wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
-        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
-    })
-    .await?;
+    healthy(&ns, 1).await?;
+    predicted(cluster_ip(&ns, "iris").await?, SETOSA).await?;
     Ok(())
 }
 
@@ -309,30 +299,13 @@ pub(crate) async fn blue_green_on_real_pods_loses_no_request(cluster: Cluster) -
     };
     let bg = format!("{{scaleDownDelaySeconds: 3, smokeTest: {{request: '{SETOSA}'}}}}");
     ns.apply(&real_mdep("pvc://models/iris.onnx", 2, &bg))?;
-    let first = ns
-        .wait_for::<ModelDeployment, _>("iris", "two replicas ready", Duration::from_secs(120), |s| {
-            (s.available_replicas == 2 && s.phase == ModelDeploymentPhase::Healthy)
-                .then(|| s.active_revision.clone())
-                .flatten()
-        })
-        .await?;
-    let service = ns.get::<Service>("iris").await?;
-    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).context("the Service has no ClusterIP")?;
-    let addr: SocketAddr = format!("{cluster_ip}:8080").parse()?;
-    wait_until("the ClusterIP to answer", Duration::from_secs(20), || async {
-        http(addr, "POST", "/v2/models/iris/infer", Some(SETOSA)).await.ok().filter(|(c, _)| *c == 200)
-    })
-    .await?;
+    let first = healthy(&ns, 2).await?;
+    let addr = cluster_ip(&ns, "iris").await?;
+    predicted(addr, SETOSA).await?;
 
     let load = Load::start(addr, 4);
     ns.apply(&real_mdep("pvc://models/iris-v2.onnx", 2, &bg))?;
-    let status = ns
-        .wait_for::<ModelDeployment, _>("iris", "the new revision active", Duration::from_secs(120), |s| {
-            (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first))
-                .then(|| s.clone())
-        })
-        .await
-        .with_context(|| what_the_cluster_shows(&ns))?;
+    let status = switched_from(&ns, &first).await?;
     let second = status.active_revision.clone().context("active")?;
     let smoke = status.smoke_test.context("no smoke test result")?;
     ensure!(smoke.revision == second && smoke.passed, "{smoke:?}");
@@ -376,11 +349,7 @@ pub(crate) async fn training_job_trains_in_real_pods_and_its_model_is_served(clu
     std::fs::create_dir_all(&data)?;
     std::fs::write(data.join("train.csv"), super::training_job::training_csv(600))?;
     ns.apply(&real_mdep("pvc://models/iris.onnx", 1, "{scaleDownDelaySeconds: 0}"))?;
-    let first = ns
-        .wait_for::<ModelDeployment, _>("iris", "the first revision", Duration::from_secs(120), |s| {
-            (s.phase == ModelDeploymentPhase::Healthy).then(|| s.active_revision.clone()).flatten()
-        })
-        .await?;
+    let first = healthy(&ns, 1).await?;
     ns.apply(&format!(
         r#"
 apiVersion: mizzen.dev/v1alpha1
@@ -428,25 +397,17 @@ spec:
     }
     // Deployed: the ModelDeployment rolls the trained model out and serves it.
     ns.wait_for_condition::<TrainingJob>("model", "Deployed", "True").await?;
-    ns.wait_for::<ModelDeployment, _>("iris", "the trained model active", Duration::from_secs(120), |s| {
-        (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first)).then_some(())
-    })
-    .await
-    .with_context(|| what_the_cluster_shows(&ns))?;
+    switched_from(&ns, &first).await?;
     let served = ns.get::<ModelDeployment>("iris").await?.spec.model.uri.0;
     ensure!(served == model.uri, "the ModelDeployment serves {served}, not {}", model.uri);
-    let addr = cluster_ip(&ns, "iris").await?;
     let request = r#"{"inputs":[
         {"name":"input","shape":[2,2],"datatype":"FP32","data":[1.8,1.5,-1.9,-1.2]},
         {"name":"categories","shape":[2,1],"datatype":"BYTES","data":["red","blue"]}]}"#;
-    let (code, body) = wait_until("the trained model to answer", Duration::from_secs(20), || async {
-        http(addr, "POST", "/v2/models/iris/infer", Some(request)).await.ok().filter(|(c, _)| *c == 200)
-    })
-    .await?;
+    let body = predicted(cluster_ip(&ns, "iris").await?, request).await?;
     let answer: serde_json::Value = serde_json::from_str(&body)?;
     let label = answer["outputs"].as_array().and_then(|o| o.iter().find(|o| o["name"] == "label")).cloned();
     let labels = label.as_ref().map(|l| l["data"].clone());
-    ensure!(code == 200 && labels == Some(serde_json::json!([1, 0])), "{code} {body}");
+    ensure!(labels == Some(serde_json::json!([1, 0])), "{body}");
     println!("    trained in 2 pods on {NODE} ({}), deployed {} and served: {labels:?}", reason, model.uri);
     Ok(())
 }
@@ -499,25 +460,12 @@ patches:
 
     let bg = format!("{{scaleDownDelaySeconds: 1, smokeTest: {{request: '{SETOSA}'}}}}");
     ns.apply(&real_mdep("pvc://models/iris.onnx", 1, &bg))?;
-    let first = ns
-        .wait_for::<ModelDeployment, _>("iris", "Healthy", Duration::from_secs(120), |s| {
-            (s.phase == ModelDeploymentPhase::Healthy).then(|| s.active_revision.clone()).flatten()
-        })
-        .await
-        .with_context(|| what_the_cluster_shows(&ns))?;
+    let first = healthy(&ns, 1).await?;
     ns.apply(&real_mdep("pvc://models/iris-v2.onnx", 1, &bg))?;
-    let status = ns
-        .wait_for::<ModelDeployment, _>("iris", "the second revision", Duration::from_secs(120), |s| {
-            (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_ref() != Some(&first))
-                .then(|| s.clone())
-        })
-        .await
-        .with_context(|| what_the_cluster_shows(&ns))?;
+    let status = switched_from(&ns, &first).await?;
     let smoke = status.smoke_test.context("no smoke test result")?;
     ensure!(smoke.passed && Some(&smoke.revision) == status.active_revision.as_ref(), "{smoke:?}");
-    let (code, body) =
-        http(cluster_ip(&ns, "iris").await?, "POST", "/v2/models/iris/infer", Some(SETOSA)).await?;
-    ensure!(code == 200, "{code} {body}");
+    predicted(cluster_ip(&ns, "iris").await?, SETOSA).await?;
     // The old revision is scaled down after its delay (through the Deployment's scale subresource).
     revision_gone(&ns, &first).await.with_context(|| what_the_cluster_shows(&ns))?;
     // A TrainingJob: its Job is made, its pod trains, and the Job is deleted after the ttl.
@@ -569,6 +517,37 @@ impl Drop for Installed {
             "--timeout=60s",
         ]);
     }
+}
+
+/// Waits until the ModelDeployment `iris` is Healthy with `replicas` available; its active revision.
+async fn healthy(ns: &Namespace, replicas: i32) -> Result<String> {
+    ns.wait_for::<ModelDeployment, _>("iris", "Healthy", Duration::from_secs(120), |s| {
+        (s.phase == ModelDeploymentPhase::Healthy && s.available_replicas == replicas)
+            .then(|| s.active_revision.clone())
+            .flatten()
+    })
+    .await
+    .with_context(|| what_the_cluster_shows(ns))
+}
+
+/// Waits until the ModelDeployment `iris` is Healthy on a revision other than `first`; its status.
+async fn switched_from(ns: &Namespace, first: &str) -> Result<ModelDeploymentStatus> {
+    ns.wait_for::<ModelDeployment, _>("iris", "a new revision active", Duration::from_secs(120), |s| {
+        (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_deref() != Some(first))
+            .then(|| s.clone())
+    })
+    .await
+    .with_context(|| what_the_cluster_shows(ns))
+}
+
+/// The body of a 200 answer to `request` from the model `iris` at `addr`, tried until one comes (kube-proxy
+/// writes a Service's rules shortly after its endpoints are ready).
+async fn predicted(addr: SocketAddr, request: &str) -> Result<String> {
+    let (_, body) = wait_until("a prediction through the ClusterIP", Duration::from_secs(20), || async {
+        http(addr, "POST", "/v2/models/iris/infer", Some(request)).await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await?;
+    Ok(body)
 }
 
 /// The address of a Service's port 8080 on its ClusterIP.
