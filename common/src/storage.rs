@@ -50,6 +50,50 @@ pub async fn write(uri: &str, bytes: Bytes) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Moves the object at `from` to `to` (the same store), replacing `to`: an atomic rename on a local file
+/// system, a copy and a delete on object stores.
+pub async fn rename(from: &str, to: &str) -> Result<(), StorageError> {
+    let (store, from_path) = resolve(from)?;
+    let (_, to_path) = resolve(to)?;
+    store.rename(&from_path, &to_path).await.map_err(|source| StorageError::Write { uri: to.into(), source })
+}
+
+/// Deletes the object at `uri`; a missing object is not an error.
+pub async fn delete(uri: &str) -> Result<(), StorageError> {
+    let (store, path) = resolve(uri)?;
+    match store.delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(source) => Err(StorageError::Write { uri: uri.into(), source }),
+    }
+}
+
+/// Whether objects can be written under the directory `dir`: writes a small probe object there and deletes
+/// it. For `file://`, the directories the probe needed are removed again, so a check leaves nothing.
+pub async fn check_writable(dir: &str) -> Result<(), StorageError> {
+    let dir = dir.trim_end_matches('/');
+    // The local directories that do not exist yet, deepest first.
+    let mut created = Vec::new();
+    if let Ok(url) = Url::parse(dir)
+        && url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        let mut p = Some(path.as_path());
+        while let Some(d) = p.filter(|d| !d.exists()) {
+            created.push(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+    let probe = format!("{dir}/.mizzen-write-check-{}", std::process::id());
+    let result = match write(&probe, Bytes::from_static(b"")).await {
+        Ok(()) => delete(&probe).await,
+        Err(e) => Err(e),
+    };
+    for d in created {
+        let _ = std::fs::remove_dir(d);
+    }
+    result
+}
+
 /// The store and path of `uri`, with clear errors for schemes this layer does not read.
 fn resolve(
     uri: &str,
@@ -111,6 +155,27 @@ mod tests {
         assert_eq!(&read(&uri).await.unwrap()[..], b"{}");
         let err = write("registry://iris", Bytes::new()).await.unwrap_err().to_string();
         assert!(err.contains("mizzen-registry"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn renames_deletes_and_write_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("file://{}/out", dir.path().display());
+        check_writable(&format!("{base}/deeper")).await.unwrap();
+        assert!(!dir.path().join("out").exists(), "the check leaves nothing");
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        check_writable(&base).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("out")).unwrap().count(), 0, "the probe is gone");
+        write(&format!("{base}/a.tmp"), Bytes::from_static(b"a")).await.unwrap();
+        rename(&format!("{base}/a.tmp"), &format!("{base}/a")).await.unwrap();
+        assert_eq!(&read(&format!("{base}/a")).await.unwrap()[..], b"a");
+        assert!(!dir.path().join("out/a.tmp").exists());
+        delete(&format!("{base}/a")).await.unwrap();
+        delete(&format!("{base}/a")).await.unwrap();
+        // Under a regular file, no directory can be made (not even by root).
+        std::fs::write(dir.path().join("plain"), b"").unwrap();
+        let err = check_writable(&format!("file://{}/plain/out", dir.path().display())).await.unwrap_err();
+        assert!(err.to_string().contains("writing") && err.to_string().contains("plain/out"), "{err}");
     }
 
     #[tokio::test]

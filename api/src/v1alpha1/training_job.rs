@@ -27,10 +27,10 @@ use std::collections::BTreeMap;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 52")
         .message("metadata.name must be a DNS label of at most 52 characters that starts with a letter: it names the Job and its pods"),
-    validation = Rule::new("!has(self.spec.search) || self.spec.search.objective.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
-        .message("search.objective.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for classifiers"),
-    validation = Rule::new("!has(self.spec.deploy) || self.spec.deploy.when.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
-        .message("deploy.when.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for classifiers"),
+    validation = Rule::new("!has(self.spec.search) || self.spec.algorithm == 'mlp' || self.spec.search.objective.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
+        .message("search.objective.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for logisticRegression; any for mlp, whose task follows the label"),
+    validation = Rule::new("!has(self.spec.deploy) || self.spec.algorithm == 'mlp' || self.spec.deploy.when.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
+        .message("deploy.when.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for logisticRegression; any for mlp, whose task follows the label"),
     validation = Rule::new("self.spec.dataset == oldSelf.spec.dataset && self.spec.algorithm == oldSelf.spec.algorithm && self.spec.hyperparameters == oldSelf.spec.hyperparameters && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || self.spec.search == oldSelf.spec.search) && self.spec.validation == oldSelf.spec.validation && self.spec.output == oldSelf.spec.output && self.spec.trainer == oldSelf.spec.trainer && self.spec.backoffLimit == oldSelf.spec.backoffLimit && has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds) && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)")
         .message("a TrainingJob's spec cannot change once created, except suspend, deploy and ttlSecondsAfterFinished: create a new TrainingJob to train again"),
     validation = Rule::new("!has(self.spec.hyperparameters.hiddenLayers) || self.spec.algorithm == 'mlp'")
@@ -43,7 +43,8 @@ pub struct TrainingJobSpec {
     /// The training data: exactly one of `uri` and `featureSet`, the label column and the feature columns.
     pub dataset: DatasetSpec,
     /// What to fit: `logisticRegression` (binary or multinomial classifier), `linearRegression` (ridge
-    /// regressor) or `mlp` (multi-layer perceptron classifier).
+    /// regressor) or `mlp` (multi-layer perceptron: a classifier, or a regressor when the label is a
+    /// quantity: numeric with a non-integer value or more than 100 distinct values).
     pub algorithm: Algorithm,
     /// Hyperparameters of the algorithm. Unset ones take the trainer's defaults; a search overrides the
     /// ones it searches.
@@ -93,7 +94,9 @@ pub enum Algorithm {
     LogisticRegression,
     /// Ridge regression.
     LinearRegression,
-    /// Multi-layer perceptron classifier with one or two hidden layers, trained with Adam and early stopping.
+    /// Multi-layer perceptron with one or two hidden layers, trained with Adam and early stopping: a
+    /// classifier, or a regressor when the label is a quantity (numeric with a non-integer value or more than
+    /// 100 distinct values).
     Mlp,
 }
 

@@ -58,7 +58,7 @@ async fn mizzen_serve_predicts_what_the_trainer_predicted() {
         split_seed: 3,
         output_uri: dir.path().join("model").display().to_string(),
     };
-    let (model, trained) = mizzen_train::train::run(&config, None).await.expect("training");
+    let (model, trained) = mizzen_train::train::run(&config, None, &[]).await.expect("training");
     let Some(Classes::Str(classes)) = &model.classes else { panic!("string classes expected") };
 
     let mut serve = Serve::spawn_uri(&trained.model_uri, "tier", &[]);

@@ -10,6 +10,7 @@
 //!
 //! Exit codes: 0 trained; 2 bad data or configuration (retrying cannot help); 1 anything else.
 
+use bytes::Bytes;
 use clap::Parser;
 use mizzen_common::telemetry::{self, LogFormat};
 use mizzen_common::training::{CONFIG_ENV, DatasetConfig, Outcome, Report, TrainConfig};
@@ -129,25 +130,22 @@ fn effective_trial(config: &TrainConfig, index: Option<u32>) -> Option<u32> {
 async fn run(args: &Args, config: TrainConfig) -> Result<mizzen_common::training::Trained, TrainError> {
     let trial = effective_trial(&config, args.trial);
     tracing::info!(data = %config.dataset.uri, algorithm = %config.algorithm, ?trial, "training");
-    let (model, trained) = train::run(&config, trial).await?;
-    let write = |path: &PathBuf, text: String| {
-        std::fs::write(path, text).map_err(|e| TrainError {
-            reason: "OutputUnwritable",
+    // The holdout files are written with the model, all or nothing.
+    let mut extra: Vec<(String, train::Extra)> = Vec::new();
+    let file_uri = |path: &PathBuf| {
+        std::path::absolute(path).map(|p| format!("file://{}", p.display())).map_err(|e| TrainError {
+            reason: "InvalidConfig",
             message: format!("{}: {e}", path.display()),
-            permanent: false,
+            permanent: true,
         })
     };
     if let Some(path) = &args.holdout_rows {
-        write(path, model.holdout_rows.iter().map(|r| format!("{r}\n")).collect())?;
+        extra.push((file_uri(path)?, holdout_rows));
     }
     if let Some(path) = &args.holdout_predictions {
-        let width = model.holdout_predictions.len() / model.holdout_rows.len().max(1);
-        let lines = model
-            .holdout_predictions
-            .chunks(width.max(1))
-            .map(|row| row.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",") + "\n");
-        write(path, lines.collect())?;
+        extra.push((file_uri(path)?, holdout_predictions));
     }
+    let (model, trained) = train::run(&config, trial, &extra).await?;
     tracing::info!(
         model = %trained.model_uri,
         rows = model.rows,
@@ -158,6 +156,21 @@ async fn run(args: &Args, config: TrainConfig) -> Result<mizzen_common::training
         "trained"
     );
     Ok(trained)
+}
+
+/// The holdout rows' 0-based row numbers in the file, one per line.
+fn holdout_rows(model: &train::Model) -> Bytes {
+    model.holdout_rows.iter().map(|r| format!("{r}\n")).collect::<String>().into()
+}
+
+/// The model's predictions on the holdout rows, one row per line: the class probabilities or the value.
+fn holdout_predictions(model: &train::Model) -> Bytes {
+    let width = model.holdout_predictions.len() / model.holdout_rows.len().max(1);
+    let lines = model
+        .holdout_predictions
+        .chunks(width.max(1))
+        .map(|row| row.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(",") + "\n");
+    lines.collect::<String>().into()
 }
 
 #[tokio::main]

@@ -86,16 +86,26 @@ pub fn algorithm(config: &TrainConfig) -> Result<Algorithm, TrainError> {
     Ok(config.algorithm)
 }
 
+/// How the label is read: a classifier's classes, a regressor's values, or (mlp, which does both) as the
+/// label says ([`data::MAX_INFERRED_CLASSES`]).
 pub fn task(algorithm: Algorithm) -> Task {
     match algorithm {
         Algorithm::LinearRegression => Task::Regression,
-        _ => Task::Classification,
+        Algorithm::LogisticRegression => Task::Classification,
+        Algorithm::Mlp => Task::Either,
     }
 }
 
 /// Reads the dataset the configuration names.
 pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
     let algorithm = algorithm(config)?;
+    let label = &config.dataset.label;
+    if config.dataset.features.as_ref().is_some_and(|f| f.contains(label)) {
+        return Err(TrainError::config(format!(
+            "the label {label:?} is also listed as a feature: a model must not see the answer it is trained to \
+             give; remove it from the features"
+        )));
+    }
     let spec = data::Spec {
         label: config.dataset.label.clone(),
         features: config.dataset.features.clone(),
@@ -209,6 +219,7 @@ pub fn metadata(
         "format": "onnx",
         "producer": format!("mizzen-train {}", env!("CARGO_PKG_VERSION")),
         "algorithm": model.algorithm.name(),
+        "task": if model.classes.is_some() { "classification" } else { "regression" },
         "label": config.dataset.label,
         "inputs": inputs,
         "outputs": outputs,
@@ -238,8 +249,77 @@ pub fn metadata(
     })
 }
 
-/// Exports the model and writes `model.onnx` and `model.json` under the run's output directory.
-pub async fn publish(model: &Model, config: &TrainConfig, trial: Option<u32>) -> Result<Trained, TrainError> {
+/// A storage failure while writing the outputs: `OutputUnwritable` (worth a retry) or `OutputUnsupported`.
+fn unwritable(e: mizzen_common::storage::StorageError) -> TrainError {
+    let transient = matches!(e, mizzen_common::storage::StorageError::Write { .. });
+    TrainError {
+        reason: if transient { "OutputUnwritable" } else { "OutputUnsupported" },
+        message: e.to_string(),
+        permanent: !transient,
+    }
+}
+
+/// Checks, before any data is read, that the run's output directory (and the directories of `extra`
+/// output files) can be written, so a run that could not publish fails at once.
+pub async fn check_outputs(
+    config: &TrainConfig,
+    trial: Option<u32>,
+    extra: &[String],
+) -> Result<(), TrainError> {
+    use mizzen_common::storage::check_writable;
+    for uri in extra {
+        let dir = uri.rsplit_once('/').map_or(uri.as_str(), |(d, _)| d);
+        check_writable(dir).await.map_err(unwritable)?;
+    }
+    check_writable(&output_dir(config, trial)?).await.map_err(unwritable)
+}
+
+/// Writes every `(uri, bytes)` or none: each goes to a temporary name next to it first, and only when all
+/// are written are they renamed into place; on any failure what was written is deleted again.
+pub async fn write_all(files: Vec<(String, Bytes)>) -> Result<(), TrainError> {
+    use mizzen_common::storage::{delete, rename, write};
+    let tmp = |uri: &str| match uri.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/.{name}.tmp-{}", std::process::id()),
+        None => format!("{uri}.tmp-{}", std::process::id()),
+    };
+    let mut written: Vec<String> = Vec::new();
+    let mut result = Ok(());
+    for (uri, bytes) in &files {
+        let t = tmp(uri);
+        if let Err(e) = write(&t, bytes.clone()).await {
+            result = Err(unwritable(e));
+            break;
+        }
+        written.push(t);
+    }
+    let mut placed: Vec<&str> = Vec::new();
+    if result.is_ok() {
+        for (uri, _) in &files {
+            if let Err(e) = rename(&tmp(uri), uri).await {
+                result = Err(unwritable(e));
+                break;
+            }
+            placed.push(uri);
+        }
+    }
+    if result.is_err() {
+        for uri in written.iter().map(String::as_str).chain(placed) {
+            if let Err(e) = delete(uri).await {
+                tracing::warn!(%uri, %e, "cannot remove a partial output");
+            }
+        }
+    }
+    result
+}
+
+/// Exports the model and writes `model.onnx` and `model.json` under the run's output directory, with
+/// `extra` files (the holdout rows and predictions the CLI asks for), all or none.
+pub async fn publish(
+    model: &Model,
+    config: &TrainConfig,
+    trial: Option<u32>,
+    extra: Vec<(String, Bytes)>,
+) -> Result<Trained, TrainError> {
     let doc = ModelDoc {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: format!("{} trained by mizzen-train on {}", model.algorithm.name(), config.dataset.uri),
@@ -251,18 +331,10 @@ pub async fn publish(model: &Model, config: &TrainConfig, trial: Option<u32>) ->
     let dir = output_dir(config, trial)?;
     let model_uri = format!("{dir}/model.onnx");
     let meta = serde_json::to_vec_pretty(&metadata(model, config, trial, &sha)).expect("metadata serializes");
-    let unwritable = |e: mizzen_common::storage::StorageError| {
-        let transient = matches!(e, mizzen_common::storage::StorageError::Write { .. });
-        TrainError {
-            reason: if transient { "OutputUnwritable" } else { "OutputUnsupported" },
-            message: e.to_string(),
-            permanent: !transient,
-        }
-    };
-    mizzen_common::storage::write(&model_uri, Bytes::from(bytes)).await.map_err(unwritable)?;
-    mizzen_common::storage::write(&format!("{dir}/model.json"), Bytes::from(meta))
-        .await
-        .map_err(unwritable)?;
+    let mut files =
+        vec![(model_uri.clone(), Bytes::from(bytes)), (format!("{dir}/model.json"), Bytes::from(meta))];
+    files.extend(extra);
+    write_all(files).await?;
     Ok(Trained {
         metrics: model.metrics.clone(),
         hyperparameters: model.hyperparameters.clone(),
@@ -272,14 +344,25 @@ pub async fn publish(model: &Model, config: &TrainConfig, trial: Option<u32>) ->
     })
 }
 
-/// Reads, trains and publishes trial `trial` of `config` (or the single run).
-pub async fn run(config: &TrainConfig, trial: Option<u32>) -> Result<(Model, Trained), TrainError> {
+/// What else a run writes, made from the trained model (the CLI's holdout files).
+pub type Extra = fn(&Model) -> Bytes;
+
+/// Checks the outputs can be written, then reads, trains and publishes trial `trial` of `config` (or the
+/// single run) with the `extra` files: all of them or nothing.
+pub async fn run(
+    config: &TrainConfig,
+    trial: Option<u32>,
+    extra: &[(String, Extra)],
+) -> Result<(Model, Trained), TrainError> {
     let hyper = hyperparameters(config, trial)?;
+    let extra_uris: Vec<String> = extra.iter().map(|(uri, _)| uri.clone()).collect();
+    check_outputs(config, trial, &extra_uris).await?;
     let ds = load(config).await?;
     let cfg = config.clone();
     let model = tokio::task::spawn_blocking(move || train(ds, &cfg, &hyper))
         .await
         .map_err(|e| TrainError { reason: "TrainerFailed", message: e.to_string(), permanent: false })??;
-    let trained = publish(&model, config, trial).await?;
+    let files = extra.iter().map(|(uri, make)| (uri.clone(), make(&model))).collect();
+    let trained = publish(&model, config, trial, files).await?;
     Ok((model, trained))
 }

@@ -98,3 +98,105 @@ fn bad_hyperparameters_are_refused() {
     let run = train(Some(csv), None, "svm", &[]);
     assert_refused(&run, 2, "InvalidConfig", &["svm"]);
 }
+
+#[test]
+fn the_label_is_never_a_feature() {
+    let csv = "a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n";
+    let run = train(Some(csv), None, "logisticRegression", &["--features", "a,y"]);
+    assert_refused(&run, 2, "InvalidConfig", &["the label \"y\" is also listed as a feature"]);
+}
+
+#[test]
+fn a_continuous_label_is_refused_by_a_classifier_before_training() {
+    let csv: String = (0..50).map(|i| format!("{i},{}\n", i as f64 * 0.37)).collect();
+    let run = train(Some(&format!("a,y\n{csv}")), None, "logisticRegression", &[]);
+    assert_refused(
+        &run,
+        2,
+        "InvalidData",
+        &["label column \"y\" is continuous", "use linearRegression or mlp"],
+    );
+}
+
+/// The run's exit code, report and the files left in `dir` after it.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, Vec<String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mizzen-train")).args(args).output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap();
+    let mut left: Vec<String> =
+        walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect();
+    left.sort();
+    (out.status.code().unwrap_or(-1), report, left)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() { walk(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+#[test]
+fn outputs_are_all_or_nothing_and_checked_before_the_data_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("data.csv"), "a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n").unwrap();
+    std::fs::write(d.join("plain"), "").unwrap();
+    let s = |p: &str| d.join(p).display().to_string();
+    // An output no one can write (under a regular file) fails at once: the data, missing here, is never read.
+    let (code, report, _) = run_in(
+        d,
+        &[
+            "--data",
+            "file:///no/such/data.csv",
+            "--label",
+            "y",
+            "--algorithm",
+            "logisticRegression",
+            "--output",
+            &s("plain/model"),
+        ],
+    );
+    assert_eq!((code, report["reason"].as_str()), (1, Some("OutputUnwritable")), "{report}");
+    assert!(report["message"].as_str().unwrap().contains("plain/model"), "{report}");
+    // A holdout file that cannot be written: the run fails before training and leaves no model behind.
+    let (code, report, left) = run_in(
+        d,
+        &[
+            "--data",
+            &s("data.csv"),
+            "--label",
+            "y",
+            "--algorithm",
+            "logisticRegression",
+            "--output",
+            &s("model"),
+            "--holdout-rows",
+            &s("plain/rows.txt"),
+        ],
+    );
+    assert_eq!((code, report["reason"].as_str()), (1, Some("OutputUnwritable")), "{report}");
+    assert_eq!(left, ["data.csv", "plain"], "{report}");
+    // A successful run writes its files under their names, and no temporary file is left.
+    let (code, report, left) = run_in(
+        d,
+        &[
+            "--data",
+            &s("data.csv"),
+            "--label",
+            "y",
+            "--algorithm",
+            "logisticRegression",
+            "--output",
+            &s("model"),
+            "--holdout-rows",
+            &s("rows.txt"),
+            "--holdout-predictions",
+            &s("pred.txt"),
+        ],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(left, ["data.csv", "model/model.json", "model/model.onnx", "plain", "pred.txt", "rows.txt"]);
+}

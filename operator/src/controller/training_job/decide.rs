@@ -8,7 +8,8 @@ use super::observe::Observed;
 use super::run::{self, Observation, State};
 use crate::api::v1alpha1::common::status::{FALSE, TRUE, UNKNOWN};
 use crate::api::v1alpha1::training_job::{
-    DeploySpec, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus, TrialCounts,
+    DeploySpec, Metric, ObjectiveValue, PublishedModel, TrainingJob, TrainingJobPhase, TrainingJobStatus,
+    TrialCounts,
 };
 use crate::conditions::Desired;
 use crate::controller::{self, Notice};
@@ -273,6 +274,17 @@ fn record(
             status.metrics = t.metrics.clone();
             status.best_hyperparameters = t.hyperparameters.clone();
             let (m, _) = build::objective(&tj.spec);
+            // Without a search or a deploy gate an mlp's objective is accuracy, unless the label made it a
+            // regressor (the trainer decides from the data): then r2.
+            let (m, metric): (Metric, &str) = match t.metrics.get(metric) {
+                None if t.metrics.contains_key("r2")
+                    && tj.spec.search.is_none()
+                    && tj.spec.deploy.is_none() =>
+                {
+                    (Metric::R2, "r2")
+                }
+                _ => (m, metric),
+            };
             status.objective = t.metrics.get(metric).map(|&value| ObjectiveValue { metric: m, value });
             let uri = user_uri(&t.model_uri);
             status.model = Some(PublishedModel {

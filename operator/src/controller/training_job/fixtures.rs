@@ -35,12 +35,17 @@ pub fn pod(index: u32, failed: bool, exit: i32, message: Option<&str>) -> Pod {
 }
 
 pub fn ok(accuracy: f64) -> String {
+    reported("accuracy", accuracy)
+}
+
+/// A succeeded run whose one metric is `metric` = `value`.
+pub fn reported(metric: &str, value: f64) -> String {
     Report {
         trial: None,
         outcome: Outcome::Succeeded(Trained {
-            metrics: [("accuracy".to_string(), accuracy)].into(),
-            hyperparameters: [("l2".to_string(), accuracy.to_string())].into(),
-            model_uri: format!("s3://m/{accuracy}/model.onnx"),
+            metrics: [(metric.to_string(), value)].into(),
+            hyperparameters: [("l2".to_string(), value.to_string())].into(),
+            model_uri: format!("s3://m/{value}/model.onnx"),
             model_sha256: "m".into(),
             dataset_sha256: "d".into(),
         }),

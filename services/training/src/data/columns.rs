@@ -199,7 +199,7 @@ impl Builder {
                 self.y_codes.push(0);
                 self.y_values.push(f64::NAN);
             }
-            (Task::Classification, Some(v)) => {
+            (Task::Classification | Task::Either, Some(v)) => {
                 let next = self.class_names.len() as u32;
                 let code = *self.class_index.entry(v.to_owned()).or_insert_with(|| {
                     self.class_names.push(v.to_owned());
@@ -225,7 +225,7 @@ impl Builder {
                     self.y_values.push(v);
                     self.rows += 1;
                 }
-                Task::Classification => self.label_text(place, Some(&format_number(v))),
+                Task::Classification | Task::Either => self.label_text(place, Some(&format_number(v))),
             },
             _ => self.label_text(place, None),
         }
@@ -238,7 +238,7 @@ impl Builder {
         }
         if self.label_problem_count > 0 {
             let what = match spec.task {
-                Task::Classification => "is missing",
+                Task::Classification | Task::Either => "is missing",
                 Task::Regression => "is missing or not a number",
             };
             return Err(DataError::Invalid(format!(
@@ -280,22 +280,7 @@ impl Builder {
         }
         let labels = match spec.task {
             Task::Regression => Labels::Values(y_values),
-            Task::Classification => {
-                if class_names.len() < 2 {
-                    return Err(DataError::Invalid(format!(
-                        "label column {:?} has {} class(es) ({}): a classifier needs at least two",
-                        spec.label,
-                        class_names.len(),
-                        quote_list(&class_names.iter().map(String::as_str).collect::<Vec<_>>())
-                    )));
-                }
-                let (classes, order) = sort_classes(&class_names);
-                let mut remap = vec![0u32; order.len()];
-                for (sorted, &original) in order.iter().enumerate() {
-                    remap[original] = sorted as u32;
-                }
-                Labels::Classes { y: y_codes.into_iter().map(|c| remap[c as usize]).collect(), classes }
-            }
+            Task::Classification | Task::Either => labels_of(&spec, &class_names, y_codes)?,
         };
         data.shrink_to_fit();
         Ok(Dataset {
@@ -310,21 +295,76 @@ impl Builder {
 
 /// Integers sort numerically (and the ONNX label output is int64); anything else sorts as strings.
 /// Returns the classes and, for each sorted position, the original index.
-fn sort_classes(names: &[String]) -> (Classes, Vec<usize>) {
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    // Only labels that print back as written ("1", not "01" or "+1"), so two labels never become one class.
-    let ints: Option<Vec<i64>> =
-        names.iter().map(|n| n.parse::<i64>().ok().filter(|i| i.to_string() == *n)).collect();
-    match ints {
-        Some(ints) => {
-            order.sort_by_key(|&i| ints[i]);
-            (Classes::Int(order.iter().map(|&i| ints[i]).collect()), order)
+/// A classifier refuses a label with more distinct values than this.
+pub const MAX_CLASSES: usize = 1000;
+/// How `Task::Either` (mlp) reads a label, the same for CSV and Parquet:
+/// - a label whose every value is a number is numeric (`1`, `01`, `+1`, `1.0`, `1e0` and Parquet's 1.0 are
+///   all the number 1);
+/// - a numeric label with a value that is not an integer, or with more than `MAX_INFERRED_CLASSES`
+///   distinct values, is a quantity: regression (the model answers `variable`);
+/// - any other label holds classes: integer classes when numeric, else the values' text as written.
+///
+/// A classifier (`logisticRegression`) reads labels the same way and refuses a quantity with a message
+/// that says to use a regressor, as scikit-learn refuses a continuous target.
+pub const MAX_INFERRED_CLASSES: usize = 100;
+
+/// The labels of a classification (or `Either`) read: `names` are the distinct label texts in order of
+/// appearance and `codes` each row's index into them.
+fn labels_of(spec: &Spec, names: &[String], codes: Vec<u32>) -> Result<Labels, DataError> {
+    let numbers: Option<Vec<f64>> =
+        names.iter().map(|n| n.parse::<f64>().ok().filter(|v| v.is_finite())).collect();
+    if let Some(numbers) = numbers {
+        let fractional = numbers.iter().find(|v| v.fract() != 0.0 || v.abs() >= 9.0e15);
+        let mut distinct: Vec<i64> = numbers.iter().map(|&v| v as i64).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let quantity = fractional.is_some() || distinct.len() > MAX_INFERRED_CLASSES;
+        if quantity && spec.task == Task::Either {
+            return Ok(Labels::Values(codes.into_iter().map(|c| numbers[c as usize]).collect()));
         }
-        None => {
-            order.sort_by(|&a, &b| names[a].cmp(&names[b]));
-            (Classes::Str(order.iter().map(|&i| names[i].clone()).collect()), order)
+        if let Some(v) = fractional {
+            return Err(DataError::Invalid(format!(
+                "label column {:?} is continuous ({} distinct numbers, {v} among them): a classifier needs                  class labels; use linearRegression or mlp, which do regression on such a label",
+                spec.label,
+                names.len()
+            )));
         }
+        let class = |c: u32| distinct.binary_search(&(numbers[c as usize] as i64)).expect("a value") as u32;
+        let y = codes.into_iter().map(class).collect();
+        return classes(spec, Classes::Int(distinct.clone()), y);
     }
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    let mut remap = vec![0u32; order.len()];
+    for (sorted, &original) in order.iter().enumerate() {
+        remap[original] = sorted as u32;
+    }
+    let y = codes.into_iter().map(|c| remap[c as usize]).collect();
+    classes(spec, Classes::Str(order.iter().map(|&i| names[i].clone()).collect()), y)
+}
+
+/// Class labels, if there are enough classes and not too many.
+fn classes(spec: &Spec, classes: Classes, y: Vec<u32>) -> Result<Labels, DataError> {
+    let n = classes.len();
+    if n < 2 {
+        let shown = match &classes {
+            Classes::Int(v) => v.iter().map(i64::to_string).collect::<Vec<_>>(),
+            Classes::Str(v) => v.clone(),
+        };
+        return Err(DataError::Invalid(format!(
+            "label column {:?} has {n} class(es) ({}): a classifier needs at least two",
+            spec.label,
+            quote_list(&shown.iter().map(String::as_str).collect::<Vec<_>>())
+        )));
+    }
+    if n > MAX_CLASSES {
+        return Err(DataError::Invalid(format!(
+            "label column {:?} has {n} distinct values: more than the {MAX_CLASSES} classes a classifier \
+             takes; if it is a quantity, use linearRegression or mlp (regression)",
+            spec.label
+        )));
+    }
+    Ok(Labels::Classes { y, classes })
 }
 
 /// `3` for 3.0, else the shortest round-trip form.

@@ -147,15 +147,38 @@ mod tests {
     }
 
     #[test]
-    fn class_labels_that_read_alike_stay_apart_and_categories_keep_their_text() {
-        let ds = csv("a,c,y\n1, small,01\n2,small,1\n3,x,1\n", &spec("y", Task::Classification)).unwrap();
-        assert_eq!(
-            ds.labels,
-            Labels::Classes { y: vec![0, 1, 1], classes: Classes::Str(vec!["01".into(), "1".into()]) }
-        );
+    fn numeric_class_labels_are_numbers_and_categories_keep_their_text() {
+        // 01, 1, 1.0 and +1 are the number 1 (as pandas reads them for scikit-learn, and as Parquet holds them).
+        let ds = csv("a,c,y\n1, small,01\n2,small,1.0\n3,x,+1\n4,x,0\n", &spec("y", Task::Classification))
+            .unwrap();
+        assert_eq!(ds.labels, Labels::Classes { y: vec![1, 1, 1, 0], classes: Classes::Int(vec![0, 1]) });
         assert_eq!(
             ds.columns[1].kind,
             Kind::Categorical { values: vec![" small".into(), "small".into(), "x".into()] }
         );
+        // Text labels stay as written.
+        let ds = csv("a,y\n1,b\n2,01\n3,1\n", &spec("y", Task::Classification)).unwrap();
+        let names = ["01", "1", "b"].map(String::from).to_vec();
+        assert_eq!(ds.labels, Labels::Classes { y: vec![2, 0, 1], classes: Classes::Str(names) });
+    }
+
+    #[test]
+    fn a_continuous_label_is_refused_by_a_classifier_and_regressed_by_either() {
+        let data = "a,y\n1,0.5\n2,1.25\n3,2\n4,0.5\n";
+        let e = err(data, &spec("y", Task::Classification));
+        assert!(e.contains("is continuous") && e.contains("use linearRegression or mlp"), "{e}");
+        let ds = csv(data, &spec("y", Task::Either)).unwrap();
+        assert_eq!(ds.labels, Labels::Values(vec![0.5, 1.25, 2.0, 0.5]));
+        // Integer labels are classes for Either, unless there are more than MAX_INFERRED_CLASSES of them.
+        let ds = csv("a,y\n1,3\n2,1\n3,3\n", &spec("y", Task::Either)).unwrap();
+        assert_eq!(ds.labels, Labels::Classes { y: vec![1, 0, 1], classes: Classes::Int(vec![1, 3]) });
+        let many: String =
+            (0..=crate::data::MAX_INFERRED_CLASSES).map(|i| format!("{i},{}\n", i * 7)).collect();
+        let ds = csv(&format!("a,y\n{many}"), &spec("y", Task::Either)).unwrap();
+        assert!(matches!(ds.labels, Labels::Values(_)), "{:?}", ds.labels);
+        // A classifier refuses more than MAX_CLASSES classes.
+        let many: String = (0..=crate::data::MAX_CLASSES).map(|i| format!("{i},c{i}\n")).collect();
+        let e = err(&format!("a,y\n{many}"), &spec("y", Task::Classification));
+        assert!(e.contains("more than the 1000 classes"), "{e}");
     }
 }

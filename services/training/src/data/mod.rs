@@ -10,6 +10,7 @@ mod columns;
 mod csv;
 mod parquet;
 
+pub use self::columns::{MAX_CLASSES, MAX_INFERRED_CLASSES};
 pub use self::csv::read_csv;
 pub use self::parquet::read_parquet;
 
@@ -75,11 +76,13 @@ impl Format {
     }
 }
 
-/// Classification labels become class indexes; regression labels stay numbers.
+/// Classification labels become class indexes; regression labels stay numbers. `Either` (mlp, which does
+/// both) lets the label decide, by the rule of [`MAX_INFERRED_CLASSES`]'s docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
     Classification,
     Regression,
+    Either,
 }
 
 /// What to read.

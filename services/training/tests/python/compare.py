@@ -19,7 +19,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -61,11 +61,15 @@ except ValueError:
     if args.algorithm == "linearRegression":
         y = y.astype(float)
 
+# The trainer's rule: linearRegression regresses; mlp regresses a numeric label with a non-integer value.
+regression = args.algorithm == "linearRegression" or (
+    args.algorithm == "mlp" and y.dtype.kind == "f" and bool(np.any(y != np.round(y))))
+
 holdout = np.loadtxt(args.holdout_rows, dtype=np.int64, ndmin=1)
 mask = np.ones(len(y), dtype=bool)
 mask[holdout] = False
 train = np.flatnonzero(mask)
-if args.algorithm != "linearRegression" and y.dtype.kind == "f":
+if not regression and y.dtype.kind == "f":
     y = y.astype(np.int64)  # integer classes, as the trainer reads them
 
 frame = np.concatenate([X.astype(object), Xs], axis=1) if strings else X
@@ -84,7 +88,7 @@ elif args.algorithm == "linearRegression":
     est = Ridge(alpha=l2)
 else:
     hidden = tuple(int(h) for h in hyper.get("hiddenLayers", "100").split(","))
-    est = MLPClassifier(hidden_layer_sizes=hidden, alpha=l2, early_stopping=True,
+    est = (MLPRegressor if regression else MLPClassifier)(hidden_layer_sizes=hidden, alpha=l2, early_stopping=True,
                         learning_rate_init=float(hyper.get("learningRate", 1e-3)),
                         max_iter=int(hyper.get("maxIterations", 200)),
                         n_iter_no_change=int(hyper.get("patience", 10)), random_state=int(hyper.get("seed", 0)))
@@ -98,7 +102,7 @@ fit_seconds = time.perf_counter() - start
 test_frame = frame[holdout] if strings else X[holdout]
 pred = model.predict(test_frame)
 result = {"fitSeconds": fit_seconds, "holdoutRows": int(len(holdout))}
-if args.algorithm == "linearRegression":
+if regression:
     result["sklearn"] = {"r2": float(r2_score(y[holdout], pred))}
 else:
     result["sklearn"] = {"accuracy": float(accuracy_score(y[holdout], pred))}
@@ -113,7 +117,7 @@ if "categories" in names:
     feeds["categories"] = Xs[holdout].astype(str)
 outputs = sess.run(None, feeds)
 trainer = np.loadtxt(args.predictions, delimiter=",", ndmin=2)
-if args.algorithm == "linearRegression":
+if regression:
     onnx_values = outputs[0].reshape(-1)
     result["onnx"] = {"maxAbsDiff": float(np.max(np.abs(onnx_values - trainer[:, 0]))),
                       "r2": float(r2_score(y[holdout], onnx_values))}

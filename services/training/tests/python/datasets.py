@@ -1,5 +1,6 @@
 """Writes the datasets the trainer's tests and benchmarks use into DIR (argv[1]), as CSV:
-iris (string classes), breast_cancer (binary, integer classes), diabetes (regression), mixed (numeric,
+iris (string classes), breast_cancer (binary, integer classes), diabetes (regression), friedman1
+(5,000 x 10, a nonlinear regression), mixed (numeric,
 string and missing values) and synthetic_1m (1,000,000 x 20, binary, scikit-learn's make_classification);
 and as Parquet written by pyarrow, the same values: iris.parquet (snappy) and mixed.parquet (zstd, nulls,
 a dictionary-encoded and a large-string column).
@@ -8,7 +9,7 @@ import os
 import sys
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, make_classification
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, make_classification, make_friedman1
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -32,6 +33,10 @@ write("breast_cancer.csv", names + ["diagnosis"], [*bc.data.T, bc.target], lambd
 
 db = load_diabetes()
 write("diabetes.csv", list(db.feature_names) + ["progression"], [*db.data.T, db.target], lambda v: repr(float(v)))
+
+# Friedman #1: a continuous target (regression), ten features of which five matter, nonlinearly.
+fX, fy = make_friedman1(n_samples=5000, n_features=10, noise=1.0, random_state=0)
+write("friedman1.csv", [f"x{i}" for i in range(10)] + ["y"], [*fX.T, fy], lambda v: repr(float(v)))
 
 # Mixed types: two numeric columns with missing values, a colour, a size code, a string label.
 rng = np.random.default_rng(7)

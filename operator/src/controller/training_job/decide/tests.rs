@@ -3,7 +3,7 @@
 //! controller: it takes the decided actions the way `apply` writes them and stores the status the way
 //! `update_status` merges it.
 
-use super::super::fixtures::{bad, ok, pod};
+use super::super::fixtures::{bad, ok, pod, reported};
 use super::*;
 use crate::api::v1alpha1::ModelDeployment;
 use crate::conditions;
@@ -99,6 +99,11 @@ impl Cluster {
         self.job().status = Some(completed(at));
     }
 
+    fn with_algorithm(mut self, algorithm: &str) -> Self {
+        self.tj.spec.algorithm = serde_json::from_value(serde_json::json!(algorithm)).unwrap();
+        self
+    }
+
     fn phase(&self) -> TrainingJobPhase {
         self.tj.status.as_ref().unwrap().phase
     }
@@ -112,6 +117,22 @@ impl Cluster {
 /// The ModelDeployment a good enough model goes to.
 fn target() -> ModelDeployment {
     ModelDeployment::new("churn-serve", serde_saphyr::from_str("model: {uri: \"s3://m/old.onnx\"}").unwrap())
+}
+
+/// An mlp's task follows its label (the trainer decides): one that regressed reports r2, which becomes
+/// the objective when no search or deploy gate names one.
+#[test]
+fn an_mlp_that_regressed_has_r2_as_its_objective() {
+    let mut c = given("").with_algorithm("mlp");
+    c.step();
+    c.pod_of("uid-job", pod(0, false, 0, Some(&reported("r2", 0.94))));
+    c.job().status = Some(completed(NOW - 5));
+    c.step();
+    let s = c.tj.status.clone().unwrap();
+    assert_eq!(s.phase, TrainingJobPhase::Succeeded);
+    let objective = s.objective.unwrap();
+    assert_eq!((objective.metric, objective.value), (Metric::R2, 0.94));
+    assert_eq!(c.condition("Succeeded").2, "trained: r2 0.9400; model at s3://m/0.94/model.onnx");
 }
 
 fn publish(reason: &str, note: &str) -> Action {
