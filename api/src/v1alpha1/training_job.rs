@@ -33,10 +33,10 @@ use std::collections::BTreeMap;
         .message("deploy.when.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for logisticRegression; any for mlp, whose task follows the label"),
     validation = Rule::new("self.spec.dataset == oldSelf.spec.dataset && self.spec.algorithm == oldSelf.spec.algorithm && self.spec.hyperparameters == oldSelf.spec.hyperparameters && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || self.spec.search == oldSelf.spec.search) && self.spec.validation == oldSelf.spec.validation && self.spec.output == oldSelf.spec.output && self.spec.trainer == oldSelf.spec.trainer && self.spec.backoffLimit == oldSelf.spec.backoffLimit && has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds) && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)")
         .message("a TrainingJob's spec cannot change once created, except suspend, deploy and ttlSecondsAfterFinished: create a new TrainingJob to train again"),
-    validation = Rule::new("!has(self.spec.hyperparameters.hiddenLayers) || self.spec.algorithm == 'mlp'")
-        .message("hyperparameters.hiddenLayers applies only to algorithm mlp"),
-    validation = Rule::new("!has(self.spec.search) || self.spec.search.parameters.all(p, !(p.name in ['hiddenLayers', 'learningRate', 'batchSize', 'maxEpochs', 'patience']) || self.spec.algorithm == 'mlp')")
-        .message("search.parameters: hiddenLayers, learningRate, batchSize, maxEpochs and patience apply only to algorithm mlp")
+    validation = Rule::new("self.spec.algorithm == 'mlp' || (!has(self.spec.hyperparameters.hiddenLayers) && !has(self.spec.hyperparameters.learningRate) && !has(self.spec.hyperparameters.batchSize) && !has(self.spec.hyperparameters.patience) && !has(self.spec.hyperparameters.seed) && (self.spec.algorithm == 'logisticRegression' || (!has(self.spec.hyperparameters.maxIterations) && !has(self.spec.hyperparameters.tolerance))))")
+        .message("hyperparameters must apply to the algorithm: logisticRegression takes l2, maxIterations and tolerance; linearRegression takes l2; mlp takes them all (hiddenLayers, learningRate, batchSize, patience and seed apply only to algorithm mlp)"),
+    validation = Rule::new("!has(self.spec.search) || self.spec.algorithm == 'mlp' || self.spec.search.parameters.all(p, p.name in (self.spec.algorithm == 'logisticRegression' ? ['l2', 'maxIterations', 'tolerance'] : ['l2']))")
+        .message("search.parameters must apply to the algorithm: logisticRegression takes l2, maxIterations and tolerance; linearRegression takes l2; mlp takes them all (hiddenLayers, learningRate, batchSize, patience and seed apply only to algorithm mlp)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {

@@ -70,9 +70,27 @@ impl Params {
                         .filter(|s| !s.is_empty())
                         .map(|s| parse(n, s))
                         .collect::<Result<Vec<usize>, _>>()?;
+                    // As the TrainingJob's schema allows: one or two layers of 1 to 4096 units.
+                    if layers.is_empty()
+                        || layers.len() > 2
+                        || layers.iter().any(|&w| !(1..=4096).contains(&w))
+                    {
+                        return Err(invalid_param(
+                            "hiddenLayers",
+                            format!(
+                                "{value:?}: one or two layer widths of 1 to 4096 units, such as 64 or 64,32"
+                            ),
+                        ));
+                    }
                     p.hidden_layers = Some(layers);
                 }
-                Hyperparameter::LearningRate => p.learning_rate = Some(parse(n, value)?),
+                Hyperparameter::LearningRate => {
+                    let rate: f64 = parse(n, value)?;
+                    if !(rate > 0.0 && rate <= 1.0) {
+                        return Err(invalid_param("learningRate", format!("must be in (0, 1], got {value}")));
+                    }
+                    p.learning_rate = Some(rate);
+                }
                 Hyperparameter::BatchSize => p.batch_size = Some(parse(n, value)?),
                 Hyperparameter::Patience => p.patience = Some(parse(n, value)?),
                 Hyperparameter::Seed => p.seed = parse(n, value)?,
@@ -144,6 +162,23 @@ pub mod defaults {
     pub const MLP_MAX_ITERATIONS: u32 = 200;
     pub const MLP_PATIENCE: u32 = 10;
     pub const MLP_TOLERANCE: f64 = 1e-4;
+}
+
+/// Refuses a hyperparameter `algorithm` does not read (as the TrainingJob's schema does), naming the ones
+/// it reads.
+pub fn check_applies(algorithm: Algorithm, values: &Hyperparameters) -> Result<(), FitError> {
+    let takes = resolved(algorithm, &Params::default());
+    match values.keys().find(|h| !takes.contains_key(h.name())) {
+        None => Ok(()),
+        Some(h) => Err(invalid_param(
+            h.name(),
+            format!(
+                "does not apply to {} (it takes {})",
+                algorithm.name(),
+                takes.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
 }
 
 /// The effective hyperparameters of `algorithm` (defaults filled in), by name, as strings: the ones the

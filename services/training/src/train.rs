@@ -79,6 +79,9 @@ pub fn hyperparameters(config: &TrainConfig, trial: Option<u32>) -> Result<Hyper
         })?;
         h.extend(t.clone());
     }
+    // Checked before any data is read: what does not apply, and values that cannot be used.
+    learn::check_applies(config.algorithm, &h)?;
+    Params::from_hyperparameters(&h)?;
     Ok(h)
 }
 

@@ -200,3 +200,24 @@ fn outputs_are_all_or_nothing_and_checked_before_the_data_is_read() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(left, ["data.csv", "model/model.json", "model/model.onnx", "plain", "pred.txt", "rows.txt"]);
 }
+
+#[test]
+fn hyperparameters_that_do_not_apply_or_cannot_be_used_are_refused_before_reading() {
+    // The data is never read: the URI does not exist, and the refusal is about the hyperparameter.
+    let missing = Some("file:///no/such/data.csv");
+    let run = train(None, missing, "logisticRegression", &["--set", "hiddenLayers=64"]);
+    assert_refused(
+        &run,
+        2,
+        "InvalidHyperparameter",
+        &["hiddenLayers", "does not apply to logisticRegression"],
+    );
+    let run = train(None, missing, "linearRegression", &["--set", "maxIterations=10"]);
+    assert_refused(&run, 2, "InvalidHyperparameter", &["maxIterations", "it takes l2"]);
+    let run = train(None, missing, "mlp", &["--set", "hiddenLayers="]);
+    assert_refused(&run, 2, "InvalidHyperparameter", &["one or two layer widths"]);
+    let run = train(None, missing, "mlp", &["--set", "hiddenLayers=8,8,8"]);
+    assert_refused(&run, 2, "InvalidHyperparameter", &["one or two layer widths"]);
+    let run = train(None, missing, "mlp", &["--set", "learningRate=1e9"]);
+    assert_refused(&run, 2, "InvalidHyperparameter", &["learningRate", "(0, 1]"]);
+}

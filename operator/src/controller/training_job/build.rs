@@ -311,11 +311,11 @@ mod tests {
     fn a_single_run_is_one_index_with_the_spec_mapped() {
         let t = tj(&format!(
             "{BASE}  backoffLimit: 3\n  activeDeadlineSeconds: 600\n  ttlSecondsAfterFinished: 5\n  suspend: true\n  \
-             hyperparameters: {{l2: 0.5, seed: 7}}\n"
+             hyperparameters: {{l2: 0.5, maxIterations: 7}}\n"
         ));
         let config = config(&t).unwrap();
         assert_eq!(config.hyperparameters[&Hyperparameter::L2], "0.5");
-        assert_eq!(config.hyperparameters[&Hyperparameter::Seed], "7");
+        assert_eq!(config.hyperparameters[&Hyperparameter::MaxIterations], "7");
         assert_eq!(config.algorithm, training::Algorithm::LogisticRegression);
         assert_eq!(config.output_uri, "s3://models/iris/");
         assert!(config.trials.is_empty());
