@@ -8,7 +8,13 @@ use std::io::Read;
 pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
     let mut hashing = HashingReader::new(reader);
     let dataset = {
-        let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(&mut hashing);
+        // Records end at '\n' only, and a '\r' before it is dropped from the last field (below): with the
+        // default terminator a CRLF file's records were placed one line too early in error messages.
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(&mut hashing);
         let header: Vec<String> = csv
             .headers()
             .map_err(|e| csv_error(&e))?
@@ -19,6 +25,7 @@ pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
             return Err(DataError::Invalid("the file is empty: no header row and no data".into()));
         }
         let (mut builder, indexes, label) = Builder::new(spec, &header)?;
+        let last = header.len() - 1;
         let mut record = csv::ByteRecord::new();
         loop {
             match csv.read_byte_record(&mut record) {
@@ -29,12 +36,12 @@ pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
             let line = record.position().map(|p| p.line()).unwrap_or(0);
             let place = Place::Line(line);
             for (j, &i) in indexes.iter().enumerate() {
-                let cell = std::str::from_utf8(&record[i]).map_err(|_| {
+                let cell = std::str::from_utf8(field(&record, i, last)).map_err(|_| {
                     DataError::Invalid(format!("line {line}: column {:?} is not valid UTF-8", header[i]))
                 })?;
                 builder.text(j, place, cell);
             }
-            let cell = std::str::from_utf8(&record[label]).map_err(|_| {
+            let cell = std::str::from_utf8(field(&record, label, last)).map_err(|_| {
                 DataError::Invalid(format!("line {line}: column {:?} is not valid UTF-8", header[label]))
             })?;
             builder.label_text(place, Some(cell));
@@ -45,6 +52,12 @@ pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
     // Drain what the CSV reader left so the digest covers the whole file.
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| DataError::Unreadable(e.to_string()))?;
     dataset.finish(hashing.finish())
+}
+
+/// Field `i` of a record, without the '\r' of a CRLF line end on the `last` field.
+fn field(record: &csv::ByteRecord, i: usize, last: usize) -> &[u8] {
+    let f = &record[i];
+    if i == last { f.strip_suffix(b"\r").unwrap_or(f) } else { f }
 }
 
 fn csv_error(e: &csv::Error) -> DataError {
@@ -160,6 +173,23 @@ mod tests {
         let ds = csv("a,y\n1,b\n2,01\n3,1\n", &spec("y", Task::Classification)).unwrap();
         let names = ["01", "1", "b"].map(String::from).to_vec();
         assert_eq!(ds.labels, Labels::Classes { y: vec![2, 0, 1], classes: Classes::Str(names) });
+    }
+
+    #[test]
+    fn crlf_files_read_like_lf_files_with_the_same_line_numbers() {
+        let lf = "a,c,y\n1,red,0\n2,\"blue\",1\ntwo,red,0\n4,blue,1\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let s = spec("y", Task::Classification);
+        assert_eq!(err(&crlf, &s), err(lf, &s));
+        assert!(err(&crlf, &s).contains("line 4: \"two\""), "{}", err(&crlf, &s));
+        let mut s = s;
+        s.features = Some(vec!["c".into(), "a".into()]);
+        let fixed = lf.replace("two", "3");
+        let (a, b) = (csv(&fixed, &s).unwrap(), csv(&fixed.replace('\n', "\r\n"), &s).unwrap());
+        assert_eq!((a.columns, a.labels), (b.columns, b.labels));
+        // A categorical last column keeps its values without the '\r'.
+        let ds = csv("a,y,c\r\n1,0,red\r\n2,1,\"blue\"\r\n", &spec("y", Task::Classification)).unwrap();
+        assert_eq!(ds.columns[1].kind, Kind::Categorical { values: vec!["red".into(), "blue".into()] });
     }
 
     #[test]
