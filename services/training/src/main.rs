@@ -176,7 +176,25 @@ fn holdout_predictions(model: &train::Model) -> Bytes {
 #[tokio::main]
 async fn main() -> ExitCode {
     mizzen_common::tls::install_crypto_provider();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // A bad command line is a failed run like any other: a report (and termination message) too.
+            eprintln!("{e}");
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let outcome = Outcome::Failed { reason: "InvalidConfig".into(), message: first.to_string() };
+            let report = Report { trial: None, outcome }.to_termination_message();
+            println!("{report}");
+            let path = std::env::var_os("MIZZEN_TERMINATION_LOG").map(PathBuf::from);
+            let default = std::path::Path::new("/dev/termination-log");
+            if let Some(path) = path.as_deref().or(default.exists().then_some(default)) {
+                let _ = std::fs::write(path, &report);
+            }
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = telemetry::init(args.log_format, &args.log_filter) {
         eprintln!("mizzen-train: {e}");
         return ExitCode::from(2);

@@ -221,3 +221,23 @@ fn hyperparameters_that_do_not_apply_or_cannot_be_used_are_refused_before_readin
     let run = train(None, missing, "mlp", &["--set", "learningRate=1e9"]);
     assert_refused(&run, 2, "InvalidHyperparameter", &["learningRate", "(0, 1]"]);
 }
+
+#[test]
+fn a_bad_command_line_gets_a_report_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("termination-log");
+    let out = Command::new(env!("CARGO_BIN_EXE_mizzen-train"))
+        .args(["--data", "x.csv", "--holdout", "lots"])
+        .env("MIZZEN_TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["phase"].as_str(), report["reason"].as_str()),
+        (Some("Failed"), Some("InvalidConfig"))
+    );
+    assert!(report["message"].as_str().unwrap().contains("--holdout"), "{report}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), String::from_utf8_lossy(&out.stdout).trim());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--help"), "clap's hint goes to stderr");
+}

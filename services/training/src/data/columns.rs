@@ -275,8 +275,34 @@ impl Builder {
             }
             columns.push(Column { name, kind: Kind::Categorical { values: col.values } });
         }
+        // The model takes and gives float32: a value beyond its range would train and then be infinite.
+        for (j, column) in columns.iter().enumerate() {
+            if column.kind != Kind::Numeric {
+                continue;
+            }
+            if let Some(row) = (0..rows).find(|&r| data[r * width + j].abs() > f32::MAX as f64) {
+                problems.push(format!(
+                    "feature {:?} has values beyond float32's range (±3.4e38), such as {} in data row {}: the \
+                     model takes float32 inputs; rescale the column",
+                    column.name,
+                    data[row * width + j],
+                    row + 1
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(DataError::Invalid(problems.join("; ")));
+        }
+        if spec.task == Task::Regression
+            && let Some(row) = y_values.iter().position(|v| v.abs() > f32::MAX as f64)
+        {
+            return Err(DataError::Invalid(format!(
+                "label column {:?} has values beyond float32's range (±3.4e38), such as {} in data row {}: the \
+                 model answers in float32; rescale the label",
+                spec.label,
+                y_values[row],
+                row + 1
+            )));
         }
         let labels = match spec.task {
             Task::Regression => Labels::Values(y_values),

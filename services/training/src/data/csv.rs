@@ -176,6 +176,17 @@ mod tests {
     }
 
     #[test]
+    fn values_beyond_float32_are_refused_naming_the_column() {
+        let e = err("a,b,y\n1,2,0\n1e39,3,1\n", &spec("y", Task::Classification));
+        assert!(
+            e.contains("feature \"a\" has values beyond float32's range") && e.contains("data row 2"),
+            "{e}"
+        );
+        let e = err("a,y\n1,2\n2,-5e40\n", &spec("y", Task::Regression));
+        assert!(e.contains("label column \"y\" has values beyond float32's range"), "{e}");
+    }
+
+    #[test]
     fn crlf_files_read_like_lf_files_with_the_same_line_numbers() {
         let lf = "a,c,y\n1,red,0\n2,\"blue\",1\ntwo,red,0\n4,blue,1\n";
         let crlf = lf.replace('\n', "\r\n");
