@@ -5,7 +5,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
 pub mod training;

@@ -299,20 +299,15 @@ mod tests {
     /// An HTTP server on loopback that answers every GET with `body`, sent in `chunks` pieces `gap` apart,
     /// and stops sending after `stop_after` pieces (holding the connection open).
     async fn trickle(body: Vec<u8>, chunks: usize, gap: Duration, stop_after: usize) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let body = body.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if crate::testing::read_request_head(&mut conn).await.is_none() {
+                        return;
                     }
                     let headers = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -80,3 +80,18 @@ pub fn generated(script: &str, prefix: &str, done: &str) -> PathBuf {
     }
     dir
 }
+
+/// Reads an HTTP request's head (up to the blank line) from `conn`, for the small HTTP servers tests
+/// run; `None` when the connection ends first.
+pub async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}

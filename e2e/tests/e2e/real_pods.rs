@@ -199,7 +199,7 @@ struct HeldModel {
 
 impl HeldModel {
     async fn start(model: Vec<u8>) -> Result<Self> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind((NODE_IP, 0)).await?;
         let addr = listener.local_addr()?;
         let (count, requests) = tokio::sync::watch::channel(0usize);
@@ -210,14 +210,9 @@ impl HeldModel {
                 let (model, mut released) = (model.clone(), released.clone());
                 count.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(head) = mizzen_common::testing::read_request_head(&mut conn).await else {
+                        return;
+                    };
                     if released.wait_for(|r| *r).await.is_err() {
                         return;
                     }

@@ -145,58 +145,25 @@ fn outputs_are_all_or_nothing_and_checked_before_the_data_is_read() {
     std::fs::write(d.join("data.csv"), "a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n").unwrap();
     std::fs::write(d.join("plain"), "").unwrap();
     let s = |p: &str| d.join(p).display().to_string();
+    // mizzen-train on `data` with its output in `output`, and `extra` flags.
+    let run = |data: &str, output: &str, extra: &[&str]| {
+        let mut args =
+            vec!["--data", data, "--label", "y", "--algorithm", "logisticRegression", "--output", output];
+        args.extend_from_slice(extra);
+        run_in(d, &args)
+    };
     // An output no one can write (under a regular file) fails at once: the data, missing here, is never read.
-    let (code, report, _) = run_in(
-        d,
-        &[
-            "--data",
-            "file:///no/such/data.csv",
-            "--label",
-            "y",
-            "--algorithm",
-            "logisticRegression",
-            "--output",
-            &s("plain/model"),
-        ],
-    );
+    let (code, report, _) = run("file:///no/such/data.csv", &s("plain/model"), &[]);
     assert_eq!((code, report["reason"].as_str()), (1, Some("OutputUnwritable")), "{report}");
     assert!(report["message"].as_str().unwrap().contains("plain/model"), "{report}");
     // A holdout file that cannot be written: the run fails before training and leaves no model behind.
-    let (code, report, left) = run_in(
-        d,
-        &[
-            "--data",
-            &s("data.csv"),
-            "--label",
-            "y",
-            "--algorithm",
-            "logisticRegression",
-            "--output",
-            &s("model"),
-            "--holdout-rows",
-            &s("plain/rows.txt"),
-        ],
-    );
+    let (code, report, left) = run(&s("data.csv"), &s("model"), &["--holdout-rows", &s("plain/rows.txt")]);
     assert_eq!((code, report["reason"].as_str()), (1, Some("OutputUnwritable")), "{report}");
     assert_eq!(left, ["data.csv", "plain"], "{report}");
     // A successful run writes its files under their names, and no temporary file is left.
-    let (code, report, left) = run_in(
-        d,
-        &[
-            "--data",
-            &s("data.csv"),
-            "--label",
-            "y",
-            "--algorithm",
-            "logisticRegression",
-            "--output",
-            &s("model"),
-            "--holdout-rows",
-            &s("rows.txt"),
-            "--holdout-predictions",
-            &s("pred.txt"),
-        ],
-    );
+    let (rows, predictions) = (s("rows.txt"), s("pred.txt"));
+    let extra = ["--holdout-rows", &rows, "--holdout-predictions", &predictions];
+    let (code, report, left) = run(&s("data.csv"), &s("model"), &extra);
     assert_eq!(code, 0, "{report}");
     assert_eq!(left, ["data.csv", "model/model.json", "model/model.onnx", "plain", "pred.txt", "rows.txt"]);
 }
