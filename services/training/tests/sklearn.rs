@@ -189,6 +189,18 @@ fn parquet_from_pyarrow_trains_like_the_same_csv() {
     }
 }
 
+/// Parquet compressed with gzip, brotli or lz4 (pyarrow's other codecs) trains like the CSV.
+#[test]
+fn parquet_with_every_codec_trains_like_the_same_csv() {
+    let dir = generated("services/training/tests/python/parquet_codecs.py", "parquet-codecs", "done");
+    let csv = report("iris.csv", "species", "logisticRegression");
+    for codec in ["gzip", "brotli", "lz4"] {
+        let file = dir.join(format!("iris-{codec}.parquet")).display().to_string();
+        let parquet = report(&file, "species", "logisticRegression");
+        assert_eq!(csv["metrics"], parquet["metrics"], "{codec}");
+    }
+}
+
 /// A loopback HTTP file server over the datasets (Python's http.server), stopped when dropped.
 struct FileServer(std::process::Child, u16);
 
