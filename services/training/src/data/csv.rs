@@ -6,15 +6,24 @@ use std::io::Read;
 
 /// Reads CSV with a header row.
 pub fn read_csv<R: Read>(reader: R, spec: &Spec) -> Result<Dataset, DataError> {
+    use std::io::BufRead as _;
     let mut hashing = HashingReader::new(reader);
     let dataset = {
+        let mut buffered = std::io::BufReader::with_capacity(64 * 1024, &mut hashing);
         // Records end at '\n' only, and a '\r' before it is dropped from the last field (below): with the
-        // default terminator a CRLF file's records were placed one line too early in error messages.
+        // default terminator a CRLF file's records were placed one line too early in error messages. A file
+        // whose first line ends in a bare '\r' (old Mac style) keeps the default, which ends lines there.
+        let head = buffered.fill_buf().map_err(|e| DataError::Unreadable(e.to_string()))?;
+        let bare_cr = head
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .is_some_and(|i| head[i] == b'\r' && head.get(i + 1).is_some_and(|&b| b != b'\n'));
+        let terminator = if bare_cr { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') };
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_reader(&mut hashing);
+            .terminator(terminator)
+            .from_reader(buffered);
         let header: Vec<String> = csv
             .headers()
             .map_err(|e| csv_error(&e))?
@@ -198,6 +207,9 @@ mod tests {
         let fixed = lf.replace("two", "3");
         let (a, b) = (csv(&fixed, &s).unwrap(), csv(&fixed.replace('\n', "\r\n"), &s).unwrap());
         assert_eq!((a.columns, a.labels), (b.columns, b.labels));
+        // Old Mac line ends (a bare '\r') still end lines.
+        let cr = lf.replace("two", "3").replace('\n', "\r");
+        assert_eq!(csv(&cr, &spec("y", Task::Classification)).unwrap().x.rows, 4);
         // A categorical last column keeps its values without the '\r'.
         let ds = csv("a,y,c\r\n1,0,red\r\n2,1,\"blue\"\r\n", &spec("y", Task::Classification)).unwrap();
         assert_eq!(ds.columns[1].kind, Kind::Categorical { values: vec!["red".into(), "blue".into()] });
