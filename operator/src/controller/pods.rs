@@ -113,7 +113,7 @@ const FAILING: &[&str] = &[
 ];
 
 /// From a container's last log lines, the error it ended with: from the last `Error: ` (how Mizzen's binaries
-/// end on an error) with its `Caused by:` chain on one line, or else the last line; at most 400 characters.
+/// end on an error) with its `Caused by:` chain on one line, or else the last line; cut at 400 characters.
 fn error_of_log(log: &str) -> String {
     let tail =
         log.rfind("Error: ").map_or_else(|| log.trim_end().rsplit('\n').next().unwrap_or(""), |i| &log[i..]);
@@ -133,11 +133,7 @@ fn error_of_log(log: &str) -> String {
             parts.push(line);
         }
     }
-    let joined = parts.join(": ");
-    match joined.char_indices().nth(400) {
-        Some((i, _)) => format!("{}...", &joined[..i]),
-        None => joined,
-    }
+    mizzen_common::shortened(&parts.join(": "), 400)
 }
 
 #[cfg(test)]
@@ -184,7 +180,7 @@ mod tests {
         }]}));
         assert_eq!(trouble(&running), None, "it failed once and runs ready now");
         let long = "Error: ".to_string() + &"x".repeat(1000);
-        assert_eq!(error_of_log(&long).chars().count(), 403);
+        assert!(error_of_log(&long).ends_with("xxx ... (607 more characters)"), "{}", error_of_log(&long));
         assert_eq!(error_of_log("one\ntwo\n"), "two");
         let repeated = "Error: reading f: not found: os error 2\n\nCaused by:\n    0: not found: os error 2\n    1: os error 2\n";
         assert_eq!(error_of_log(repeated), "Error: reading f: not found: os error 2");

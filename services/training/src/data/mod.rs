@@ -215,20 +215,12 @@ pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Datase
 }
 
 fn storage_error(e: mizzen_common::storage::StorageError) -> DataError {
-    let message = shortened(&e.to_string(), 600);
+    // A server's error page can be long.
+    let message = mizzen_common::shortened(&e.to_string(), 600);
     match e {
         mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(message),
         // A URI this release cannot read is refused for good.
         _ => DataError::Unsupported(message),
-    }
-}
-
-/// `text` cut to at most `max` characters (a server's error page can be long), saying how much was left out.
-pub fn shortened(text: &str, max: usize) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((cut, _)) => format!("{} ... ({} more characters)", &text[..cut], text[cut..].chars().count()),
     }
 }
 
@@ -288,8 +280,6 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_uris_say_so() {
-        assert_eq!(shortened("abc", 5), "abc");
-        assert_eq!(shortened("abcdefgh", 3), "abc ... (5 more characters)");
         let e = load("file:///no/such/data.csv", None, &spec("y", Task::Classification)).await.unwrap_err();
         assert_eq!(e.reason(), "DataUnreadable");
         assert!(e.to_string().contains("/no/such/data.csv"), "{e}");
