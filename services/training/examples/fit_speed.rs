@@ -89,8 +89,8 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(format!("{dir}/shape.txt"), format!("{n} {TEST_ROWS} {FEATURES}\n"))?;
     }
 
-    let train = x.rows_slice(0, n);
-    let test = x.rows_slice(n, total);
+    let train = x.rows_slice(0, n).into();
+    let test = x.rows_slice(n, total).into();
     println!("{n} x {FEATURES}, {} threads", std::thread::available_parallelism().map_or(1, |p| p.get()));
     for (name, y, k) in [("binary", &y_bin, 2), ("multinomial", &y_multi, CLASSES)] {
         let target = Target::Classes { y: &y[..n], n_classes: k };
@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         for (name, y, k) in [("binary", &y_bin, 2), ("multinomial", &y_multi, CLASSES)] {
             let target = Target::Classes { y: &y[..m], n_classes: k };
             let start = Instant::now();
-            let fitted = fit(Algorithm::Mlp, x.rows_slice(0, m), target, &Params::default())?;
+            let fitted = fit(Algorithm::Mlp, x.rows_slice(0, m).into(), target, &Params::default())?;
             let seconds = start.elapsed().as_secs_f64();
             let metrics = metrics::classification(&y[n..], &fitted.network.predict(test), k);
             println!(

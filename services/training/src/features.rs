@@ -2,7 +2,7 @@
 //! baseline statistics of every feature for drift detection, and builds the design matrix.
 
 use crate::data::{Column, DataError, Dataset, Kind};
-use crate::matrix::Matrix;
+use crate::matrix::{Design, Matrix, NO_LEVEL};
 use crate::prep::{CategoricalFeature, NumericFeature, Preprocessing};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -365,9 +365,11 @@ fn histogram(values: &[f64], min: f64, max: f64) -> Histogram {
     Histogram { edges, counts }
 }
 
-/// Turns the raw cells into the design matrix: in place when every feature is numeric (no copy of the
-/// data), into a wider matrix when there are one-hot blocks.
-pub fn design(ds: &mut Dataset, prep: &Preprocessing) -> Matrix {
+/// Turns the raw cells into the design matrix: the numeric features standardized (in place when every
+/// feature is numeric: no copy of the data), and each categorical feature as its level index per row (a
+/// one-hot block stored as the position of its 1, so a column of many levels costs no more than one of
+/// two).
+pub fn design(ds: &mut Dataset, prep: &Preprocessing) -> Design {
     let numeric: Vec<(usize, &NumericFeature)> = ds
         .columns
         .iter()
@@ -377,19 +379,17 @@ pub fn design(ds: &mut Dataset, prep: &Preprocessing) -> Matrix {
         .zip(&prep.numeric)
         .collect();
     let cols = ds.x.cols;
+    let standardize = |x: f64, f: &NumericFeature| ((if x.is_nan() { f.fill } else { x }) - f.mean) / f.scale;
     if numeric.len() == cols {
-        let factors: Vec<(f64, f64, f64)> =
-            prep.numeric.iter().map(|f| (f.fill, f.mean, 1.0 / f.scale)).collect();
         for row in ds.x.data.chunks_exact_mut(cols) {
-            for (v, &(fill, mean, inv)) in row.iter_mut().zip(&factors) {
-                let x = if v.is_nan() { fill } else { *v };
-                *v = (x - mean) * inv;
+            for (v, f) in row.iter_mut().zip(&prep.numeric) {
+                *v = standardize(*v, f);
             }
         }
-        return std::mem::replace(&mut ds.x, Matrix::zeros(0, cols));
+        return Design::from_dense(std::mem::replace(&mut ds.x, Matrix::zeros(0, cols)));
     }
     // Raw dictionary index -> level position, per categorical column.
-    let categorical: Vec<(usize, Vec<Option<usize>>)> = ds
+    let categorical: Vec<(usize, Vec<u32>)> = ds
         .columns
         .iter()
         .enumerate()
@@ -399,31 +399,31 @@ pub fn design(ds: &mut Dataset, prep: &Preprocessing) -> Matrix {
         })
         .zip(&prep.categorical)
         .map(|((j, values), feature)| {
-            (j, values.iter().map(|v| feature.levels.binary_search(v).ok()).collect::<Vec<_>>())
+            let level = |v: &String| feature.levels.binary_search(v).map_or(NO_LEVEL, |l| l as u32);
+            (j, values.iter().map(level).collect::<Vec<_>>())
         })
         .collect();
-    let width = prep.width();
-    let mut out = Matrix::zeros(ds.x.rows, width);
-    for i in 0..ds.x.rows {
+    let rows = ds.x.rows;
+    let mut dense = Matrix::zeros(rows, numeric.len());
+    let mut codes = Vec::with_capacity(rows * categorical.len());
+    for i in 0..rows {
         let raw = ds.x.row(i);
-        let row = out.row_mut(i);
-        for (k, (j, f)) in numeric.iter().enumerate() {
-            let x = if raw[*j].is_nan() { f.fill } else { raw[*j] };
-            row[k] = (x - f.mean) / f.scale;
+        for (o, (j, f)) in dense.row_mut(i).iter_mut().zip(&numeric) {
+            *o = standardize(raw[*j], f);
         }
-        let mut offset = numeric.len();
-        for ((j, map), feature) in categorical.iter().zip(&prep.categorical) {
+        codes.extend(categorical.iter().map(|(j, map)| {
             let v = raw[*j];
-            if !v.is_nan()
-                && let Some(Some(level)) = map.get(v as usize)
-            {
-                row[offset + level] = 1.0;
-            }
-            offset += feature.levels.len();
-        }
+            if v.is_nan() { NO_LEVEL } else { map.get(v as usize).copied().unwrap_or(NO_LEVEL) }
+        }));
+    }
+    let mut starts = Vec::with_capacity(prep.categorical.len());
+    let mut width = numeric.len();
+    for c in &prep.categorical {
+        starts.push(width);
+        width += c.levels.len();
     }
     ds.x = Matrix::zeros(0, cols);
-    out
+    Design { dense, codes, starts, cols: width }
 }
 
 #[cfg(test)]
@@ -448,7 +448,7 @@ mod tests {
         let StatsKind::Numeric { quantiles, histogram, .. } = &stats[0].kind else { panic!() };
         assert_eq!(quantiles[5], (0.5, 3.0));
         assert_eq!(histogram.counts.iter().sum::<usize>(), 3);
-        let x = design(&mut ds, &prep);
+        let x = design(&mut ds, &prep).dense;
         assert_eq!(x.row(2)[1], 0.0, "a missing value becomes the mean, 0 after scaling");
         assert!((x.row(1)[0] + 2.0 / (8.0f64 / 3.0).sqrt()).abs() < 1e-12);
     }
@@ -458,11 +458,17 @@ mod tests {
         let mut ds = load("c,a,y\nzebra,1,0\nred,2,1\nblue,3,2\nred,4,3\n");
         let (prep, _) = fit(&ds, 1).unwrap();
         assert_eq!(prep.categorical[0].levels, ["blue", "red"]);
-        let x = design(&mut ds, &prep);
-        assert_eq!(x.cols, 3);
-        assert_eq!(&x.row(0)[1..], &[0.0, 0.0], "a level unseen in training encodes as zeros");
-        assert_eq!(&x.row(1)[1..], &[0.0, 1.0]);
-        assert_eq!(&x.row(2)[1..], &[1.0, 0.0]);
+        let design = design(&mut ds, &prep);
+        let x = design.view();
+        assert_eq!((x.cols, x.starts), (3, &[1][..]));
+        assert_eq!(x.codes, [NO_LEVEL, 1, 0, 1], "a level unseen in training has none");
+        let mut row = [9.0; 3];
+        x.write_row(0, &mut row);
+        assert_eq!(&row[1..], &[0.0, 0.0], "... and encodes as zeros");
+        x.write_row(1, &mut row);
+        assert_eq!(&row[1..], &[0.0, 1.0]);
+        x.write_row(2, &mut row);
+        assert_eq!(&row[1..], &[1.0, 0.0]);
     }
 
     #[test]

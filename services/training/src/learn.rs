@@ -15,7 +15,7 @@ mod linear;
 mod mlp;
 mod par;
 
-use crate::matrix::MatrixView;
+use crate::matrix::{DesignView, NO_LEVEL};
 use crate::network::Network;
 use mizzen_common::training::{Hyperparameter, Hyperparameters};
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ pub fn resolved(algorithm: Algorithm, params: &Params) -> BTreeMap<String, Strin
 /// Fits `algorithm` to the rows of `x` (already preprocessed) and `target`.
 pub fn fit(
     algorithm: Algorithm,
-    x: MatrixView<'_>,
+    x: DesignView<'_>,
     target: Target<'_>,
     params: &Params,
 ) -> Result<Fit, FitError> {
@@ -273,10 +273,24 @@ pub fn fit(
 
 /// Shapes and values every learner needs: a consistent matrix with rows, finite features, one finite
 /// target per row, class labels in range with at least two classes present.
-fn check_rows(x: MatrixView<'_>, target: Target<'_>) -> Result<(), FitError> {
+fn check_rows(x: DesignView<'_>, target: Target<'_>) -> Result<(), FitError> {
     let bad = |m: String| Err(FitError::InvalidData(m));
-    if x.rows.checked_mul(x.cols) != Some(x.data.len()) {
-        return bad(format!("the design matrix holds {} values, not {} x {}", x.data.len(), x.rows, x.cols));
+    let dense = x.dense;
+    if x.rows != dense.rows || dense.rows.checked_mul(dense.cols) != Some(dense.data.len()) {
+        return bad(format!(
+            "the design matrix's dense columns hold {} values, not {} x {}",
+            dense.data.len(),
+            x.rows,
+            dense.cols
+        ));
+    }
+    if x.rows.checked_mul(x.blocks()) != Some(x.codes.len()) {
+        return bad(format!(
+            "the design matrix holds {} levels, not {} x {}",
+            x.codes.len(),
+            x.rows,
+            x.blocks()
+        ));
     }
     if x.rows == 0 {
         return bad("no training rows".into());
@@ -284,8 +298,19 @@ fn check_rows(x: MatrixView<'_>, target: Target<'_>) -> Result<(), FitError> {
     if x.cols == 0 {
         return bad("the design matrix has no feature columns".into());
     }
-    if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
-        return bad(format!("feature {} of training row {} is not finite", i % x.cols, i / x.cols));
+    if let Some(i) = dense.data.iter().position(|v| !v.is_finite()) {
+        return bad(format!("feature {} of training row {} is not finite", i % dense.cols, i / dense.cols));
+    }
+    let ends = x.starts.iter().skip(1).copied().chain([x.cols]);
+    for (b, (start, end)) in x.starts.iter().zip(ends).enumerate() {
+        if *start < dense.cols || end < *start {
+            return bad(format!("one-hot block {b} spans columns {start}..{end}"));
+        }
+        let levels = end - start;
+        let codes = x.codes.iter().skip(b).step_by(x.blocks());
+        if let Some((i, c)) = codes.enumerate().find(|(_, c)| **c != NO_LEVEL && **c as usize >= levels) {
+            return bad(format!("training row {i} has level {c} in one-hot block {b} of {levels} levels"));
+        }
     }
     match target {
         Target::Classes { y, n_classes } => {

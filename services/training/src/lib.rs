@@ -6,6 +6,7 @@ pub mod data;
 pub mod features;
 pub mod learn;
 pub mod matrix;
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod onnx;

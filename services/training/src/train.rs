@@ -7,7 +7,7 @@ use crate::learn::{self, Algorithm, FitError, Params, Target};
 use crate::network::Network;
 use crate::onnx::{self, ModelDoc};
 use crate::prep::{Classes, Preprocessing};
-use crate::{metrics, split};
+use crate::{memory, metrics, split};
 use bytes::Bytes;
 use mizzen_common::training::{Hyperparameters, TrainConfig, Trained};
 use serde_json::json;
@@ -63,6 +63,8 @@ pub struct Model {
     /// The model's predictions on the holdout rows (probabilities row-major, or values).
     pub holdout_predictions: Vec<f64>,
     pub fit_seconds: f64,
+    /// The trainer's peak resident memory by the end of the fit (Linux), in bytes.
+    pub peak_memory_bytes: Option<u64>,
     pub dataset_sha256: String,
     pub dataset_bytes: u64,
 }
@@ -124,6 +126,7 @@ pub fn train(
     mut ds: Dataset,
     config: &TrainConfig,
     hyperparameters: &Hyperparameters,
+    limit: Option<memory::Limit>,
 ) -> Result<Model, TrainError> {
     let algorithm = algorithm(config)?;
     let params = Params::from_hyperparameters(hyperparameters)?;
@@ -132,6 +135,13 @@ pub fn train(
     let start = Instant::now();
     let (holdout, origin) = split::shuffle_split(&mut ds, config.holdout_fraction, config.split_seed)?;
     let (prep, stats) = features::fit(&ds, holdout)?;
+    if let Some(limit) = limit {
+        let outputs = match &ds.labels {
+            Labels::Classes { classes, .. } => classes.len(),
+            Labels::Values(_) => 1,
+        };
+        check_memory(limit, rows, &prep, algorithm, &params, outputs)?;
+    }
     let x = features::design(&mut ds, &prep);
     let train_x = x.rows_slice(holdout, rows);
     let test_x = x.rows_slice(0, holdout);
@@ -155,6 +165,7 @@ pub fn train(
     };
     let mut holdout_rows = origin;
     holdout_rows.truncate(holdout);
+    let peak_memory_bytes = memory::peak_bytes();
     Ok(Model {
         algorithm,
         prep,
@@ -170,8 +181,44 @@ pub fn train(
         holdout_rows,
         holdout_predictions: predictions,
         fit_seconds,
+        peak_memory_bytes,
         dataset_sha256: ds.sha256.clone(),
         dataset_bytes: ds.bytes,
+    })
+}
+
+/// Refuses a fit whose design matrix and learner state (estimated) would take the trainer's resident
+/// memory past `limit`, before allocating them.
+fn check_memory(
+    limit: memory::Limit,
+    rows: usize,
+    prep: &Preprocessing,
+    algorithm: Algorithm,
+    params: &Params,
+    outputs: usize,
+) -> Result<(), TrainError> {
+    let need = memory::estimate(rows, prep, algorithm, params, outputs);
+    let used = memory::resident_bytes().unwrap_or(0);
+    if used.saturating_add(need) <= limit.bytes {
+        return Ok(());
+    }
+    let levels: usize = prep.categorical.iter().map(|c| c.levels.len()).sum();
+    Err(TrainError {
+        reason: "InvalidData",
+        message: format!(
+            "this fit needs about {} of memory ({} for the design matrix of {rows} rows x {} columns \
+             ({levels} of them one-hot levels) and the {algorithm} state, {} already holding the table), more than \
+             the {} of {}; give the trainer more memory (the TrainingJob's resources, or {}), or use fewer \
+             features or levels, or a smaller network",
+            memory::human(used.saturating_add(need)),
+            memory::human(need),
+            prep.width(),
+            memory::human(used),
+            memory::human(limit.bytes),
+            limit.source,
+            memory::LIMIT_ENV,
+        ),
+        permanent: true,
     })
 }
 
@@ -248,6 +295,7 @@ pub fn metadata(
             "converged": model.converged,
             "finalLoss": model.final_loss,
             "fitSeconds": model.fit_seconds,
+            "peakMemoryBytes": model.peak_memory_bytes,
         },
     })
 }
@@ -358,11 +406,12 @@ pub async fn run(
     extra: &[(String, Extra)],
 ) -> Result<(Model, Trained), TrainError> {
     let hyper = hyperparameters(config, trial)?;
+    let limit = memory::limit().map_err(TrainError::config)?;
     let extra_uris: Vec<String> = extra.iter().map(|(uri, _)| uri.clone()).collect();
     check_outputs(config, trial, &extra_uris).await?;
     let ds = load(config).await?;
     let cfg = config.clone();
-    let model = tokio::task::spawn_blocking(move || train(ds, &cfg, &hyper))
+    let model = tokio::task::spawn_blocking(move || train(ds, &cfg, &hyper, limit))
         .await
         .map_err(|e| TrainError { reason: "TrainerFailed", message: e.to_string(), permanent: false })??;
     let files = extra.iter().map(|(uri, make)| (uri.clone(), make(&model))).collect();

@@ -10,6 +10,16 @@ struct Run {
 }
 
 fn train(csv: Option<&str>, uri: Option<&str>, algorithm: &str, extra: &[&str]) -> Run {
+    train_with_env(csv, uri, algorithm, extra, &[])
+}
+
+fn train_with_env(
+    csv: Option<&str>,
+    uri: Option<&str>,
+    algorithm: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let data = match (csv, uri) {
         (Some(text), _) => {
@@ -30,6 +40,7 @@ fn train(csv: Option<&str>, uri: Option<&str>, algorithm: &str, extra: &[&str]) 
             &log.to_string_lossy(),
         ])
         .args(extra)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let message = std::fs::read_to_string(&log).expect("a termination message is always written");
@@ -116,6 +127,32 @@ fn a_continuous_label_is_refused_by_a_classifier_before_training() {
         "InvalidData",
         &["label column \"y\" is continuous", "use linearRegression or mlp"],
     );
+}
+
+/// A fit too big for the memory the trainer may use is refused before it allocates, with the estimate and
+/// the limit in the message; a fit that fits runs under the same kind of limit; and a limit that cannot
+/// be read is a configuration mistake.
+#[test]
+fn a_fit_too_big_for_the_memory_limit_is_refused_with_the_numbers() {
+    let rows: String = (0..3000).map(|i| format!("{},c{i},{}\n", i % 7, i % 2)).collect();
+    let csv = format!("a,c,y\n{rows}");
+    let limit = |v| [("MIZZEN_TRAIN_MEMORY_LIMIT", v)];
+    let big = ["--set", "hiddenLayers=4096,4096"];
+    let run = train_with_env(Some(&csv), None, "mlp", &big, &limit("256Mi"));
+    assert_refused(
+        &run,
+        2,
+        "InvalidData",
+        &[
+            "GiB of memory",
+            "more than the 256 MiB of MIZZEN_TRAIN_MEMORY_LIMIT",
+            "2400 of them one-hot levels",
+        ],
+    );
+    let fits = train_with_env(Some(&csv), None, "logisticRegression", &[], &limit("1Gi"));
+    assert_eq!(fits.report["phase"], "Succeeded", "{}", fits.report);
+    let unreadable = train_with_env(Some(&csv), None, "logisticRegression", &[], &limit("lots"));
+    assert_refused(&unreadable, 2, "InvalidConfig", &["MIZZEN_TRAIN_MEMORY_LIMIT=\"lots\"", "2Gi"]);
 }
 
 /// The run's exit code, report and the files left in `dir` after it.

@@ -2,21 +2,22 @@
 
 use super::par::sum_rows;
 use super::{Fit, FitError, lbfgs};
-use crate::matrix::MatrixView;
+use crate::matrix::DesignView;
 use crate::network::{Dense, Head, Network};
 use crate::vector::{axpy, dot};
 
 /// Logistic regression parameters at most (L-BFGS keeps 20 vectors of them), so a wide one-hot design
 /// cannot exhaust memory.
 const MAX_PARAMETERS: usize = 1 << 22;
-/// Features at most for the ridge normal equations (their Gram matrix is features²).
+/// Features up to which ridge regression solves the normal equations directly (their Gram matrix is
+/// features²); wider designs take conjugate gradients.
 const MAX_RIDGE_FEATURES: usize = 4096;
 
 /// scikit-learn's `LogisticRegression(C=1/l2, solver="lbfgs")`: minimizes
 /// `(sum_i logloss_i + l2/2 ||W||²) / n` (the intercepts unpenalized) from zero. Two classes: one logit
 /// for class 1 and a logistic head; more: a multinomial softmax over one column per class.
 pub(super) fn logistic(
-    x: MatrixView<'_>,
+    x: DesignView<'_>,
     y: &[u32],
     n_classes: usize,
     l2: f64,
@@ -81,13 +82,13 @@ pub(super) fn logistic(
 }
 
 /// Adds the rows `start..end` of the binary log loss and its gradient into `acc` = [dW (f), db, loss].
-fn binary_rows(x: MatrixView<'_>, y: &[u32], w: &[f64], b: f64, start: usize, end: usize, acc: &mut [f64]) {
+fn binary_rows(x: DesignView<'_>, y: &[u32], w: &[f64], b: f64, start: usize, end: usize, acc: &mut [f64]) {
     let f = x.cols;
     let (gw, rest) = acc.split_at_mut(f);
     let mut gb = 0.0;
     let mut loss = 0.0;
-    for (row, &label) in x.data[start * f..end * f].chunks_exact(f).zip(&y[start..end]) {
-        let z = b + dot(row, w);
+    for (i, &label) in (start..end).zip(&y[start..end]) {
+        let z = b + x.dot(i, w);
         let t = if label == 1 { 1.0 } else { 0.0 };
         // log(1 + e^z) - t z, and sigmoid(z), from one exponential of -|z|.
         let e = (-z.abs()).exp();
@@ -95,7 +96,7 @@ fn binary_rows(x: MatrixView<'_>, y: &[u32], w: &[f64], b: f64, start: usize, en
         let p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
         let r = p - t;
         gb += r;
-        axpy(r, row, gw);
+        x.axpy(i, r, gw);
     }
     rest[0] += gb;
     rest[1] += loss;
@@ -104,7 +105,7 @@ fn binary_rows(x: MatrixView<'_>, y: &[u32], w: &[f64], b: f64, start: usize, en
 /// Adds the rows `start..end` of the multinomial log loss and its gradient into
 /// `acc` = [dW (k x f, class-major), db (k), loss].
 fn multinomial_rows(
-    x: MatrixView<'_>,
+    x: DesignView<'_>,
     y: &[u32],
     w: &[f64],
     b: &[f64],
@@ -118,10 +119,10 @@ fn multinomial_rows(
     let (gb, loss) = rest.split_at_mut(k);
     let mut z = vec![0.0; k];
     let mut total = 0.0;
-    for (row, &label) in x.data[start * f..end * f].chunks_exact(f).zip(&y[start..end]) {
+    for (i, &label) in (start..end).zip(&y[start..end]) {
         let label = label as usize;
         for ((zc, wc), bc) in z.iter_mut().zip(w.chunks_exact(f)).zip(b) {
-            *zc = bc + dot(row, wc);
+            *zc = bc + x.dot(i, wc);
         }
         let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let z_label = z[label] - max;
@@ -135,43 +136,75 @@ fn multinomial_rows(
         for (c, ((ec, gwc), gbc)) in z.iter().zip(gw.chunks_exact_mut(f)).zip(gb.iter_mut()).enumerate() {
             let r = ec * inv - if c == label { 1.0 } else { 0.0 };
             *gbc += r;
-            axpy(r, row, gwc);
+            x.axpy(i, r, gwc);
         }
     }
     loss[0] += total;
 }
 
-/// scikit-learn's `Ridge(alpha=l2)`: minimizes `||y - X w - b||² + l2 ||w||²` exactly by centering `X`
-/// and `y` (the intercept is unpenalized) and solving `(Xc'Xc + l2 I) w = Xc'yc` by Cholesky.
-pub(super) fn ridge(x: MatrixView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitError> {
+/// scikit-learn's `Ridge(alpha=l2)`: minimizes `||y - X w - b||² + l2 ||w||²` by centering `X` and `y`
+/// (the intercept is unpenalized) and solving `(Xc'Xc + l2 I) w = Xc'yc`: exactly by Cholesky up to
+/// [`MAX_RIDGE_FEATURES`] features, by preconditioned conjugate gradients beyond (a wide one-hot design,
+/// as scikit-learn's `sparse_cg` solver does for sparse input), never forming `Xc'Xc` there.
+pub(super) fn ridge(x: DesignView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitError> {
     let f = x.cols;
     let n = x.rows;
-    if f > MAX_RIDGE_FEATURES {
-        return Err(FitError::InvalidData(format!(
-            "linearRegression solves the normal equations directly and supports at most \
-             {MAX_RIDGE_FEATURES} features, got {f}"
-        )));
-    }
     let mut partials = Vec::new();
     let mut sums = vec![0.0; f + 1];
     sum_rows(n, f + 1, &mut partials, &mut sums, |s, e, acc| {
         let (ax, ay) = acc.split_at_mut(f);
-        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
-            axpy(1.0, row, ax);
+        for (i, yi) in (s..e).zip(&y[s..e]) {
+            x.axpy(i, 1.0, ax);
             ay[0] += yi;
         }
     });
     let mean: Vec<f64> = sums[..f].iter().map(|s| s / n as f64).collect();
     let y_mean = sums[f] / n as f64;
+    let (w, iterations, converged) = if f <= MAX_RIDGE_FEATURES {
+        (ridge_direct(x, y, &mean, y_mean, l2, &mut partials)?, 1, true)
+    } else {
+        ridge_cg(x, y, &mean, y_mean, l2, &mut partials)
+    };
+    let b = y_mean - dot(&mean, &w);
 
+    let mut sse = [0.0];
+    sum_rows(n, 1, &mut partials, &mut sse, |s, e, acc| {
+        for (i, yi) in (s..e).zip(&y[s..e]) {
+            let r = yi - b - x.dot(i, &w);
+            acc[0] += r * r;
+        }
+    });
+    let final_loss = (sse[0] + l2 * dot(&w, &w)) / n as f64;
+    if !final_loss.is_finite() || !b.is_finite() {
+        return Err(FitError::Diverged("linearRegression: the solution is not finite".into()));
+    }
+    let network = Network {
+        hidden: vec![],
+        output: Dense { inputs: f, outputs: 1, weights: w, bias: vec![b] },
+        head: Head::Identity,
+    };
+    Ok(Fit { network, iterations, converged, final_loss })
+}
+
+/// The ridge weights from the normal equations, by Cholesky.
+fn ridge_direct(
+    x: DesignView<'_>,
+    y: &[f64],
+    mean: &[f64],
+    y_mean: f64,
+    l2: f64,
+    partials: &mut Vec<f64>,
+) -> Result<Vec<f64>, FitError> {
+    let f = x.cols;
     // The upper triangle of Xc'Xc, then Xc'yc.
     let mut gram = vec![0.0; f * f + f];
-    sum_rows(n, f * f + f, &mut partials, &mut gram, |s, e, acc| {
+    sum_rows(x.rows, f * f + f, partials, &mut gram, |s, e, acc| {
         let (g, xy) = acc.split_at_mut(f * f);
         let mut xc = vec![0.0; f];
-        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
-            for ((c, v), m) in xc.iter_mut().zip(row).zip(&mean) {
-                *c = v - m;
+        for (i, yi) in (s..e).zip(&y[s..e]) {
+            x.write_row(i, &mut xc);
+            for (c, m) in xc.iter_mut().zip(mean) {
+                *c -= m;
             }
             let yc = yi - y_mean;
             for j in 0..f {
@@ -190,27 +223,103 @@ pub(super) fn ridge(x: MatrixView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitErr
         }
         gram[j * f + j] += l2;
     }
-    let w = solve_spd(&gram, &rhs, f)
-        .ok_or_else(|| FitError::Diverged("linearRegression: the normal equations are not finite".into()))?;
-    let b = y_mean - dot(&mean, &w);
+    solve_spd(&gram, &rhs, f)
+        .ok_or_else(|| FitError::Diverged("linearRegression: the normal equations are not finite".into()))
+}
 
-    let mut sse = [0.0];
-    sum_rows(n, 1, &mut partials, &mut sse, |s, e, acc| {
-        for (row, yi) in x.data[s * f..e * f].chunks_exact(f).zip(&y[s..e]) {
-            let r = yi - b - dot(row, &w);
-            acc[0] += r * r;
+/// Conjugate-gradient iterations at most for a wide ridge regression.
+const MAX_CG_ITERATIONS: u32 = 5000;
+/// The residual, relative to the right-hand side, at which conjugate gradients stop.
+const CG_TOLERANCE: f64 = 1e-10;
+
+/// The ridge weights by conjugate gradients preconditioned with the diagonal of `Xc'Xc + l2 I`, each
+/// product with the matrix one pass over the rows; returns the weights, the iterations and whether the
+/// residual fell below [`CG_TOLERANCE`].
+fn ridge_cg(
+    x: DesignView<'_>,
+    y: &[f64],
+    mean: &[f64],
+    y_mean: f64,
+    l2: f64,
+    partials: &mut Vec<f64>,
+) -> (Vec<f64>, u32, bool) {
+    let (f, n) = (x.cols, x.rows);
+    let d = x.dense.cols;
+    // Xc' u for the u of each row: X' u minus the means times the sum of u.
+    let mut acc = vec![0.0; f + 1];
+    let mut centered_t = |u: &(dyn Fn(usize) -> f64 + Sync), out: &mut [f64], partials: &mut Vec<f64>| {
+        sum_rows(n, f + 1, partials, &mut acc, |s, e, acc| {
+            let (ax, au) = acc.split_at_mut(f);
+            for i in s..e {
+                let ui = u(i);
+                x.axpy(i, ui, ax);
+                au[0] += ui;
+            }
+        });
+        for ((o, a), m) in out.iter_mut().zip(&acc[..f]).zip(mean) {
+            *o = a - m * acc[f];
+        }
+    };
+    let mut rhs = vec![0.0; f];
+    centered_t(&|i| y[i] - y_mean, &mut rhs, partials);
+    // The diagonal: sum of squares minus n mean², plus l2 (1 where it vanishes).
+    let mut squares = vec![0.0; f];
+    sum_rows(n, f, partials, &mut squares, |s, e, acc| {
+        for i in s..e {
+            for (a, v) in acc[..d].iter_mut().zip(x.dense.row(i)) {
+                *a += v * v;
+            }
+            for j in x.ones(i) {
+                acc[j] += 1.0;
+            }
         }
     });
-    let final_loss = (sse[0] + l2 * dot(&w, &w)) / n as f64;
-    if !final_loss.is_finite() || !b.is_finite() {
-        return Err(FitError::Diverged("linearRegression: the solution is not finite".into()));
+    let inv_diag: Vec<f64> = squares
+        .iter()
+        .zip(mean)
+        .map(|(s, m)| {
+            let diag = s - n as f64 * m * m + l2;
+            if diag > 0.0 { 1.0 / diag } else { 1.0 }
+        })
+        .collect();
+
+    let norm_rhs = dot(&rhs, &rhs).sqrt();
+    let mut w = vec![0.0; f];
+    if norm_rhs == 0.0 {
+        return (w, 0, true);
     }
-    let network = Network {
-        hidden: vec![],
-        output: Dense { inputs: f, outputs: 1, weights: w, bias: vec![b] },
-        head: Head::Identity,
-    };
-    Ok(Fit { network, iterations: 1, converged: true, final_loss })
+    let mut r = rhs;
+    let mut z: Vec<f64> = r.iter().zip(&inv_diag).map(|(r, i)| r * i).collect();
+    let mut p = z.clone();
+    let mut rz = dot(&r, &z);
+    let mut q = vec![0.0; f];
+    for iteration in 1..=MAX_CG_ITERATIONS {
+        // q = (Xc'Xc + l2 I) p.
+        let mp = dot(mean, &p);
+        let pv = &p;
+        centered_t(&|i| x.dot(i, pv) - mp, &mut q, partials);
+        axpy(l2, &p, &mut q);
+        let pq = dot(&p, &q);
+        if pq.is_nan() || pq <= 0.0 {
+            return (w, iteration, false);
+        }
+        let alpha = rz / pq;
+        axpy(alpha, &p, &mut w);
+        axpy(-alpha, &q, &mut r);
+        if dot(&r, &r).sqrt() <= CG_TOLERANCE * norm_rhs {
+            return (w, iteration, true);
+        }
+        for ((zi, ri), di) in z.iter_mut().zip(&r).zip(&inv_diag) {
+            *zi = ri * di;
+        }
+        let rz_next = dot(&r, &z);
+        let beta = rz_next / rz;
+        rz = rz_next;
+        for (pi, zi) in p.iter_mut().zip(&z) {
+            *pi = zi + beta * *pi;
+        }
+    }
+    (w, MAX_CG_ITERATIONS, false)
 }
 
 /// Solves `A w = rhs` for a symmetric positive semi-definite `A` (`f x f`, row-major) by Cholesky. A

@@ -1,5 +1,5 @@
 use super::*;
-use crate::matrix::Matrix;
+use crate::matrix::{Matrix, MatrixView};
 use crate::metrics;
 use crate::network::{Dense, Head};
 use rand::rngs::StdRng;
@@ -89,7 +89,7 @@ fn binary_logistic_regression_matches_scikit_learn() {
     let d = small();
     let target = Target::Classes { y: &d.binary, n_classes: 2 };
     for (l2, (coef, intercept)) in [(1.0, BINARY_L2_1), (0.1, BINARY_L2_01)] {
-        let fit = fit(Algorithm::LogisticRegression, d.x.view(), target, &params(l2, 1e-10)).unwrap();
+        let fit = fit(Algorithm::LogisticRegression, d.x.view().into(), target, &params(l2, 1e-10)).unwrap();
         assert_eq!(fit.network.head, Head::Logistic);
         assert!(fit.converged && fit.iterations < 100, "{fit:?}");
         assert_coefficients(&fit.network, &[&coef], &[intercept], 1e-6);
@@ -102,13 +102,14 @@ fn binary_logistic_regression_matches_scikit_learn() {
         };
         let p = Params { l2: Some(l2), ..Params::default() };
         let quick = fit_default_tol(Algorithm::LogisticRegression, &d.x, target, &p);
-        let diff = max_abs_diff(&quick.network.predict(d.x.view()), &reference.predict(d.x.view()));
+        let diff =
+            max_abs_diff(&quick.network.predict(d.x.view().into()), &reference.predict(d.x.view().into()));
         assert!(diff < 1e-3, "l2 {l2}: probabilities differ by {diff}");
     }
 }
 
 fn fit_default_tol(algorithm: Algorithm, x: &Matrix, target: Target<'_>, p: &Params) -> Fit {
-    let fit = fit(algorithm, x.view(), target, p).unwrap();
+    let fit = fit(algorithm, x.view().into(), target, p).unwrap();
     assert!(fit.converged, "{fit:?}");
     fit
 }
@@ -118,7 +119,7 @@ fn multinomial_logistic_regression_matches_scikit_learn() {
     let d = small();
     let target = Target::Classes { y: &d.multi, n_classes: 3 };
     for (l2, (coef, intercept)) in [(1.0, MULTI_L2_1), (0.1, MULTI_L2_01)] {
-        let fit = fit(Algorithm::LogisticRegression, d.x.view(), target, &params(l2, 1e-10)).unwrap();
+        let fit = fit(Algorithm::LogisticRegression, d.x.view().into(), target, &params(l2, 1e-10)).unwrap();
         assert_eq!(fit.network.head, Head::Softmax);
         assert!(fit.converged, "{fit:?}");
         let rows: Vec<&[f64]> = coef.iter().map(|r| &r[..]).collect();
@@ -137,7 +138,8 @@ fn multinomial_logistic_regression_matches_scikit_learn() {
         };
         let p = Params { l2: Some(l2), ..Params::default() };
         let quick = fit_default_tol(Algorithm::LogisticRegression, &d.x, target, &p);
-        let diff = max_abs_diff(&quick.network.predict(d.x.view()), &reference.predict(d.x.view()));
+        let diff =
+            max_abs_diff(&quick.network.predict(d.x.view().into()), &reference.predict(d.x.view().into()));
         assert!(diff < 1e-3, "l2 {l2}: probabilities differ by {diff}");
     }
 }
@@ -157,10 +159,10 @@ fn logistic_regression_on_many_rows_uses_every_chunk_and_is_deterministic() {
         y.push(u32::from(z > 0.0));
     }
     let target = Target::Classes { y: &y, n_classes: 2 };
-    let a = fit(Algorithm::LogisticRegression, x.view(), target, &Params::default()).unwrap();
-    let b = fit(Algorithm::LogisticRegression, x.view(), target, &Params::default()).unwrap();
+    let a = fit(Algorithm::LogisticRegression, x.view().into(), target, &Params::default()).unwrap();
+    let b = fit(Algorithm::LogisticRegression, x.view().into(), target, &Params::default()).unwrap();
     assert_eq!(a, b);
-    let proba = a.network.predict(x.view());
+    let proba = a.network.predict(x.view().into());
     let m = metrics::classification(&y, &proba, 2);
     assert!(m["accuracy"] > 0.85, "{m:?}");
     let w = &a.network.output.weights;
@@ -173,9 +175,10 @@ fn unpenalized_logistic_regression_on_separable_data_stops_at_the_limit() {
     let y = [0, 0, 0, 1, 1, 1];
     let p = Params { l2: Some(0.0), max_iterations: Some(50), ..Params::default() };
     let fit =
-        fit(Algorithm::LogisticRegression, x.view(), Target::Classes { y: &y, n_classes: 2 }, &p).unwrap();
+        fit(Algorithm::LogisticRegression, x.view().into(), Target::Classes { y: &y, n_classes: 2 }, &p)
+            .unwrap();
     assert!(fit.iterations <= 50 && fit.final_loss < 1e-3, "{fit:?}");
-    let proba = fit.network.predict(x.view());
+    let proba = fit.network.predict(x.view().into());
     assert_eq!(metrics::classification(&y, &proba, 2)["accuracy"], 1.0);
 }
 
@@ -190,7 +193,7 @@ fn ridge_matches_scikit_learn() {
     ];
     for (l2, coef, intercept) in cases {
         let p = Params { l2: Some(l2), ..Params::default() };
-        let fit = fit(Algorithm::LinearRegression, d.x.view(), Target::Values(&d.values), &p).unwrap();
+        let fit = fit(Algorithm::LinearRegression, d.x.view().into(), Target::Values(&d.values), &p).unwrap();
         assert_eq!(fit.network.head, Head::Identity);
         assert_coefficients(&fit.network, &[&coef], &[intercept], 1e-10);
     }
@@ -210,11 +213,11 @@ fn ridge_without_penalty_handles_collinear_columns() {
         y.push(3.0 * a + if hot == 1 { 2.0 } else { 0.0 } + 1.0);
     }
     let p = Params { l2: Some(0.0), ..Params::default() };
-    let fit = fit(Algorithm::LinearRegression, x.view(), Target::Values(&y), &p).unwrap();
+    let fit = fit(Algorithm::LinearRegression, x.view().into(), Target::Values(&y), &p).unwrap();
     let w = &fit.network.output.weights;
     assert!((w[0] - 3.0).abs() < 1e-9 && w[1] == 0.0, "{w:?}");
     assert!((w[2] + 2.0).abs() < 1e-9 && w[3] == 0.0, "{w:?}");
-    let pred = fit.network.predict(x.view());
+    let pred = fit.network.predict(x.view().into());
     assert!(max_abs_diff(&pred, &y) < 1e-9);
 }
 
@@ -262,21 +265,22 @@ fn mlp_params(seed: u64) -> Params {
 #[test]
 fn mlp_learns_xor() {
     let (x, y) = xor(400, 1);
-    let fit = fit(Algorithm::Mlp, x.view(), Target::Classes { y: &y, n_classes: 2 }, &mlp_params(3)).unwrap();
+    let fit = fit(Algorithm::Mlp, x.view().into(), Target::Classes { y: &y, n_classes: 2 }, &mlp_params(3))
+        .unwrap();
     assert_eq!(fit.network.head, Head::Logistic);
     assert_eq!(fit.network.hidden.len(), 1);
     let (xt, yt) = xor(400, 2);
-    let m = metrics::classification(&yt, &fit.network.predict(xt.view()), 2);
+    let m = metrics::classification(&yt, &fit.network.predict(xt.view().into()), 2);
     assert!(m["accuracy"] > 0.97, "{m:?} after {} epochs", fit.iterations);
     // A linear model cannot do this.
     let lin = super::fit(
         Algorithm::LogisticRegression,
-        x.view(),
+        x.view().into(),
         Target::Classes { y: &y, n_classes: 2 },
         &Params::default(),
     )
     .unwrap();
-    let m = metrics::classification(&yt, &lin.network.predict(xt.view()), 2);
+    let m = metrics::classification(&yt, &lin.network.predict(xt.view().into()), 2);
     assert!(m["accuracy"] < 0.7, "{m:?}");
 }
 
@@ -284,11 +288,11 @@ fn mlp_learns_xor() {
 fn mlp_learns_three_classes_with_default_settings() {
     let (x, y) = blobs(300, 4);
     let p = Params { seed: 5, ..Params::default() };
-    let fit = fit(Algorithm::Mlp, x.view(), Target::Classes { y: &y, n_classes: 3 }, &p).unwrap();
+    let fit = fit(Algorithm::Mlp, x.view().into(), Target::Classes { y: &y, n_classes: 3 }, &p).unwrap();
     assert_eq!(fit.network.head, Head::Softmax);
     assert_eq!(fit.network.hidden[0].outputs, 100);
     let (xt, yt) = blobs(300, 6);
-    let m = metrics::classification(&yt, &fit.network.predict(xt.view()), 3);
+    let m = metrics::classification(&yt, &fit.network.predict(xt.view().into()), 3);
     assert!(m["accuracy"] > 0.95, "{m:?}");
     assert!(fit.final_loss.is_finite() && fit.iterations >= 12, "{fit:?}");
 }
@@ -305,9 +309,9 @@ fn mlp_regression_fits_a_curve() {
         y.push(a * a - b);
     }
     let p = Params { hidden_layers: Some(vec![32]), learning_rate: Some(0.01), seed: 1, ..Params::default() };
-    let fit = fit(Algorithm::Mlp, x.view(), Target::Values(&y), &p).unwrap();
+    let fit = fit(Algorithm::Mlp, x.view().into(), Target::Values(&y), &p).unwrap();
     assert_eq!(fit.network.head, Head::Identity);
-    let pred = fit.network.predict(x.view());
+    let pred = fit.network.predict(x.view().into());
     let r2 = metrics::r2(&y, &pred);
     assert!(r2 > 0.95, "r2 {r2} after {} epochs", fit.iterations);
 }
@@ -317,10 +321,10 @@ fn mlp_is_deterministic_per_seed() {
     let (x, y) = xor(200, 8);
     let target = Target::Classes { y: &y, n_classes: 2 };
     let p = Params { max_iterations: Some(5), ..mlp_params(11) };
-    let a = fit(Algorithm::Mlp, x.view(), target, &p).unwrap();
-    let b = fit(Algorithm::Mlp, x.view(), target, &p).unwrap();
+    let a = fit(Algorithm::Mlp, x.view().into(), target, &p).unwrap();
+    let b = fit(Algorithm::Mlp, x.view().into(), target, &p).unwrap();
     assert_eq!(a, b);
-    let c = fit(Algorithm::Mlp, x.view(), target, &Params { seed: 12, ..p.clone() }).unwrap();
+    let c = fit(Algorithm::Mlp, x.view().into(), target, &Params { seed: 12, ..p.clone() }).unwrap();
     assert_ne!(a.network, c.network);
     assert_eq!((a.iterations, a.converged), (5, false));
 }
@@ -336,7 +340,7 @@ fn mlp_initializes_like_scikit_learn() {
         learning_rate: Some(1e-9),
         ..Params::default()
     };
-    let fit = fit(Algorithm::Mlp, x.view(), Target::Classes { y: &y, n_classes: 3 }, &p).unwrap();
+    let fit = fit(Algorithm::Mlp, x.view().into(), Target::Classes { y: &y, n_classes: 3 }, &p).unwrap();
     let layers: Vec<&Dense> = fit.network.hidden.iter().chain([&fit.network.output]).collect();
     for layer in layers {
         let bound = (6.0 / (layer.inputs + layer.outputs) as f64).sqrt() + 1e-6;
@@ -350,7 +354,7 @@ fn mlp_initializes_like_scikit_learn() {
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let d = small();
-    let x = d.x.view();
+    let x = d.x.view().into();
     let classes = |y: &'static [u32], n_classes| Target::Classes { y, n_classes };
     let one_class: Vec<u32> = vec![1; 40];
     let all = Algorithm::ALL;
@@ -361,7 +365,7 @@ fn bad_input_is_an_error_not_a_panic() {
             Target::Classes { y: &d.binary, n_classes: 2 }
         };
         let p = Params::default();
-        let empty = MatrixView { rows: 0, cols: 3, data: &[] };
+        let empty = MatrixView { rows: 0, cols: 3, data: &[] }.into();
         let t0 = match target {
             Target::Values(_) => Target::Values(&[]),
             Target::Classes { .. } => classes(&[], 2),
@@ -375,11 +379,11 @@ fn bad_input_is_an_error_not_a_panic() {
             Target::Classes { y, n_classes } => Target::Classes { y: &y[1..], n_classes },
         };
         assert!(matches!(fit(algorithm, x, short, &p), Err(FitError::InvalidData(_))), "{algorithm} lengths");
-        let broken = MatrixView { rows: 40, cols: 4, data: x.data };
+        let broken = MatrixView { rows: 40, cols: 4, data: x.dense.data }.into();
         assert!(matches!(fit(algorithm, broken, target, &p), Err(FitError::InvalidData(_))));
         let mut nan = d.x.clone();
         nan.data[17] = f64::NAN;
-        let e = fit(algorithm, nan.view(), target, &p).unwrap_err();
+        let e = fit(algorithm, nan.view().into(), target, &p).unwrap_err();
         assert!(e.to_string().contains("row 5"), "{e}");
         let negative = Params { l2: Some(-1.0), ..Params::default() };
         assert!(matches!(fit(algorithm, x, target, &negative), Err(FitError::InvalidHyperparameter { .. })));
@@ -424,7 +428,7 @@ fn bad_input_is_an_error_not_a_panic() {
             "{bad:?}"
         );
     }
-    let tiny = d.x.rows_slice(0, 10);
+    let tiny = d.x.rows_slice(0, 10).into();
     let e =
         fit(Algorithm::Mlp, tiny, Target::Classes { y: &d.binary[..10], n_classes: 2 }, &Params::default());
     assert!(e.unwrap_err().to_string().contains("at least 11"));

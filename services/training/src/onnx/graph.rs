@@ -53,6 +53,15 @@ pub(super) fn attr_strings(name: &str, strings: Vec<Vec<u8>>) -> proto::Attribut
     }
 }
 
+pub(super) fn attr_ints(name: &str, ints: Vec<i64>) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints,
+        ..Default::default()
+    }
+}
+
 /// Nodes and initializers with unique generated names.
 #[derive(Default)]
 pub(super) struct GraphBuilder {
@@ -148,17 +157,72 @@ impl GraphBuilder {
         self.node_full("", op, inputs, output.into(), attribute);
     }
 
-    /// `Gemm(x, W, b)`, into `output` when given (a graph output), else a generated name.
-    pub(super) fn gemm(
+    /// The first layer `d` on the design matrix: `Gemm` of the standardized numeric block `numeric` (the
+    /// first weight rows), plus, for each one-hot block, the weight row of its level `Gather`ed by the
+    /// level index (`-1`, an unknown or missing value, gathers the zero row appended to the block). The
+    /// result goes into `output` when given (a graph output), else a generated name.
+    pub(super) fn first_layer(
+        &mut self,
+        numeric: Option<(&str, usize)>,
+        levels: &[LevelBlock],
+        d: &Dense,
+        what: &str,
+        output: Option<&str>,
+    ) -> Result<String, ExportError> {
+        let n = d.outputs;
+        let mut sum = match numeric {
+            Some((x, k)) if levels.is_empty() => {
+                return self.gemm(x, &d.weights[..k * n], k, d, what, output);
+            }
+            Some((x, k)) => self.gemm(x, &d.weights[..k * n], k, d, what, None)?,
+            None => self.floats("bias", &[n], d.bias.iter().copied(), what)?,
+        };
+        for (b, block) in levels.iter().enumerate() {
+            let rows = &d.weights[block.start * n..(block.start + block.levels) * n];
+            let zeros = std::iter::repeat_n(0.0, n);
+            let w = self.floats("levels", &[block.levels + 1, n], rows.iter().copied().chain(zeros), what)?;
+            let gathered = self.node("Gather", &[&w, &block.index], vec![attr_int("axis", 0)]);
+            let out = match output {
+                Some(o) if b + 1 == levels.len() => o.to_string(),
+                _ => self.fresh("add"),
+            };
+            sum = self.node_full("", "Add", &[&sum, &gathered], out, vec![]);
+        }
+        Ok(sum)
+    }
+
+    /// `Gemm(x, W, b)` of layer `d`, into `output` when given (a graph output), else a generated name.
+    pub(super) fn layer(
         &mut self,
         x: &str,
         d: &Dense,
         what: &str,
         output: Option<&str>,
     ) -> Result<String, ExportError> {
-        let w = self.floats("weights", &[d.inputs, d.outputs], d.weights.iter().copied(), what)?;
+        self.gemm(x, &d.weights, d.inputs, d, what, output)
+    }
+
+    /// `Gemm(x, W, b)` with the `inputs` weight rows `weights` and the bias of `d`.
+    fn gemm(
+        &mut self,
+        x: &str,
+        weights: &[f64],
+        inputs: usize,
+        d: &Dense,
+        what: &str,
+        output: Option<&str>,
+    ) -> Result<String, ExportError> {
+        let w = self.floats("weights", &[inputs, d.outputs], weights.iter().copied(), what)?;
         let b = self.floats("bias", &[d.outputs], d.bias.iter().copied(), what)?;
         let output = output.map_or_else(|| self.fresh("gemm"), str::to_string);
         Ok(self.node_full("", "Gemm", &[x, &w, &b], output, vec![]))
     }
+}
+
+/// A one-hot block of the design matrix as the graph sees it: the tensor of each row's level index
+/// (`-1` for none), the block's first design column, and its number of levels.
+pub(super) struct LevelBlock {
+    pub(super) index: String,
+    pub(super) start: usize,
+    pub(super) levels: usize,
 }

@@ -11,10 +11,14 @@
 //!   the empty string (any value not among the feature's levels encodes the same way).
 //!
 //! Inside the graph, all in float32: each numeric column is imputed (`IsNaN`/`IsInf` + `Where` with `fill`) and
-//! standardized (`Sub` mean, `Div` scale); each categorical column is one-hot encoded over its levels
-//! (`ai.onnx.ml.OneHotEncoder`, `zeros=1`: an unknown or missing value gives all zeros); `Concat(axis=1)`
-//! of the numeric block and then each categorical block is the design matrix. Each hidden layer is
-//! `Gemm(x, W[in, out], b)` then `Relu`; the output layer is a `Gemm`.
+//! standardized (`Sub` mean, `Div` scale), and the first layer is `Gemm` of that block with its weight
+//! rows; each categorical column is mapped to its level's index (`ai.onnx.ml.LabelEncoder`, `-1` for an
+//! unknown or missing value) and the first layer adds the weight row of that level (`Gather` from the
+//! block's weight rows with a zero row last, which `-1` picks: an unknown or missing value contributes
+//! nothing, as an all-zero one-hot block would). That is the product of the one-hot design matrix with
+//! the first layer's weights, without the one-hot matrix: a column of many levels costs a lookup. Then
+//! `Relu`, each further hidden layer is `Gemm(x, W[in, out], b)` then `Relu`, and the output layer is a
+//! `Gemm`.
 //!
 //! Outputs, named and shaped as skl2onnx names them (`zipmap: False`):
 //! - classifiers: `label`, int64 `[N]` (integer classes) or string `[N]` (string classes), the class of
@@ -34,7 +38,7 @@ mod tests;
 
 use crate::network::{Head, Network};
 use crate::prep::{Classes, Preprocessing};
-use graph::{GraphBuilder, attr_int, attr_strings, dim, dim_n, non_empty, value_info};
+use graph::{GraphBuilder, LevelBlock, attr_int, attr_ints, attr_strings, dim, dim_n, non_empty, value_info};
 use prost::Message;
 use proto::tensor_proto::DataType;
 
@@ -83,7 +87,7 @@ pub fn export(
     validate(prep, net, classes)?;
     let mut g = GraphBuilder::default();
     let mut graph_inputs = Vec::new();
-    let mut blocks = Vec::new();
+    let mut numeric = None;
 
     if !prep.numeric.is_empty() {
         let k = prep.numeric.len();
@@ -103,10 +107,11 @@ pub fn export(
         let missing = g.node("Or", &[&nan, &inf], vec![]);
         let filled = g.node("Where", &[&missing, &fill, "input"], vec![]);
         let centered = g.node("Sub", &[&filled, &mean], vec![]);
-        blocks.push(g.node("Div", &[&centered, &scale], vec![]));
+        numeric = Some((g.node("Div", &[&centered, &scale], vec![]), k));
     }
 
     let uses_ml = prep.categorical.iter().any(|c| !c.levels.is_empty());
+    let mut levels = Vec::new();
     if !prep.categorical.is_empty() {
         let names: Vec<&str> = prep.categorical.iter().map(|c| c.name.as_str()).collect();
         graph_inputs.push(value_info(
@@ -115,44 +120,52 @@ pub fn export(
             &[dim_n(), dim(prep.categorical.len())],
             format!("categorical features (empty: missing): {}", names.join(", ")),
         ));
+        let mut start = prep.numeric.len();
         for (j, c) in prep.categorical.iter().enumerate() {
             if c.levels.is_empty() {
                 continue;
             }
             let name = g.fresh("column");
-            let index = g.init(proto::TensorProto {
+            let column_index = g.init(proto::TensorProto {
                 name: Some(name),
                 dims: vec![],
                 data_type: Some(DataType::Int64 as i32),
                 int64_data: vec![j as i64],
                 ..Default::default()
             });
-            let column = g.node("Gather", &["categories", &index], vec![attr_int("axis", 1)]);
-            let levels = c.levels.iter().map(|l| l.as_bytes().to_vec()).collect();
-            let onehot = g.node_in(
+            let column = g.node("Gather", &["categories", &column_index], vec![attr_int("axis", 1)]);
+            let keys = c.levels.iter().map(|l| l.as_bytes().to_vec()).collect();
+            let index = g.node_in(
                 "ai.onnx.ml",
-                "OneHotEncoder",
+                "LabelEncoder",
                 &[&column],
-                vec![attr_strings("cats_strings", levels), attr_int("zeros", 1)],
+                vec![
+                    attr_strings("keys_strings", keys),
+                    attr_ints("values_int64s", (0..c.levels.len() as i64).collect()),
+                    attr_int("default_int64", -1),
+                ],
             );
-            blocks.push(onehot);
+            levels.push(LevelBlock { index, start, levels: c.levels.len() });
+            start += c.levels.len();
         }
     }
 
-    let mut x = if blocks.len() == 1 {
-        blocks.pop().expect("one block")
-    } else {
-        let refs: Vec<&str> = blocks.iter().map(String::as_str).collect();
-        g.node("Concat", &refs, vec![attr_int("axis", 1)])
-    };
-
-    for (l, layer) in net.hidden.iter().enumerate() {
-        let z = g.gemm(&x, layer, &format!("hidden layer {l}"), None)?;
-        x = g.node("Relu", &[&z], vec![]);
-    }
     let regression = net.head == Head::Identity;
-    let z = g.gemm(&x, &net.output, "output layer", regression.then_some("variable"))?;
-
+    let numeric = numeric.as_ref().map(|(x, k)| (x.as_str(), *k));
+    let z = match net.hidden.split_first() {
+        None => {
+            g.first_layer(numeric, &levels, &net.output, "output layer", regression.then_some("variable"))?
+        }
+        Some((first, rest)) => {
+            let z = g.first_layer(numeric, &levels, first, "hidden layer 0", None)?;
+            let mut x = g.node("Relu", &[&z], vec![]);
+            for (l, layer) in rest.iter().enumerate() {
+                let z = g.layer(&x, layer, &format!("hidden layer {}", l + 1), None)?;
+                x = g.node("Relu", &[&z], vec![]);
+            }
+            g.layer(&x, &net.output, "output layer", regression.then_some("variable"))?
+        }
+    };
     let mut outputs = Vec::new();
     match (net.head, classes) {
         (Head::Identity, _) => {

@@ -4,7 +4,7 @@
 use super::{Settings, Task};
 use crate::learn::gemm::{at_least, gemm};
 use crate::learn::par::Pool;
-use crate::matrix::MatrixView;
+use crate::matrix::DesignView;
 use crate::network::{Dense, Head, sigmoid, softmax_into};
 use crate::vector::{axpy, dot};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -86,7 +86,9 @@ fn chunks_for(b: usize, max_chunks: usize) -> usize {
 pub(super) struct Chunk {
     /// The data rows.
     rows: Vec<usize>,
+    /// Their dense design columns and one-hot levels.
     input: Vec<f64>,
+    codes: Vec<u32>,
     /// Each layer's output (after ReLU, or after the head for the last).
     acts: Vec<Vec<f64>>,
     deltas: Vec<Vec<f64>>,
@@ -103,6 +105,7 @@ impl Chunk {
         Self {
             rows: Vec::new(),
             input: Vec::new(),
+            codes: Vec::new(),
             acts: vec![Vec::new(); layers.len()],
             deltas: vec![Vec::new(); layers.len()],
             grad_w: layers.iter().map(|l| vec![0.0; l.weights.len()]).collect(),
@@ -113,15 +116,13 @@ impl Chunk {
     }
 
     /// Forward and backward pass over the chunk's rows.
-    fn run(&mut self, w: &Weights, x: MatrixView<'_>, task: Task<'_>, head: Head) {
+    fn run(&mut self, w: &Weights, x: DesignView<'_>, task: Task<'_>, head: Head) {
         let layers = &w.layers;
         let last = layers.len() - 1;
         let b = self.rows.len();
-        let input = at_least(&mut self.input, b * x.cols);
-        for (dst, &r) in input.chunks_exact_mut(x.cols.max(1)).zip(&self.rows) {
-            dst.copy_from_slice(x.row(r));
-        }
-        forward(layers, &self.input[..b * x.cols], b, &mut self.acts, head, &mut self.panel);
+        x.gather_into(&self.rows, &mut self.input, &mut self.codes);
+        let xb = x.with_rows(b, &self.input, &self.codes);
+        forward(layers, xb, &mut self.acts, head, &mut self.panel);
 
         // Output deltas (prediction - target) and the loss.
         let k = layers[last].outputs;
@@ -163,10 +164,23 @@ impl Chunk {
             let (inputs, outputs) = (layer.inputs, layer.outputs);
             let (below, above) = self.deltas.split_at_mut(l);
             let delta = &above[0][..b * outputs];
-            let a_prev: &[f64] =
-                if l == 0 { &self.input[..b * inputs] } else { &self.acts[l - 1][..b * inputs] };
             // grad_w[p][j] = sum over rows i of a_prev[i][p] * delta[i][j].
-            gemm(inputs, outputs, b, a_prev, (1, inputs), delta, None, &mut self.grad_w[l], &mut self.panel);
+            if l == 0 {
+                first_layer_gradient(xb, delta, outputs, &mut self.grad_w[0], &mut self.panel);
+            } else {
+                let a_prev = &self.acts[l - 1][..b * inputs];
+                gemm(
+                    inputs,
+                    outputs,
+                    b,
+                    a_prev,
+                    (1, inputs),
+                    delta,
+                    None,
+                    &mut self.grad_w[l],
+                    &mut self.panel,
+                );
+            }
             let gb = &mut self.grad_b[l];
             gb.fill(0.0);
             for d_row in delta.chunks_exact(outputs) {
@@ -185,7 +199,7 @@ impl Chunk {
                     d_prev,
                     &mut self.panel,
                 );
-                for (dp, &a) in d_prev.iter_mut().zip(a_prev) {
+                for (dp, &a) in d_prev.iter_mut().zip(&self.acts[l - 1][..b * inputs]) {
                     *dp = if a > 0.0 { *dp } else { 0.0 };
                 }
             }
@@ -233,7 +247,7 @@ impl Trainer {
         pool: &Pool<'_, 'env>,
         shared: &'env Shared,
         rows: &[usize],
-        x: MatrixView<'env>,
+        x: DesignView<'env>,
         task: Task<'env>,
         s: &Settings,
     ) -> f64 {
@@ -304,23 +318,60 @@ fn adam(params: &mut [f64], grad: &[f64], m: &mut [f64], v: &mut [f64], step: f6
     }
 }
 
-/// The forward pass of `b` rows: `acts[l]` gets layer `l`'s output (ReLU for hidden layers, the head's
-/// probabilities or values for the last).
+/// The first layer's weight gradient sums `grad` (`[inputs x outputs]`) over the rows of `x` with output
+/// deltas `delta`: a product for the dense columns, and each row's deltas added to the weight row of its
+/// level in each one-hot block.
+fn first_layer_gradient(
+    x: DesignView<'_>,
+    delta: &[f64],
+    outputs: usize,
+    grad: &mut [f64],
+    panel: &mut Vec<f64>,
+) {
+    let (b, d) = (x.rows, x.dense.cols);
+    let (dense, one_hot) = grad.split_at_mut(d * outputs);
+    gemm(d, outputs, b, x.dense.data, (1, d), delta, None, dense, panel);
+    if x.blocks() == 0 {
+        return;
+    }
+    one_hot.fill(0.0);
+    for (i, d_row) in delta.chunks_exact(outputs).enumerate() {
+        for j in x.ones(i) {
+            axpy(1.0, d_row, &mut grad[j * outputs..(j + 1) * outputs]);
+        }
+    }
+}
+
+/// The forward pass of the rows of `x`: `acts[l]` gets layer `l`'s output (ReLU for hidden layers, the
+/// head's probabilities or values for the last). The first layer reads the dense columns by a product
+/// and adds the weight row of each one-hot level.
 pub(super) fn forward(
     layers: &[Dense],
-    input: &[f64],
-    b: usize,
+    x: DesignView<'_>,
     acts: &mut [Vec<f64>],
     head: Head,
     panel: &mut Vec<f64>,
 ) {
     let last = layers.len() - 1;
+    let b = x.rows;
     for (l, layer) in layers.iter().enumerate() {
         let (done, rest) = acts.split_at_mut(l);
-        let prev: &[f64] = if l == 0 { input } else { &done[l - 1][..b * layer.inputs] };
         let out = at_least(&mut rest[0], b * layer.outputs);
-        let a = (layer.inputs, 1);
-        gemm(b, layer.outputs, layer.inputs, prev, a, &layer.weights, Some(&layer.bias), out, panel);
+        let n = layer.outputs;
+        if l == 0 {
+            let d = x.dense.cols;
+            gemm(b, n, d, x.dense.data, (d, 1), &layer.weights[..d * n], Some(&layer.bias), out, panel);
+            if x.blocks() > 0 {
+                for (i, row) in out.chunks_exact_mut(n).take(b).enumerate() {
+                    for j in x.ones(i) {
+                        axpy(1.0, &layer.weights[j * n..(j + 1) * n], row);
+                    }
+                }
+            }
+        } else {
+            let prev = &done[l - 1][..b * layer.inputs];
+            gemm(b, n, layer.inputs, prev, (layer.inputs, 1), &layer.weights, Some(&layer.bias), out, panel);
+        }
         if l < last {
             for v in out.iter_mut() {
                 *v = v.max(0.0);
@@ -389,7 +440,7 @@ mod tests {
                 assert_eq!(shared.chunks.len(), 3);
                 let mut t = Trainer::new(&shared, task.head());
                 let rows: Vec<usize> = (0..b).collect();
-                let x = MatrixView { rows: b, cols: f, data: &input };
+                let x = crate::matrix::MatrixView { rows: b, cols: f, data: &input }.into();
                 let loss = par::with_pool(2, |pool| t.step(pool, &shared, &rows, x, task, &settings));
                 (loss, t.grad_w, t.grad_b)
             };

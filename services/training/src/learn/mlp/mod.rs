@@ -8,7 +8,7 @@ mod backprop;
 
 use super::par::{self, Pool};
 use super::{Fit, FitError, Target};
-use crate::matrix::MatrixView;
+use crate::matrix::DesignView;
 use crate::metrics::argmax;
 use crate::network::{Dense, Head, Network};
 use backprop::{Shared, Trainer, Weights, forward, lock, read};
@@ -65,13 +65,13 @@ impl Task<'_> {
     }
 }
 
-pub(super) fn fit(x: MatrixView<'_>, target: Target<'_>, s: &Settings) -> Result<Fit, FitError> {
+pub(super) fn fit(x: DesignView<'_>, target: Target<'_>, s: &Settings) -> Result<Fit, FitError> {
     fit_with_threads(x, target, s, par::threads())
 }
 
 /// [`fit`] on at most `threads` threads; the result is the same for any number.
 fn fit_with_threads(
-    x: MatrixView<'_>,
+    x: DesignView<'_>,
     target: Target<'_>,
     s: &Settings,
     threads: usize,
@@ -143,8 +143,8 @@ fn fit_with_threads(
             (train, all)
         }
     };
-    let x_val: Vec<f64> = val.iter().flat_map(|&i| x.row(i).iter().copied()).collect();
-    let x_val = MatrixView { rows: val.len(), cols: x.cols, data: &x_val };
+    let x_val = x.gather(&val);
+    let x_val = x_val.view();
 
     let n_train = train.len();
     let batch = s.batch_size.clamp(1, n_train);
@@ -284,7 +284,7 @@ impl Scorer {
         &'env self,
         pool: &Pool<'_, 'env>,
         weights: &'env RwLock<Weights>,
-        x: MatrixView<'env>,
+        x: DesignView<'env>,
         rows: &[usize],
         task: Task<'_>,
     ) -> f64 {
@@ -295,7 +295,7 @@ impl Scorer {
             let layers = &weights.layers;
             let mut scratch = lock(&self.scratch[worker % self.scratch.len()]);
             let (acts, panel) = &mut *scratch;
-            forward(layers, x.rows_slice(start, end).data, end - start, acts, head, panel);
+            forward(layers, x.rows_slice(start, end), acts, head, panel);
             let k = layers[layers.len() - 1].outputs;
             let mut block = lock(&self.blocks[i]);
             block.clear();
@@ -335,7 +335,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(17);
         let (n, f) = (1500, 8);
         let data: Vec<f64> = (0..n * f).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let x = MatrixView { rows: n, cols: f, data: &data };
+        let x = crate::matrix::MatrixView { rows: n, cols: f, data: &data }.into();
         let score = |i: usize| data[i * f] * data[i * f + 1] + data[i * f + 2];
         let binary: Vec<u32> = (0..n).map(|i| u32::from(score(i) > 0.0)).collect();
         let classes: Vec<u32> = (0..n).map(|i| (score(i).abs() * 2.0) as u32 % 3).collect();

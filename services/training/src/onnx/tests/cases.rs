@@ -76,7 +76,7 @@ impl Case {
         for i in 0..self.rows() {
             self.prep.transform_row(self.numeric_row(i), self.category_row(i), x.row_mut(i));
         }
-        self.net.predict(x.view())
+        self.net.predict(x.view().into())
     }
 }
 
