@@ -16,6 +16,8 @@ DYLIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so
 # Training: mizzen-train against scikit-learn on the same data and split.
 TRAIN_DATA=$CACHE/bench/train-data
 [[ -f $TRAIN_DATA/done ]] || "$VENV/bin/python" "$ROOT/services/training/tests/python/datasets.py" "$TRAIN_DATA"
+[[ -f $TRAIN_DATA/high_cardinality.csv ]] ||
+  "$VENV/bin/python" "$ROOT/services/training/tests/python/high_cardinality.py" "$TRAIN_DATA"
 "$VENV/bin/python" "$ROOT/bench/training.py" --train "$TARGET/release/mizzen-train" --data "$TRAIN_DATA" \
   --out "$CACHE/bench/training.md"
 

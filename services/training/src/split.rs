@@ -9,9 +9,7 @@ use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 /// now at position `i`, the 0-based data row it came from.
 pub fn shuffle_split(ds: &mut Dataset, fraction: f64, seed: u64) -> Result<(usize, Vec<u32>), DataError> {
     let n = ds.x.rows;
-    if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(DataError::Invalid(format!("holdout fraction {fraction} must be in (0, 1)")));
-    }
+    check_fraction(fraction)?;
     let holdout = ((n as f64) * fraction).ceil() as usize;
     if holdout == 0 || holdout >= n {
         return Err(DataError::Invalid(format!(
@@ -25,6 +23,15 @@ pub fn shuffle_split(ds: &mut Dataset, fraction: f64, seed: u64) -> Result<(usiz
     }
     permute(ds, &origin);
     Ok((holdout, origin))
+}
+
+/// A holdout fraction must be in (0, 1): a configuration mistake otherwise.
+pub fn check_fraction(fraction: f64) -> Result<(), DataError> {
+    if fraction > 0.0 && fraction < 1.0 {
+        Ok(())
+    } else {
+        Err(DataError::Config(format!("holdout fraction {fraction} must be in (0, 1)")))
+    }
 }
 
 /// Moves row `origin[p]` of `ds` (cells and label) to position `p`, following the permutation's cycles:

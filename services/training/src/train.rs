@@ -33,7 +33,7 @@ impl TrainError {
 
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
-        let permanent = matches!(e, DataError::Invalid(_) | DataError::Unsupported(_));
+        let permanent = !matches!(e, DataError::Unreadable(_));
         Self { reason: e.reason(), message: e.to_string(), permanent }
     }
 }
@@ -81,9 +81,19 @@ pub fn hyperparameters(config: &TrainConfig, trial: Option<u32>) -> Result<Hyper
         })?;
         h.extend(t.clone());
     }
-    // Checked before any data is read: what does not apply, and values that cannot be used.
+    // Checked before any data is read: what does not apply, and values that cannot be used; the rest of
+    // the configuration the data does not decide.
     learn::check_applies(config.algorithm, &h)?;
     Params::from_hyperparameters(&h)?;
+    split::check_fraction(config.holdout_fraction)?;
+    data::Format::pick(config.dataset.format.as_deref(), &config.dataset.uri)?;
+    if let Some(features) = &config.dataset.features
+        && let Some(c) = config.dataset.categorical.iter().find(|c| !features.contains(c))
+    {
+        return Err(TrainError::config(format!(
+            "dataset.categorical names {c:?}, which is not among dataset.features"
+        )));
+    }
     Ok(h)
 }
 

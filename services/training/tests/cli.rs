@@ -129,6 +129,23 @@ fn a_continuous_label_is_refused_by_a_classifier_before_training() {
     );
 }
 
+/// Configuration mistakes are `InvalidConfig`, found before the data is read (the data's URI here does
+/// not exist: reading it would end `DataUnreadable`).
+#[test]
+fn configuration_mistakes_are_refused_as_such_before_reading() {
+    let nowhere = Some("/nonexistent/table.csv");
+    for (extra, message) in [
+        (&["--holdout", "1.5"][..], "holdout fraction 1.5 must be in (0, 1)"),
+        (&["--format", "xls"][..], "unknown dataset format \"xls\""),
+        (&["--features", "a", "--categorical", "b"][..], "dataset.categorical names \"b\""),
+    ] {
+        let run = train(None, nowhere, "logisticRegression", extra);
+        assert_refused(&run, 2, "InvalidConfig", &[message]);
+    }
+    let run = train(None, Some("/nonexistent/table.txt"), "logisticRegression", &[]);
+    assert_refused(&run, 2, "InvalidConfig", &["cannot tell the format", "set dataset.format"]);
+}
+
 /// A fit too big for the memory the trainer may use is refused before it allocates, with the estimate and
 /// the limit in the message; a fit that fits runs under the same kind of limit; and a limit that cannot
 /// be read is a configuration mistake.

@@ -112,7 +112,7 @@ impl Builder {
         let undeclared: Vec<&str> =
             spec.categorical.iter().filter(|c| !names.contains(c)).map(String::as_str).collect();
         if !undeclared.is_empty() {
-            return Err(DataError::Invalid(format!(
+            return Err(DataError::Config(format!(
                 "dataset.categorical names {} which is not a feature",
                 quote_list(&undeclared)
             )));

@@ -31,6 +31,10 @@ pub enum DataError {
     /// The data does not fit the spec; the message says what to fix.
     #[error("{0}")]
     Invalid(String),
+    /// The configuration cannot be used (an unknown format, a holdout fraction out of range, a categorical
+    /// column that is not a feature), whatever the data.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl DataError {
@@ -39,6 +43,7 @@ impl DataError {
         match self {
             DataError::Unreadable(_) | DataError::Unsupported(_) => "DataUnreadable",
             DataError::Invalid(_) => "InvalidData",
+            DataError::Config(_) => "InvalidConfig",
         }
     }
 }
@@ -62,7 +67,7 @@ impl Format {
                 } else if path.ends_with(".parquet") || path.ends_with(".pq") {
                     "parquet".into()
                 } else {
-                    return Err(DataError::Invalid(format!(
+                    return Err(DataError::Config(format!(
                         "cannot tell the format of {uri} from its extension: set dataset.format to csv or parquet"
                     )));
                 }
@@ -71,7 +76,7 @@ impl Format {
         match name.as_str() {
             "csv" => Ok(Format::Csv),
             "parquet" => Ok(Format::Parquet),
-            other => Err(DataError::Invalid(format!("unknown dataset format {other:?}: use csv or parquet"))),
+            other => Err(DataError::Config(format!("unknown dataset format {other:?}: use csv or parquet"))),
         }
     }
 }
