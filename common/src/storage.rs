@@ -26,6 +26,20 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether the object does not exist or access to it is refused: trying again at once cannot help.
+    pub fn is_missing(&self) -> bool {
+        use object_store::Error as E;
+        matches!(
+            self,
+            StorageError::Read {
+                source: E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// How long a remote read may wait. There is no limit on a whole transfer (a large file on a slow link
 /// takes as long as it takes): a connection must be made within `connect`, and a transfer that sends no
 /// byte for `stall` is given up. Requests that fail (and, when the server gives an ETag, bodies cut off

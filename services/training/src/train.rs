@@ -33,7 +33,7 @@ impl TrainError {
 
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
-        let permanent = !matches!(e, DataError::Unreadable(_));
+        let permanent = !matches!(e, DataError::Unreadable(_) | DataError::Missing(_));
         Self { reason: e.reason(), message: e.to_string(), permanent }
     }
 }
@@ -127,7 +127,8 @@ pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
         categorical: config.dataset.categorical.clone(),
         task: task(algorithm),
     };
-    Ok(data::load(&config.dataset.uri, config.dataset.format.as_deref(), &spec).await?)
+    let retries = data::read_retries()?;
+    Ok(data::load(&config.dataset.uri, config.dataset.format.as_deref(), &spec, retries).await?)
 }
 
 /// Splits, preprocesses, fits and scores. Consumes the dataset (its matrix becomes the design matrix in

@@ -129,6 +129,109 @@ fn a_continuous_label_is_refused_by_a_classifier_before_training() {
     );
 }
 
+/// A loopback HTTP server for one test, stopped when dropped: `/cut.csv` sends half of `body` and hangs up
+/// on the first GET (a server that cannot resume a transfer) and all of it after; `/missing.csv` is a 404.
+/// Counts the GETs of each.
+struct FlakyServer {
+    port: u16,
+    gets: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlakyServer {
+    fn start(body: String) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gets = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (counts, stopped) = (gets.clone(), stop.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("").to_string());
+                let n = {
+                    let mut counts = counts.lock().unwrap();
+                    let n = counts.entry(path.clone()).or_insert(0);
+                    if method == "GET" {
+                        *n += 1;
+                    }
+                    *n
+                };
+                let reply = match path.as_str() {
+                    "/cut.csv" => {
+                        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        let sent = if n == 1 { &body[..body.len() / 2] } else { &body[..] };
+                        format!("{header}{}", if method == "HEAD" { "" } else { sent })
+                    }
+                    _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found".to_string(),
+                };
+                let _ = conn.write_all(reply.as_bytes());
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Self { port, gets, stop, thread: Some(thread) }
+    }
+
+    fn gets(&self, path: &str) -> usize {
+        self.gets.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for FlakyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A remote read cut short is tried again from the start, inside the run (with the retry in the log);
+/// a missing object is not tried again, and its run ends `DataUnreadable` with exit 1 (for the Job to
+/// retry later).
+#[test]
+fn a_remote_read_cut_short_is_tried_again_and_a_missing_one_is_not() {
+    let rows: String = (0..20_000).map(|i| format!("{},{}\n", i % 97, i % 2)).collect();
+    let server = FlakyServer::start(format!("a,y\n{rows}"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mizzen-train"))
+            .args(["--data", &format!("http://127.0.0.1:{}/{file}", server.port), "--label", "y"])
+            .args(["--algorithm", "logisticRegression", "--output", &dir.path().join(file).to_string_lossy()])
+            .output()
+            .unwrap()
+    };
+    let out = run("cut.csv");
+    let (report, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}\n{log}");
+    assert!(log.contains("trying again from the start"), "{log}");
+    assert_eq!(server.gets("/cut.csv"), 2);
+    let out = run("missing.csv");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out.status.code(), report["reason"].as_str()), (Some(1), Some("DataUnreadable")), "{report}");
+    assert_eq!(server.gets("/missing.csv"), 1, "a missing object is asked for once");
+}
+
 /// Configuration mistakes are `InvalidConfig`, found before the data is read (the data's URI here does
 /// not exist: reading it would end `DataUnreadable`).
 #[test]

@@ -22,9 +22,14 @@ use std::io::Read;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The URI cannot be read (missing file, no access, unsupported scheme).
+    /// Reading failed on the way (a refused or dropped connection, a stall, a server error): another try
+    /// may succeed.
     #[error("cannot read the dataset: {0}")]
     Unreadable(String),
+    /// The object does not exist or access to it is refused: the same again soon (the Job may retry it
+    /// later, when an upstream step may have written it or access been granted).
+    #[error("cannot read the dataset: {0}")]
+    Missing(String),
     /// The URI is malformed or its scheme unsupported: retrying cannot help.
     #[error("cannot read the dataset: {0}")]
     Unsupported(String),
@@ -41,7 +46,7 @@ impl DataError {
     /// The reason the TrainingJob's Failed condition carries.
     pub fn reason(&self) -> &'static str {
         match self {
-            DataError::Unreadable(_) | DataError::Unsupported(_) => "DataUnreadable",
+            DataError::Unreadable(_) | DataError::Missing(_) | DataError::Unsupported(_) => "DataUnreadable",
             DataError::Invalid(_) => "InvalidData",
             DataError::Config(_) => "InvalidConfig",
         }
@@ -162,9 +167,48 @@ pub struct Dataset {
     pub bytes: u64,
 }
 
+/// The environment variable that sets how many times a remote read that failed on the way is tried again.
+pub const READ_RETRIES_ENV: &str = "MIZZEN_STORAGE_READ_RETRIES";
+/// Tries again after a failed remote read, by default.
+pub const DEFAULT_READ_RETRIES: u32 = 3;
+
+/// Tries again after a failed remote read: [`READ_RETRIES_ENV`] or [`DEFAULT_READ_RETRIES`].
+pub fn read_retries() -> Result<u32, DataError> {
+    match std::env::var(READ_RETRIES_ENV) {
+        Err(_) => Ok(DEFAULT_READ_RETRIES),
+        Ok(v) => v.trim().parse().ok().filter(|&n| n <= 10).ok_or_else(|| {
+            DataError::Config(format!("{READ_RETRIES_ENV}={v:?}: use a number of retries from 0 to 10"))
+        }),
+    }
+}
+
 /// Reads and checks the table at `uri`. Local files (`file://` or a plain path) are streamed; other
-/// URIs are fetched whole first.
-pub async fn load(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Dataset, DataError> {
+/// URIs are streamed (CSV) or fetched whole (Parquet), and a read that fails on the way
+/// ([`DataError::Unreadable`]: a dropped connection, a stall, a server error) is tried again from the
+/// start `retries` times, after 2, 4, 8 ... seconds, for servers that cannot resume a transfer.
+pub async fn load(uri: &str, format: Option<&str>, spec: &Spec, retries: u32) -> Result<Dataset, DataError> {
+    let mut attempt = 0;
+    loop {
+        match load_once(uri, format, spec).await {
+            Err(DataError::Unreadable(message)) if attempt < retries && local_path(uri).is_none() => {
+                attempt += 1;
+                let wait = std::time::Duration::from_secs(1 << attempt.min(6));
+                tracing::warn!(
+                    uri,
+                    attempt,
+                    retries,
+                    wait_seconds = wait.as_secs(),
+                    error = %message,
+                    "reading the dataset failed; trying again from the start"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn load_once(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Dataset, DataError> {
     let format = Format::pick(format, uri)?;
     let local = local_path(uri);
     match (format, local) {
@@ -223,6 +267,7 @@ fn storage_error(e: mizzen_common::storage::StorageError) -> DataError {
     // A server's error page can be long.
     let message = mizzen_common::shortened(&e.to_string(), 600);
     match e {
+        _ if e.is_missing() => DataError::Missing(message),
         mizzen_common::storage::StorageError::Read { .. } => DataError::Unreadable(message),
         // A URI this release cannot read is refused for good.
         _ => DataError::Unsupported(message),
