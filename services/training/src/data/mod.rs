@@ -330,7 +330,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_uris_say_so() {
-        let e = load("file:///no/such/data.csv", None, &spec("y", Task::Classification)).await.unwrap_err();
+        let e =
+            load("file:///no/such/data.csv", None, &spec("y", Task::Classification), 3).await.unwrap_err();
         assert_eq!(e.reason(), "DataUnreadable");
         assert!(e.to_string().contains("/no/such/data.csv"), "{e}");
     }
