@@ -49,6 +49,44 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
+/// What a model predicts, when the configuration says (`spec.task`): otherwise logisticRegression
+/// classifies, linearRegression regresses and mlp follows the label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ModelTask {
+    Classification,
+    Regression,
+}
+
+impl ModelTask {
+    /// The name in specs, configs and `model.json`: `classification`, `regression`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelTask::Classification => "classification",
+            ModelTask::Regression => "regression",
+        }
+    }
+
+    /// The task `algorithm` does when it does only one; `None` for mlp, which does both.
+    pub fn of(algorithm: Algorithm) -> Option<ModelTask> {
+        match algorithm {
+            Algorithm::LogisticRegression => Some(ModelTask::Classification),
+            Algorithm::LinearRegression => Some(ModelTask::Regression),
+            Algorithm::Mlp => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ModelTask {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ModelTask::Classification, ModelTask::Regression]
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown task {s:?}; expected classification or regression"))
+    }
+}
+
 /// The holdout metrics mizzen-train reports, by the names the report and the status use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,6 +200,9 @@ pub type Hyperparameters = BTreeMap<Hyperparameter, String>;
 pub struct TrainConfig {
     pub dataset: DatasetConfig,
     pub algorithm: Algorithm,
+    /// What the model predicts; unset: what the algorithm does (mlp: as the label says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<ModelTask>,
     /// The base hyperparameters; unset ones take the trainer's defaults.
     #[serde(default)]
     pub hyperparameters: Hyperparameters,

@@ -27,11 +27,13 @@ use std::collections::BTreeMap;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 52")
         .message("metadata.name must be a DNS label of at most 52 characters that starts with a letter: it names the Job and its pods"),
-    validation = Rule::new("!has(self.spec.search) || self.spec.algorithm == 'mlp' || self.spec.search.objective.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
-        .message("search.objective.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for logisticRegression; any for mlp, whose task follows the label"),
-    validation = Rule::new("!has(self.spec.deploy) || self.spec.algorithm == 'mlp' || self.spec.deploy.when.metric in (self.spec.algorithm == 'linearRegression' ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
-        .message("deploy.when.metric must suit the algorithm: rmse, mae or r2 for linearRegression; accuracy, precision, recall, f1, logLoss or rocAuc for logisticRegression; any for mlp, whose task follows the label"),
-    validation = Rule::new("self.spec.dataset == oldSelf.spec.dataset && self.spec.algorithm == oldSelf.spec.algorithm && self.spec.hyperparameters == oldSelf.spec.hyperparameters && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || self.spec.search == oldSelf.spec.search) && self.spec.validation == oldSelf.spec.validation && self.spec.output == oldSelf.spec.output && self.spec.trainer == oldSelf.spec.trainer && self.spec.backoffLimit == oldSelf.spec.backoffLimit && has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds) && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)")
+    validation = Rule::new("!has(self.spec.task) || self.spec.algorithm == 'mlp' || (self.spec.task == 'regression') == (self.spec.algorithm == 'linearRegression')")
+        .message("task must suit the algorithm: logisticRegression does classification and linearRegression regression; only mlp does either"),
+    validation = Rule::new("!has(self.spec.search) || (self.spec.algorithm == 'mlp' && !has(self.spec.task)) || self.spec.search.objective.metric in ((has(self.spec.task) ? self.spec.task == 'regression' : self.spec.algorithm == 'linearRegression') ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
+        .message("search.objective.metric must suit the task: rmse, mae or r2 for regression (linearRegression, or mlp with task regression); accuracy, precision, recall, f1, logLoss or rocAuc for classification (logisticRegression, or mlp with task classification); any for mlp without a task, which follows the label"),
+    validation = Rule::new("!has(self.spec.deploy) || (self.spec.algorithm == 'mlp' && !has(self.spec.task)) || self.spec.deploy.when.metric in ((has(self.spec.task) ? self.spec.task == 'regression' : self.spec.algorithm == 'linearRegression') ? ['rmse', 'mae', 'r2'] : ['accuracy', 'precision', 'recall', 'f1', 'logLoss', 'rocAuc'])")
+        .message("deploy.when.metric must suit the task: rmse, mae or r2 for regression (linearRegression, or mlp with task regression); accuracy, precision, recall, f1, logLoss or rocAuc for classification (logisticRegression, or mlp with task classification); any for mlp without a task, which follows the label"),
+    validation = Rule::new("self.spec.dataset == oldSelf.spec.dataset && self.spec.algorithm == oldSelf.spec.algorithm && has(self.spec.task) == has(oldSelf.spec.task) && (!has(self.spec.task) || self.spec.task == oldSelf.spec.task) && self.spec.hyperparameters == oldSelf.spec.hyperparameters && has(self.spec.search) == has(oldSelf.spec.search) && (!has(self.spec.search) || self.spec.search == oldSelf.spec.search) && self.spec.validation == oldSelf.spec.validation && self.spec.output == oldSelf.spec.output && self.spec.trainer == oldSelf.spec.trainer && self.spec.backoffLimit == oldSelf.spec.backoffLimit && has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds) && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)")
         .message("a TrainingJob's spec cannot change once created, except suspend, deploy and ttlSecondsAfterFinished: create a new TrainingJob to train again"),
     validation = Rule::new("self.spec.algorithm == 'mlp' || (!has(self.spec.hyperparameters.hiddenLayers) && !has(self.spec.hyperparameters.learningRate) && !has(self.spec.hyperparameters.batchSize) && !has(self.spec.hyperparameters.patience) && !has(self.spec.hyperparameters.seed) && (self.spec.algorithm == 'logisticRegression' || (!has(self.spec.hyperparameters.maxIterations) && !has(self.spec.hyperparameters.tolerance))))")
         .message("hyperparameters must apply to the algorithm: logisticRegression takes l2, maxIterations and tolerance; linearRegression takes l2; mlp takes them all (hiddenLayers, learningRate, batchSize, patience and seed apply only to algorithm mlp)"),
@@ -46,6 +48,12 @@ pub struct TrainingJobSpec {
     /// regressor) or `mlp` (multi-layer perceptron: a classifier, or a regressor when the label is a
     /// quantity: numeric with a non-integer value or more than 100 distinct values).
     pub algorithm: Algorithm,
+    /// What the model predicts: `classification` or `regression`. Unset: logisticRegression classifies,
+    /// linearRegression regresses, and mlp follows the label (a regressor when the label is a quantity:
+    /// numeric with a non-integer value or more than 100 distinct values). Set it on an mlp to decide
+    /// instead of the label (a regression of integer counts, a classification of many integer codes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
     /// Hyperparameters of the algorithm. Unset ones take the trainer's defaults; a search overrides the
     /// ones it searches.
     #[serde(default)]
@@ -98,6 +106,16 @@ pub enum Algorithm {
     /// classifier, or a regressor when the label is a quantity (numeric with a non-integer value or more than
     /// 100 distinct values).
     Mlp,
+}
+
+/// What a model predicts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Task {
+    /// Classes: the `label` and `probabilities` outputs.
+    Classification,
+    /// A quantity: the `variable` output.
+    Regression,
 }
 
 /// Where the training data comes from: exactly one of `uri` and `featureSet`.

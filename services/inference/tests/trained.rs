@@ -52,6 +52,7 @@ async fn mizzen_serve_predicts_what_the_trainer_predicted() {
             categorical: vec![],
         },
         algorithm: mizzen_common::training::Algorithm::Mlp,
+        task: None,
         hyperparameters: [(mizzen_common::training::Hyperparameter::HiddenLayers, "16,8".to_string())].into(),
         trials: vec![],
         holdout_fraction: 0.25,

@@ -50,6 +50,9 @@ struct Args {
     /// logisticRegression, linearRegression or mlp.
     #[arg(long)]
     algorithm: Option<String>,
+    /// classification or regression (mlp only; default: as the label says).
+    #[arg(long)]
+    task: Option<String>,
     /// A hyperparameter, NAME=VALUE (repeatable): l2, maxIterations, tolerance, hiddenLayers (64,32),
     /// learningRate, batchSize, patience, seed.
     #[arg(long = "set", value_name = "NAME=VALUE")]
@@ -114,6 +117,7 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
             categorical: args.categorical.clone(),
         },
         algorithm: need(&args.algorithm, "algorithm")?.parse().map_err(bad)?,
+        task: args.task.as_deref().map(str::parse).transpose().map_err(bad)?,
         hyperparameters,
         trials: Vec::new(),
         holdout_fraction: args.holdout,

@@ -9,7 +9,7 @@ use crate::onnx::{self, ModelDoc};
 use crate::prep::{Classes, Preprocessing};
 use crate::{memory, metrics, split};
 use bytes::Bytes;
-use mizzen_common::training::{Hyperparameters, TrainConfig, Trained};
+use mizzen_common::training::{Hyperparameters, ModelTask, TrainConfig, Trained};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -86,6 +86,7 @@ pub fn hyperparameters(config: &TrainConfig, trial: Option<u32>) -> Result<Hyper
     learn::check_applies(config.algorithm, &h)?;
     Params::from_hyperparameters(&h)?;
     split::check_fraction(config.holdout_fraction)?;
+    task(config.algorithm, config.task)?;
     data::Format::pick(config.dataset.format.as_deref(), &config.dataset.uri)?;
     if let Some(features) = &config.dataset.features
         && let Some(c) = config.dataset.categorical.iter().find(|c| !features.contains(c))
@@ -101,13 +102,21 @@ pub fn algorithm(config: &TrainConfig) -> Result<Algorithm, TrainError> {
     Ok(config.algorithm)
 }
 
-/// How the label is read: a classifier's classes, a regressor's values, or (mlp, which does both) as the
-/// label says ([`data::MAX_INFERRED_CLASSES`]).
-pub fn task(algorithm: Algorithm) -> Task {
-    match algorithm {
-        Algorithm::LinearRegression => Task::Regression,
-        Algorithm::LogisticRegression => Task::Classification,
-        Algorithm::Mlp => Task::Either,
+/// How the label is read: a classifier's classes, a regressor's values, or (mlp, which does both, unless
+/// the configuration says which) as the label says ([`data::MAX_INFERRED_CLASSES`]). A task the algorithm
+/// does not do is a configuration mistake.
+pub fn task(algorithm: Algorithm, task: Option<ModelTask>) -> Result<Task, TrainError> {
+    match (ModelTask::of(algorithm), task) {
+        (Some(does), Some(asked)) if does != asked => Err(TrainError::config(format!(
+            "task {} does not suit {algorithm}, which does {}; mlp does either",
+            asked.name(),
+            does.name()
+        ))),
+        (Some(ModelTask::Regression), _) | (None, Some(ModelTask::Regression)) => Ok(Task::Regression),
+        (Some(ModelTask::Classification), _) | (None, Some(ModelTask::Classification)) => {
+            Ok(Task::Classification)
+        }
+        (None, None) => Ok(Task::Either),
     }
 }
 
@@ -125,7 +134,7 @@ pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
         label: config.dataset.label.clone(),
         features: config.dataset.features.clone(),
         categorical: config.dataset.categorical.clone(),
-        task: task(algorithm),
+        task: task(algorithm, config.task)?,
     };
     let retries = data::read_retries()?;
     Ok(data::load(&config.dataset.uri, config.dataset.format.as_deref(), &spec, retries).await?)

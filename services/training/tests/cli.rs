@@ -232,6 +232,34 @@ fn a_remote_read_cut_short_is_tried_again_and_a_missing_one_is_not() {
     assert_eq!(server.gets("/missing.csv"), 1, "a missing object is asked for once");
 }
 
+/// `--task` (the TrainingJob's `spec.task`) decides an mlp's task instead of the label: integer counts
+/// regressed, recorded in model.json; a task the algorithm does not do, or an unknown one, is refused.
+#[test]
+fn a_task_overrides_the_label_for_mlp_only() {
+    let rows: String = (0..200).map(|i| format!("{},{}\n", i % 10, (i % 10) * 3 + i % 2)).collect();
+    let csv = format!("a,y\n{rows}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("counts.csv");
+    std::fs::write(&data, &csv).unwrap();
+    for (task, output) in [("regression", "variable"), ("classification", "probabilities")] {
+        let out = dir.path().join(task);
+        let run = Command::new(env!("CARGO_BIN_EXE_mizzen-train"))
+            .args(["--data", &data.to_string_lossy(), "--label", "y", "--algorithm", "mlp", "--task", task])
+            .args(["--set", "maxIterations=5", "--output", &out.to_string_lossy()])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+        let model: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+        assert_eq!(model["task"], task);
+        assert!(model["outputs"].to_string().contains(output), "{}", model["outputs"]);
+    }
+    let run = train(Some(&csv), None, "logisticRegression", &["--task", "regression"]);
+    assert_refused(&run, 2, "InvalidConfig", &["task regression does not suit logisticRegression"]);
+    let run = train(Some(&csv), None, "mlp", &["--task", "ranking"]);
+    assert_refused(&run, 2, "InvalidConfig", &["unknown task \"ranking\""]);
+}
+
 /// Configuration mistakes are `InvalidConfig`, found before the data is read (the data's URI here does
 /// not exist: reading it would end `DataUnreadable`).
 #[test]

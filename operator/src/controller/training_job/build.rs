@@ -7,7 +7,7 @@
 //! itself once it has copied the results into the status, so a short ttl cannot lose them.
 
 use super::search;
-use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, TrainingJob, TrainingJobSpec};
+use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, Task, TrainingJob, TrainingJobSpec};
 use crate::controller::{Defaults, MANAGED_BY, pods};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -58,10 +58,14 @@ pub fn objective(spec: &TrainingJobSpec) -> (Metric, bool) {
         };
         return (s.objective.metric, lower);
     }
-    let metric = match (&spec.deploy, spec.algorithm) {
-        (Some(d), _) => d.when.metric,
-        (None, Algorithm::LinearRegression) => Metric::R2,
-        (None, _) => Metric::Accuracy,
+    let regression = match spec.task {
+        Some(task) => task == Task::Regression,
+        None => spec.algorithm == Algorithm::LinearRegression,
+    };
+    let metric = match &spec.deploy {
+        Some(d) => d.when.metric,
+        None if regression => Metric::R2,
+        None => Metric::Accuracy,
     };
     (metric, metric.lower_is_better())
 }
@@ -157,6 +161,10 @@ pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
             categorical: spec.dataset.categorical.clone(),
         },
         algorithm: algorithm(spec.algorithm),
+        task: spec.task.map(|t| match t {
+            Task::Classification => training::ModelTask::Classification,
+            Task::Regression => training::ModelTask::Regression,
+        }),
         hyperparameters,
         trials,
         holdout_fraction: spec.validation.holdout_fraction,
@@ -339,6 +347,26 @@ mod tests {
         let passed: TrainConfig = serde_json::from_str(env[0].value.as_deref().unwrap()).unwrap();
         assert_eq!(passed, config);
         assert_eq!(job.metadata.owner_references.unwrap()[0].uid, "uid-1");
+    }
+
+    /// An mlp's task passes to the trainer as the spec says, and decides the default objective: r2 for a
+    /// regression, accuracy for a classification (without a task the label decides, after the run).
+    #[test]
+    fn an_mlp_task_reaches_the_trainer_and_sets_the_objective() {
+        let mlp = BASE.replace("logisticRegression", "mlp");
+        for (task, trainer, metric) in [
+            ("regression", Some(training::ModelTask::Regression), Metric::R2),
+            ("classification", Some(training::ModelTask::Classification), Metric::Accuracy),
+        ] {
+            let t = tj(&format!("{mlp}  task: {task}\n"));
+            assert_eq!(config(&t).unwrap().task, trainer, "{task}");
+            assert_eq!(objective(&t.spec).0, metric, "{task}");
+            let json = serde_json::to_value(config(&t).unwrap()).unwrap();
+            assert_eq!(json["task"], task);
+        }
+        let t = tj(&mlp);
+        assert_eq!(config(&t).unwrap().task, None);
+        assert!(serde_json::to_value(config(&t).unwrap()).unwrap().get("task").is_none());
     }
 
     #[test]
