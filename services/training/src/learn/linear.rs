@@ -158,14 +158,19 @@ pub(super) fn ridge(x: DesignView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitErr
             ay[0] += yi;
         }
     });
-    let mean: Vec<f64> = sums[..f].iter().map(|s| s / n as f64).collect();
-    let y_mean = sums[f] / n as f64;
-    let (w, iterations, converged) = if f <= MAX_RIDGE_FEATURES {
-        (ridge_direct(x, y, &mean, y_mean, l2, &mut partials)?, 1, true)
-    } else {
-        ridge_cg(x, y, &mean, y_mean, l2, &mut partials)
+    let problem = Centered {
+        x,
+        y,
+        mean: sums[..f].iter().map(|s| s / n as f64).collect(),
+        y_mean: sums[f] / n as f64,
+        l2,
     };
-    let b = y_mean - dot(&mean, &w);
+    let (w, iterations, converged) = if f <= MAX_RIDGE_FEATURES {
+        (ridge_direct(&problem, &mut partials)?, 1, true)
+    } else {
+        ridge_cg(&problem, &mut partials)
+    };
+    let b = problem.y_mean - dot(&problem.mean, &w);
 
     let mut sse = [0.0];
     sum_rows(n, 1, &mut partials, &mut sse, |s, e, acc| {
@@ -186,15 +191,19 @@ pub(super) fn ridge(x: DesignView<'_>, y: &[f64], l2: f64) -> Result<Fit, FitErr
     Ok(Fit { network, iterations, converged, final_loss })
 }
 
-/// The ridge weights from the normal equations, by Cholesky.
-fn ridge_direct(
-    x: DesignView<'_>,
-    y: &[f64],
-    mean: &[f64],
+/// A ridge regression with its column and target means: `(Xc'Xc + l2 I) w = Xc'yc` for the centered `Xc`
+/// and `yc`.
+struct Centered<'a> {
+    x: DesignView<'a>,
+    y: &'a [f64],
+    mean: Vec<f64>,
     y_mean: f64,
     l2: f64,
-    partials: &mut Vec<f64>,
-) -> Result<Vec<f64>, FitError> {
+}
+
+/// The ridge weights from the normal equations, by Cholesky.
+fn ridge_direct(problem: &Centered<'_>, partials: &mut Vec<f64>) -> Result<Vec<f64>, FitError> {
+    let Centered { x, y, ref mean, y_mean, l2 } = *problem;
     let f = x.cols;
     // The upper triangle of Xc'Xc, then Xc'yc.
     let mut gram = vec![0.0; f * f + f];
@@ -235,14 +244,8 @@ const CG_TOLERANCE: f64 = 1e-10;
 /// The ridge weights by conjugate gradients preconditioned with the diagonal of `Xc'Xc + l2 I`, each
 /// product with the matrix one pass over the rows; returns the weights, the iterations and whether the
 /// residual fell below [`CG_TOLERANCE`].
-fn ridge_cg(
-    x: DesignView<'_>,
-    y: &[f64],
-    mean: &[f64],
-    y_mean: f64,
-    l2: f64,
-    partials: &mut Vec<f64>,
-) -> (Vec<f64>, u32, bool) {
+fn ridge_cg(problem: &Centered<'_>, partials: &mut Vec<f64>) -> (Vec<f64>, u32, bool) {
+    let Centered { x, y, ref mean, y_mean, l2 } = *problem;
     let (f, n) = (x.cols, x.rows);
     let d = x.dense.cols;
     // Xc' u for the u of each row: X' u minus the means times the sum of u.
@@ -369,6 +372,44 @@ fn cholesky_semidefinite(a: &mut [f64], f: usize) {
         let lj = &head[j * f..j * f + j];
         for row_i in tail.chunks_exact_mut(f) {
             row_i[j] = if keep { (row_i[j] - dot(&row_i[..j], lj)) / pivot } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{Design, Matrix, NO_LEVEL};
+
+    /// Conjugate gradients (the path of a wide design) reach the Cholesky solution on a design with dense
+    /// columns and a one-hot block (some rows without a level), with and without a penalty.
+    #[test]
+    fn conjugate_gradients_agree_with_the_direct_solve() {
+        let (n, d, levels) = (400, 3, 50);
+        let mut state = 5u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let dense: Vec<f64> = (0..n * d).map(|_| next() * 4.0 - 2.0).collect();
+        let codes: Vec<u32> =
+            (0..n).map(|_| if next() < 0.1 { NO_LEVEL } else { (next() * levels as f64) as u32 }).collect();
+        let design =
+            Design { dense: Matrix::from_vec(n, d, dense), codes, starts: vec![d], cols: d + levels };
+        let x = design.view();
+        let y: Vec<f64> = (0..n).map(|i| x.dense.row(i)[0] * 2.0 - x.dense.row(i)[2] + next()).collect();
+        for l2 in [1.0, 1e-3] {
+            let mut sums = vec![0.0; x.cols];
+            for i in 0..n {
+                x.axpy(i, 1.0 / n as f64, &mut sums);
+            }
+            let y_mean = y.iter().sum::<f64>() / n as f64;
+            let problem = Centered { x, y: &y, mean: sums, y_mean, l2 };
+            let direct = ridge_direct(&problem, &mut Vec::new()).unwrap();
+            let (cg, iterations, converged) = ridge_cg(&problem, &mut Vec::new());
+            assert!(converged, "l2 {l2}: {iterations} iterations");
+            let diff = direct.iter().zip(&cg).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(diff < 1e-7, "l2 {l2}: weights differ by {diff}");
         }
     }
 }
