@@ -1,0 +1,56 @@
+//! mizzen-registry: the model registry, spoken in MLflow's REST API.
+//!
+//! mizzen-registry --data-dir /var/lib/mizzen-registry --listen 0.0.0.0:5000
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "Mizzen's model registry: MLflow's REST API over an embedded store")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MIZZEN_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Where the metadata (registry.redb) and the artifacts (blobs/) live.
+    #[arg(long, env = "MIZZEN_REGISTRY_DATA_DIR", default_value = "./mizzen-registry-data")]
+    data_dir: PathBuf,
+    /// The largest artifact accepted, in bytes.
+    #[arg(long, env = "MIZZEN_REGISTRY_MAX_ARTIFACT_BYTES", default_value_t = 16 << 30)]
+    max_artifact_bytes: u64,
+    /// When set, requests other than reads need `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let app = mizzen_registry::App::open(args.data_dir.clone(), args.max_artifact_bytes, args.token)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %args.data_dir.display(), "mizzen-registry ready");
+    axum::serve(listener, mizzen_registry::router(app)).with_graceful_shutdown(shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C: stop accepting, finish what is in flight.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
