@@ -1,7 +1,8 @@
-//! What every Mizzen binary shares: logging ([`telemetry`]), graceful shutdown ([`shutdown`]) and reading
-//! artifacts from storage URIs ([`storage`]).
+//! What every Mizzen binary shares: logging ([`telemetry`]), graceful shutdown ([`shutdown`]), reading
+//! artifacts from storage URIs ([`storage`]) and resolving `registry://` URIs ([`registry`]).
 
 pub mod metrics;
+pub mod registry;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
@@ -9,6 +10,12 @@ pub mod telemetry;
 pub mod testing;
 pub mod tls;
 pub mod training;
+
+/// The sha256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// `text` (trimmed) cut to at most `max` characters, saying how many were left out: for messages that quote
 /// something long (a server's error page, a container's log).

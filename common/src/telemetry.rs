@@ -1,6 +1,7 @@
 //! Logging: tracing with an env filter, as text or JSON.
 
 use clap::ValueEnum;
+use std::io::IsTerminal;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -13,12 +14,16 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber, writing to stderr (stdout stays free for a program's output, such as
-/// mizzen-train's report). `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`.
+/// mizzen-train's report). `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`. Text is coloured only on
+/// a terminal: pod logs and pipes get plain lines.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Text => registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            registry.with(fmt::layer().compact().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        }
         LogFormat::Json => {
             registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init()
         }

@@ -214,8 +214,16 @@ pub struct TrainConfig {
     pub holdout_fraction: f64,
     /// Seed of the holdout split.
     pub split_seed: u64,
-    /// Directory URI the model and its metadata go to; a search's trial `i` writes under `trials/i/`.
+    /// Where the model and its metadata go: a directory URI (a search's trial `i` writes under
+    /// `trials/i/`), or `registry://NAME[@ALIAS]`: a run in the registry (each trial its own), its artifacts,
+    /// and for a single run a registered version of NAME (and ALIAS moved to it).
     pub output_uri: String,
+    /// The registry experiment the runs are logged under (registry outputs). Default: the model's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// Who asked for the run (`NAMESPACE/TRAININGJOB`), recorded on the registry's runs and versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// The training data.
@@ -266,6 +274,12 @@ pub struct Trained {
     pub model_uri: String,
     pub model_sha256: String,
     pub dataset_sha256: String,
+    /// The registry run that logged it (registry outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The registry version it became (a single run to a registry output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Report {
@@ -344,6 +358,8 @@ mod tests {
                 model_uri: "file:///m/model.onnx".into(),
                 model_sha256: "ab".into(),
                 dataset_sha256: "cd".into(),
+                run_id: None,
+                version: None,
             }),
         };
         let msg = ok.to_termination_message();

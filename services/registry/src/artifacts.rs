@@ -68,7 +68,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 }
 
 impl App {
-    fn blob(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn blob(&self, sha256: &str) -> PathBuf {
         self.data_dir.join("blobs").join(&sha256[..2]).join(sha256)
     }
 }
@@ -76,12 +76,16 @@ impl App {
 /// `PUT .../artifacts/PATH`: stores the body as the artifact at PATH (replacing one there).
 pub async fn upload(State(app): State<Arc<App>>, UrlPath(path): UrlPath<String>, req: Request) -> Response {
     match store_upload(&app, &path, req.into_body()).await {
-        Ok(()) => axum::Json(serde_json::json!({})).into_response(),
+        Ok(size) => {
+            app.metrics.artifact("in", size);
+            axum::Json(serde_json::json!({})).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<(), ApiError> {
+/// Stores an upload; its size.
+async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, ApiError> {
     check_path(path)?;
     let tmp_dir = app.data_dir.join("tmp");
     let tmp = tmp_dir.join(format!("upload-{:016x}", rand::random::<u64>()));
@@ -132,7 +136,8 @@ async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<(), ApiE
             std::fs::rename(&tmp, &blob).map_err(io)?;
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        app.store.write(|tx| tx.put(&art_key(&path), &Artifact { sha256, size }))
+        app.store.write(|tx| tx.put(&art_key(&path), &Artifact { sha256, size }))?;
+        Ok(size)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -152,15 +157,18 @@ pub async fn download(State(app): State<Arc<App>>, UrlPath(path): UrlPath<String
         Err(e) => return ApiError::internal(e.to_string()).into_response(),
     };
     match tokio::fs::File::open(app.blob(&artifact.sha256)).await {
-        Ok(file) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_LENGTH, artifact.size.to_string()),
-                (header::ETAG, format!("\"{}\"", artifact.sha256)),
-            ],
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16)),
-        )
-            .into_response(),
+        Ok(file) => {
+            app.metrics.artifact("out", artifact.size);
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, artifact.size.to_string()),
+                    (header::ETAG, format!("\"{}\"", artifact.sha256)),
+                ],
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16)),
+            )
+                .into_response()
+        }
         Err(e) => ApiError::internal(format!("artifact {path}: {e}")).into_response(),
     }
 }

@@ -8,6 +8,8 @@
 pub mod artifacts;
 pub mod error;
 pub mod filter;
+pub mod metrics;
+pub mod onnx;
 pub mod params;
 pub mod registry;
 pub mod store;
@@ -33,6 +35,7 @@ pub struct App {
     pub max_artifact_bytes: u64,
     /// When set, writes need `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    pub metrics: metrics::Metrics,
 }
 
 /// The largest JSON request body.
@@ -54,7 +57,8 @@ impl App {
         }
         std::fs::create_dir_all(&tmp).map_err(io)?;
         let store = store::Store::open(&data_dir.join("registry.redb"))?;
-        let app = Arc::new(Self { store, data_dir, max_artifact_bytes, token });
+        let app =
+            Arc::new(Self { store, data_dir, max_artifact_bytes, token, metrics: metrics::Metrics::new() });
         tracking::init(&app)?;
         Ok(app)
     }
@@ -96,48 +100,129 @@ impl Page {
     }
 }
 
-type Handler = fn(&App, &Params) -> Result<Value, ApiError>;
+pub type Handler = fn(&App, &Params) -> Result<Value, ApiError>;
 
-/// The JSON endpoints under `/api/2.0/mlflow/`, by method and path.
-fn handler(method: &Method, op: &str) -> Option<Handler> {
+/// The JSON endpoints under `/api/2.0/mlflow/`: methods, path, handler and what it does (the OpenAPI
+/// description is made from this table, so it cannot drift from what is served).
+pub const ENDPOINTS: &[(&[&str], &str, Handler, &str)] = {
     use registry as r;
     use tracking as t;
-    let m = method.as_str();
-    Some(match (m, op) {
-        ("POST", "experiments/create") => t::create_experiment,
-        ("GET", "experiments/get") => t::get_experiment,
-        ("GET", "experiments/get-by-name") => t::get_experiment_by_name,
-        ("POST" | "GET", "experiments/search") => t::search_experiments,
-        ("POST", "runs/create") => t::create_run,
-        ("GET", "runs/get") => t::get_run,
-        ("POST", "runs/update") => t::update_run,
-        ("POST", "runs/log-metric") => t::log_metric,
-        ("POST", "runs/log-parameter") => t::log_param,
-        ("POST", "runs/set-tag") => t::set_tag,
-        ("POST", "runs/log-batch") => t::log_batch,
-        ("POST" | "GET", "runs/search") => t::search_runs,
-        ("POST", "logged-models/search") => |_, _| Ok(serde_json::json!({"models": []})),
-        ("POST", "registered-models/create") => r::create_model,
-        ("GET", "registered-models/get") => r::get_model,
-        ("POST", "registered-models/rename") => r::rename_model,
-        ("PATCH", "registered-models/update") => r::update_model,
-        ("DELETE", "registered-models/delete") => r::delete_model,
-        ("GET", "registered-models/search") => r::search_models,
-        ("POST", "registered-models/set-tag") => r::set_model_tag,
-        ("DELETE", "registered-models/delete-tag") => r::delete_model_tag,
-        ("POST", "registered-models/alias") => r::set_alias,
-        ("DELETE", "registered-models/alias") => r::delete_alias,
-        ("GET", "registered-models/alias") => r::get_by_alias,
-        ("POST" | "GET", "registered-models/get-latest-versions") => r::latest_versions,
-        ("POST", "model-versions/create") => r::create_version,
-        ("GET", "model-versions/get") => r::get_version,
-        ("PATCH", "model-versions/update") => r::update_version,
-        ("DELETE", "model-versions/delete") => r::delete_version,
-        ("GET", "model-versions/search") => r::search_versions,
-        ("GET", "model-versions/get-download-uri") => r::download_uri,
-        ("POST", "model-versions/set-tag") => r::set_version_tag,
-        ("DELETE", "model-versions/delete-tag") => r::delete_version_tag,
-        _ => return None,
+    &[
+        (&["POST"], "experiments/create", t::create_experiment, "Create an experiment"),
+        (&["GET"], "experiments/get", t::get_experiment, "Get an experiment by id"),
+        (&["GET"], "experiments/get-by-name", t::get_experiment_by_name, "Get an experiment by name"),
+        (&["POST", "GET"], "experiments/search", t::search_experiments, "Search experiments"),
+        (&["POST"], "runs/create", t::create_run, "Start a run"),
+        (&["GET"], "runs/get", t::get_run, "Get a run with its params, metrics and tags"),
+        (&["POST"], "runs/update", t::update_run, "Update a run's status, end time or name"),
+        (&["POST"], "runs/log-metric", t::log_metric, "Log a metric"),
+        (&["POST"], "runs/log-parameter", t::log_param, "Log a param"),
+        (&["POST"], "runs/set-tag", t::set_tag, "Set a run tag"),
+        (&["POST"], "runs/log-batch", t::log_batch, "Log metrics, params and tags at once"),
+        (&["POST", "GET"], "runs/search", t::search_runs, "Search runs"),
+        (
+            &["POST"],
+            "logged-models/search",
+            |_, _| Ok(serde_json::json!({"models": []})),
+            "Logged models (none)",
+        ),
+        (&["POST"], "registered-models/create", r::create_model, "Create a registered model"),
+        (&["GET"], "registered-models/get", r::get_model, "Get a registered model"),
+        (&["POST"], "registered-models/rename", r::rename_model, "Rename a registered model"),
+        (&["PATCH"], "registered-models/update", r::update_model, "Update a model's description"),
+        (&["DELETE"], "registered-models/delete", r::delete_model, "Delete a registered model"),
+        (&["GET"], "registered-models/search", r::search_models, "Search registered models"),
+        (&["POST"], "registered-models/set-tag", r::set_model_tag, "Set a model tag"),
+        (&["DELETE"], "registered-models/delete-tag", r::delete_model_tag, "Delete a model tag"),
+        (
+            &["POST"],
+            "registered-models/alias",
+            r::set_alias,
+            "Point an alias at a version (a move, atomically)",
+        ),
+        (&["DELETE"], "registered-models/alias", r::delete_alias, "Delete an alias"),
+        (&["GET"], "registered-models/alias", r::get_by_alias, "Get the version an alias names"),
+        (&["POST", "GET"], "registered-models/get-latest-versions", r::latest_versions, "Newest versions"),
+        (&["POST"], "model-versions/create", r::create_version, "Register a version from a source"),
+        (&["GET"], "model-versions/get", r::get_version, "Get a version"),
+        (&["PATCH"], "model-versions/update", r::update_version, "Update a version's description"),
+        (
+            &["DELETE"],
+            "model-versions/delete",
+            r::delete_version,
+            "Delete a version (not one an alias names)",
+        ),
+        (&["GET"], "model-versions/search", r::search_versions, "Search versions"),
+        (&["GET"], "model-versions/get-download-uri", r::download_uri, "A version's artifact URI"),
+        (&["POST"], "model-versions/set-tag", r::set_version_tag, "Set a version tag"),
+        (&["DELETE"], "model-versions/delete-tag", r::delete_version_tag, "Delete a version tag"),
+    ]
+};
+
+fn handler(method: &Method, op: &str) -> Option<Handler> {
+    ENDPOINTS
+        .iter()
+        .find(|(methods, path, _, _)| *path == op && methods.contains(&method.as_str()))
+        .map(|e| e.2)
+}
+
+/// The OpenAPI 3.1 description of the HTTP API, made from [`ENDPOINTS`] and the artifact proxy's routes.
+pub fn openapi() -> Value {
+    let error = serde_json::json!({"description": "MLflow's error: {\"error_code\", \"message\"}",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let json_body = serde_json::json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+    let mut paths = serde_json::Map::new();
+    for (methods, op, _, summary) in ENDPOINTS {
+        let entry = paths.entry(format!("/api/2.0/mlflow/{op}")).or_insert_with(|| serde_json::json!({}));
+        for m in *methods {
+            let mut operation = serde_json::json!({
+                "summary": summary,
+                "operationId": format!("{}-{}", m.to_ascii_lowercase(), op.replace('/', "-")),
+                "responses": {"200": {"description": "MLflow's answer", "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "400": error, "404": error, "401": error},
+            });
+            if *m == "GET" {
+                operation["parameters"] = serde_json::json!([{"name": "params", "in": "query", "style": "form",
+                    "explode": true, "schema": {"type": "object", "additionalProperties": {"type": "string"}}}]);
+            } else {
+                operation["requestBody"] = json_body.clone();
+            }
+            entry[m.to_ascii_lowercase()] = operation;
+        }
+    }
+    let file =
+        serde_json::json!({"name": "path", "in": "path", "required": true, "schema": {"type": "string"}});
+    paths.insert("/api/2.0/mlflow-artifacts/artifacts/{path}".into(), serde_json::json!({
+        "put": {"summary": "Upload an artifact (streamed; sha256 computed on the way in)", "operationId": "put-artifact",
+                "parameters": [file], "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": {"description": "stored"}, "400": error, "401": error, "413": error}},
+        "get": {"summary": "Download an artifact (streamed)", "operationId": "get-artifact", "parameters": [file],
+                "responses": {"200": {"description": "the bytes", "content": {"application/octet-stream": {}}}, "404": error}},
+    }));
+    paths.insert("/api/2.0/mlflow-artifacts/artifacts".into(), serde_json::json!({
+        "get": {"summary": "List artifacts under ?path=", "operationId": "list-artifacts",
+                "parameters": [{"name": "path", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{\"files\": [{\"path\", \"is_dir\", \"file_size\"}]}"}}},
+    }));
+    for (path, summary) in [
+        ("/health", "The process answers"),
+        ("/ready", "Ready to serve"),
+        ("/metrics", "Prometheus metrics"),
+        ("/version", "The version"),
+    ] {
+        paths.insert(
+            path.into(),
+            serde_json::json!({"get": {"summary": summary, "operationId": path.trim_start_matches('/'),
+            "responses": {"200": {"description": "OK"}}}}),
+        );
+    }
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "mizzen-registry", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Mizzen's model registry: the part of MLflow's REST API the MLflow client uses for tracking, the model registry and the artifact proxy. Writes need `Authorization: Bearer TOKEN` when the registry has a token."},
+        "paths": paths,
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error_code", "message"],
+            "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}}},
     })
 }
 
@@ -207,10 +292,13 @@ pub fn router(app: Arc<App>) -> Router {
                 axum::Json(serde_json::json!({"multipart_uploads_enabled": false, "multipart_downloads_enabled": false}))
             }),
         )
+        .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .route("/metrics", get(|State(app): State<Arc<App>>| async move { mizzen_common::metrics::response(&app.metrics.registry) }))
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .fallback(|method: Method, uri: axum::http::Uri| async move { not_found(&method, uri.path()) })
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .layer(middleware::from_fn_with_state(app.clone(), metrics::observe))
         .with_state(app)
 }

@@ -3,6 +3,7 @@
 //! mizzen-registry --data-dir /var/lib/mizzen-registry --listen 0.0.0.0:5000
 
 use clap::Parser;
+use mizzen_common::telemetry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -21,15 +22,18 @@ struct Args {
     /// When set, requests other than reads need `Authorization: Bearer TOKEN`.
     #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Log format.
+    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
+    /// Log filter in RUST_LOG syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
     let app = mizzen_registry::App::open(args.data_dir.clone(), args.max_artifact_bytes, args.token)
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

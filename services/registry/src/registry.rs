@@ -255,6 +255,14 @@ pub fn create_version(app: &App, p: &Params) -> Result<Value, ApiError> {
                 set(&mut tags, "mizzen.artifact.path".into(), file.clone());
                 set(&mut tags, "mizzen.artifact.sha256".into(), a.sha256.clone());
                 set(&mut tags, "mizzen.artifact.size".into(), a.size.to_string());
+                // The signature from the file itself, when it is an ONNX model.
+                match crate::onnx::signature(&app.blob(&a.sha256)) {
+                    Ok(sig) => {
+                        let json = serde_json::to_string(&sig).unwrap_or_default();
+                        set(&mut tags, "mizzen.onnx.signature".into(), json);
+                    }
+                    Err(e) => tracing::info!(%name, file = %file, %e, "no ONNX signature"),
+                }
             }
         }
         let now = now_ms();

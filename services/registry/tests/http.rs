@@ -152,3 +152,50 @@ async fn a_token_guards_writes_not_reads() {
     let put = format!("{}/api/2.0/mlflow-artifacts/artifacts/0/x", s.url);
     assert_eq!(client.put(&put).body("x").send().await.unwrap().status(), 401);
 }
+
+#[tokio::test]
+async fn openapi_describes_every_endpoint_and_metrics_count_what_happened() {
+    let s = start(None).await;
+    let client = reqwest::Client::new();
+    let doc: Value =
+        client.get(format!("{}/openapi.json", s.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (methods, op, _, _) in mizzen_registry::ENDPOINTS {
+        for m in *methods {
+            let operation = &doc["paths"][format!("/api/2.0/mlflow/{op}")][m.to_ascii_lowercase()];
+            assert!(operation["summary"].is_string(), "{m} {op} is not described");
+        }
+    }
+    assert!(doc["paths"]["/api/2.0/mlflow-artifacts/artifacts/{path}"]["put"].is_object());
+    // Every operation id is unique, as OpenAPI requires.
+    let mut ids: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values().map(|o| o["operationId"].as_str().unwrap().to_string()))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+
+    let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/m.bin", s.url);
+    assert_eq!(client.put(&url).body(vec![7u8; 1000]).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(&url).send().await.unwrap().bytes().await.unwrap().len(), 1000);
+    let (code, _) = call(
+        reqwest::Method::GET,
+        &format!("{}/api/2.0/mlflow/registered-models/get?name=none", s.url),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let metrics = client.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "mizzen_registry_artifact_bytes_total{direction=\"in\"} 1000",
+        "mizzen_registry_artifact_bytes_total{direction=\"out\"} 1000",
+        "mizzen_registry_requests_total{api=\"artifacts\",method=\"PUT\",code=\"200\"} 1",
+        "mizzen_registry_requests_total{api=\"mlflow\",method=\"GET\",code=\"404\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
