@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use mizzen_common::{shutdown, storage, telemetry};
+use mizzen_common::{registry, shutdown, storage, telemetry};
 use mizzen_serve::batcher::{BatchConfig, Batcher};
 use mizzen_serve::grpc::{AdmissionLayer, GrpcInferenceServiceServer, Service};
 use mizzen_serve::limits::Limits;
@@ -21,9 +21,16 @@ use std::time::{Duration, Instant};
 #[command(name = "mizzen-serve", version, about, long_about = None)]
 struct Args {
     /// Where the ONNX file is: file://, http(s)://, s3://, gs:// or az:// (credentials from the usual
-    /// environment variables).
+    /// environment variables), or registry://NAME@ALIAS or registry://NAME/VERSION (with --registry-url).
     #[arg(long, env = "MIZZEN_MODEL_URI", value_name = "URI")]
     model_uri: String,
+    /// The model registry (mizzen-registry, http://HOST:PORT) that registry:// URIs are resolved through.
+    #[arg(long, env = "MIZZEN_REGISTRY_URL", value_name = "URL")]
+    registry_url: Option<String>,
+    /// The sha256 the ONNX file must have (64 hex digits): a file with another digest is refused and the
+    /// server never becomes ready.
+    #[arg(long, env = "MIZZEN_MODEL_SHA256", value_name = "HEX", value_parser = sha256_hex)]
+    model_sha256: Option<String>,
     /// Name the model is served under (/v2/models/NAME).
     #[arg(long, env = "MIZZEN_MODEL_NAME", default_value = "model")]
     model_name: String,
@@ -268,10 +275,43 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A sha256 digest as 64 hex digits (lower-cased).
+fn sha256_hex(text: &str) -> Result<String, String> {
+    let hex = text.trim().to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err("expected 64 hex digits".into())
+    }
+}
+
 /// Fetches the model, builds the sessions, warms them up with a real inference, and starts the workers.
 async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
     let start = Instant::now();
-    let bytes = storage::read(&args.model_uri).await?;
+    let bytes = if args.model_uri.starts_with("registry://") {
+        let registry = args.registry_url.as_deref().with_context(|| {
+            format!("{} needs the registry's address: --registry-url or MIZZEN_REGISTRY_URL", args.model_uri)
+        })?;
+        let (bytes, resolved) = registry::read(&args.model_uri, registry).await?;
+        tracing::info!(
+            uri = %args.model_uri,
+            version = %resolved.version,
+            file = %resolved.file,
+            sha256 = resolved.sha256.as_deref().unwrap_or("not recorded"),
+            "resolved through the registry"
+        );
+        bytes
+    } else {
+        storage::read(&args.model_uri).await?
+    };
+    if let Some(want) = &args.model_sha256 {
+        let got = mizzen_common::sha256_hex(&bytes);
+        anyhow::ensure!(
+            &got == want,
+            "{}: the file has sha256 {got}, but {want} was asked for",
+            args.model_uri
+        );
+    }
     let env = model::init_runtime(args.ort_dylib_path.as_deref())?;
     let cfg = SessionConfig {
         intra_op_threads: args

@@ -58,8 +58,10 @@ async fn mizzen_serve_predicts_what_the_trainer_predicted() {
         holdout_fraction: 0.25,
         split_seed: 3,
         output_uri: dir.path().join("model").display().to_string(),
+        experiment: None,
+        requested_by: None,
     };
-    let (model, trained) = mizzen_train::train::run(&config, None, &[]).await.expect("training");
+    let (model, trained) = mizzen_train::train::run(&config, None, &[], None).await.expect("training");
     let Some(Classes::Str(classes)) = &model.classes else { panic!("string classes expected") };
 
     let mut serve = Serve::spawn_uri(&trained.model_uri, "tier", &[]);

@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 use clap::Parser;
+use mizzen_common::registry::Client;
 use mizzen_common::telemetry::{self, LogFormat};
 use mizzen_common::training::{CONFIG_ENV, DatasetConfig, Outcome, Report, TrainConfig};
 use mizzen_train::train::{self, TrainError};
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 )]
 struct Args {
     /// The run's configuration as a JSON file (what the operator passes in MIZZEN_TRAIN_CONFIG).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "label", "algorithm", "output"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "label", "algorithm", "output", "experiment"])]
     config: Option<PathBuf>,
     /// Which trial of a search to run (in a Job: the completion index).
     #[arg(long, env = "JOB_COMPLETION_INDEX", value_name = "N")]
@@ -63,9 +64,19 @@ struct Args {
     /// Seed of the holdout split.
     #[arg(long, default_value_t = 42)]
     split_seed: u64,
-    /// Directory the model and its metadata go to (path or URI).
+    /// Where the model and its metadata go: a directory (path or URI), or registry://NAME[@ALIAS] (a run
+    /// in the registry, and a new version of NAME with ALIAS moved to it).
     #[arg(long, value_name = "DIR")]
     output: Option<String>,
+    /// The registry experiment runs are logged under (registry outputs; default: the model's name).
+    #[arg(long)]
+    experiment: Option<String>,
+    /// The model registry (mizzen-registry or an MLflow tracking server, http://HOST:PORT).
+    #[arg(long, env = "MIZZEN_REGISTRY_URL", value_name = "URL")]
+    registry_url: Option<String>,
+    /// The registry's bearer token for writes, when it asks for one.
+    #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    registry_token: Option<String>,
     /// Also write the holdout rows' 0-based file row numbers here, one per line (to compare with other tools
     /// on the same split).
     #[arg(long, value_name = "FILE")]
@@ -123,6 +134,8 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
         holdout_fraction: args.holdout,
         split_seed: args.split_seed,
         output_uri: need(&args.output, "output")?,
+        experiment: args.experiment.clone(),
+        requested_by: None,
     })
 }
 
@@ -149,7 +162,8 @@ async fn run(args: &Args, config: TrainConfig) -> Result<mizzen_common::training
     if let Some(path) = &args.holdout_predictions {
         extra.push((file_uri(path)?, holdout_predictions));
     }
-    let (model, trained) = train::run(&config, trial, &extra).await?;
+    let registry = args.registry_url.as_deref().map(|url| Client::new(url, args.registry_token.clone()));
+    let (model, trained) = train::run(&config, trial, &extra, registry.as_ref()).await?;
     tracing::info!(
         model = %trained.model_uri,
         rows = model.rows,

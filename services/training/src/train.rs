@@ -9,6 +9,7 @@ use crate::onnx::{self, ModelDoc};
 use crate::prep::{Classes, Preprocessing};
 use crate::{memory, metrics, split};
 use bytes::Bytes;
+use mizzen_common::registry::{self, Client, RegistryError};
 use mizzen_common::training::{Hyperparameters, ModelTask, TrainConfig, Trained};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -336,13 +337,103 @@ pub async fn check_outputs(
     config: &TrainConfig,
     trial: Option<u32>,
     extra: &[String],
+    registry: Option<&Client>,
 ) -> Result<(), TrainError> {
     use mizzen_common::storage::check_writable;
     for uri in extra {
         let dir = uri.rsplit_once('/').map_or(uri.as_str(), |(d, _)| d);
         check_writable(dir).await.map_err(unwritable)?;
     }
+    if registry::parse_output(&config.output_uri).is_some() {
+        // Reachable, and the experiment exists or can be made, before any data is read.
+        let client = registry_client(registry)?;
+        client.experiment(&experiment(config)).await.map_err(registry_failure)?;
+        return Ok(());
+    }
     check_writable(&output_dir(config, trial)?).await.map_err(unwritable)
+}
+
+/// The registry a registry output needs, or why there is none.
+fn registry_client(registry: Option<&Client>) -> Result<&Client, TrainError> {
+    registry.ok_or_else(|| {
+        TrainError::config(format!(
+            "a registry:// output needs the registry's address: pass --registry-url or set {}",
+            registry::URL_ENV
+        ))
+    })
+}
+
+/// The experiment a registry output's runs go to: the configured one, else the model's name.
+fn experiment(config: &TrainConfig) -> String {
+    config.experiment.clone().unwrap_or_else(|| {
+        registry::parse_output(&config.output_uri).map(|(name, _)| name).unwrap_or_default()
+    })
+}
+
+/// A registry failure: `RegistryUnavailable` (worth a retry) or `RegistryRefused`.
+fn registry_failure(e: RegistryError) -> TrainError {
+    let transient = e.is_transient();
+    TrainError {
+        reason: if transient { "RegistryUnavailable" } else { "RegistryRefused" },
+        message: e.to_string(),
+        permanent: !transient,
+    }
+}
+
+/// Logs the run in the registry (params, metrics, `model/model.onnx` and `model/model.json` as artifacts)
+/// and, for a single run, registers the model as a new version (moving the output's alias to it). A
+/// search's trials only log their runs: the operator registers the best.
+async fn publish_to_registry(
+    client: &Client,
+    model: &Model,
+    config: &TrainConfig,
+    trial: Option<u32>,
+    files: [(&str, Bytes); 2],
+    sha: &str,
+) -> Result<(String, String, Option<String>), TrainError> {
+    let (name, alias) = registry::parse_output(&config.output_uri).unwrap_or_default();
+    let experiment_id = client.experiment(&experiment(config)).await.map_err(registry_failure)?;
+    let mut tags = vec![
+        ("mizzen.dataset.uri".to_string(), config.dataset.uri.clone()),
+        ("mizzen.dataset.sha256".to_string(), model.dataset_sha256.clone()),
+        ("mizzen.algorithm".to_string(), model.algorithm.name().to_string()),
+    ];
+    if let Some(by) = &config.requested_by {
+        tags.push(("mizzen.trainingjob".to_string(), by.clone()));
+    }
+    let run_name = match trial {
+        Some(i) => format!("trial-{i}"),
+        None => "train".to_string(),
+    };
+    let mut run_tags = tags.clone();
+    run_tags.push(("mlflow.runName".to_string(), run_name.clone()));
+    if let Some(i) = trial {
+        run_tags.push(("mizzen.trial".to_string(), i.to_string()));
+    }
+    let run = client.create_run(&experiment_id, &run_name, &run_tags).await.map_err(registry_failure)?;
+    let params: Vec<(String, String)> =
+        model.hyperparameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let metrics: Vec<(String, f64)> = model.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let logged = async {
+        client.log_batch(&run.id, &params, &metrics).await?;
+        for (file, bytes) in files {
+            client.upload(&run.artifact_uri, &format!("model/{file}"), bytes).await?;
+        }
+        client.end_run(&run.id, "FINISHED").await
+    };
+    if let Err(e) = logged.await {
+        // Best effort: the run shows as failed rather than running forever.
+        let _ = client.end_run(&run.id, "FAILED").await;
+        return Err(registry_failure(e));
+    }
+    let source = format!("{}/model", run.artifact_uri);
+    if trial.is_some() {
+        return Ok((format!("{source}/model.onnx"), run.id, None));
+    }
+    tags.push(("mizzen.model.sha256".to_string(), sha.to_string()));
+    let version =
+        client.register(&name, &source, &run.id, &tags, alias.as_deref()).await.map_err(registry_failure)?;
+    Ok((format!("registry://{name}/{version}"), run.id, Some(version)))
 }
 
 /// Writes every `(uri, bytes)` or none: each goes to a temporary name next to it first, and only when all
@@ -390,6 +481,7 @@ pub async fn publish(
     config: &TrainConfig,
     trial: Option<u32>,
     extra: Vec<(String, Bytes)>,
+    registry: Option<&Client>,
 ) -> Result<Trained, TrainError> {
     let doc = ModelDoc {
         producer_version: env!("CARGO_PKG_VERSION").into(),
@@ -399,42 +491,54 @@ pub async fn publish(
     let bytes = onnx::export(&model.prep, &model.network, model.classes.as_ref(), &doc)
         .map_err(|e| TrainError { reason: "ExportFailed", message: e.to_string(), permanent: true })?;
     let sha = data::hex(&Sha256::digest(&bytes));
+    let meta = serde_json::to_vec_pretty(&metadata(model, config, trial, &sha)).expect("metadata serializes");
+    let trained = |model_uri: String, run_id: Option<String>, version: Option<String>| Trained {
+        metrics: model.metrics.clone(),
+        hyperparameters: model.hyperparameters.clone(),
+        model_uri,
+        model_sha256: sha.clone(),
+        dataset_sha256: model.dataset_sha256.clone(),
+        run_id,
+        version,
+    };
+    if registry::parse_output(&config.output_uri).is_some() {
+        // The CLI's extra files first: a run that cannot write them registers nothing.
+        write_all(extra).await?;
+        let files = [("model.onnx", Bytes::from(bytes)), ("model.json", Bytes::from(meta))];
+        let (uri, run_id, version) =
+            publish_to_registry(registry_client(registry)?, model, config, trial, files, &sha).await?;
+        return Ok(trained(uri, Some(run_id), version));
+    }
     let dir = output_dir(config, trial)?;
     let model_uri = format!("{dir}/model.onnx");
-    let meta = serde_json::to_vec_pretty(&metadata(model, config, trial, &sha)).expect("metadata serializes");
     let mut files =
         vec![(model_uri.clone(), Bytes::from(bytes)), (format!("{dir}/model.json"), Bytes::from(meta))];
     files.extend(extra);
     write_all(files).await?;
-    Ok(Trained {
-        metrics: model.metrics.clone(),
-        hyperparameters: model.hyperparameters.clone(),
-        model_uri,
-        model_sha256: sha,
-        dataset_sha256: model.dataset_sha256.clone(),
-    })
+    Ok(trained(model_uri, None, None))
 }
 
 /// What else a run writes, made from the trained model (the CLI's holdout files).
 pub type Extra = fn(&Model) -> Bytes;
 
 /// Checks the outputs can be written, then reads, trains and publishes trial `trial` of `config` (or the
-/// single run) with the `extra` files: all of them or nothing.
+/// single run) with the `extra` files: all of them or nothing. `registry` is where registry:// outputs go.
 pub async fn run(
     config: &TrainConfig,
     trial: Option<u32>,
     extra: &[(String, Extra)],
+    registry: Option<&Client>,
 ) -> Result<(Model, Trained), TrainError> {
     let hyper = hyperparameters(config, trial)?;
     let limit = memory::limit().map_err(TrainError::config)?;
     let extra_uris: Vec<String> = extra.iter().map(|(uri, _)| uri.clone()).collect();
-    check_outputs(config, trial, &extra_uris).await?;
+    check_outputs(config, trial, &extra_uris, registry).await?;
     let ds = load(config).await?;
     let cfg = config.clone();
     let model = tokio::task::spawn_blocking(move || train(ds, &cfg, &hyper, limit))
         .await
         .map_err(|e| TrainError { reason: "TrainerFailed", message: e.to_string(), permanent: false })??;
     let files = extra.iter().map(|(uri, make)| (uri.clone(), make(&model))).collect();
-    let trained = publish(&model, config, trial, files).await?;
+    let trained = publish(&model, config, trial, files, registry).await?;
     Ok((model, trained))
 }

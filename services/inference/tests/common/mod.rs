@@ -64,6 +64,13 @@ impl Serve {
         s
     }
 
+    /// Starts mizzen-serve on a model URI and waits until it is ready.
+    pub fn start_uri(uri: &str, name: &str, extra: &[&str]) -> Self {
+        let mut s = Self::spawn_uri(uri, name, extra);
+        s.wait_ready(Duration::from_secs(30));
+        s
+    }
+
     /// Starts it without waiting.
     pub fn spawn(model: &str, name: &str, extra: &[&str]) -> Self {
         Self::spawn_uri(&format!("file://{}", models().join(model).display()), name, extra)
