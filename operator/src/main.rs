@@ -28,7 +28,7 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the controllers against a cluster.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +60,18 @@ struct RunArgs {
     /// The mizzen-train image for TrainingJobs that do not name one.
     #[arg(long, env = "MIZZEN_TRAIN_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-train:", env!("CARGO_PKG_VERSION")))]
     train_image: String,
+    /// The model registry (mizzen-registry, http://HOST:PORT) as the operator and the pods reach it: registry://
+    /// model URIs resolve through it and registry:// training outputs go to it.
+    #[arg(long, env = "MIZZEN_REGISTRY_URL", value_name = "URL")]
+    registry_url: Option<String>,
+    /// The registry's bearer token for writes, when it asks for one (the operator registers a search's best
+    /// trial).
+    #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    registry_token: Option<String>,
+    /// Seconds between lookups of a registry://NAME@ALIAS model, so a moved alias rolls out (annotate the
+    /// ModelDeployment with mizzen.dev/resolve to look at once).
+    #[arg(long, env = "MIZZEN_REGISTRY_POLL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    registry_poll_seconds: u64,
     /// Seconds between checks for the CRDs while they are missing.
     #[arg(long, env = "MIZZEN_CRD_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     crd_poll_seconds: u64,
@@ -78,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Run(args) => run(args).await?,
+        Command::Run(args) => run(*args).await?,
     }
     Ok(())
 }
@@ -111,9 +123,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let settings = controller::Settings {
         scope: controller::Scope { namespace: args.namespace },
-        defaults: controller::Defaults { serve_image: args.serve_image, train_image: args.train_image },
+        defaults: controller::Defaults {
+            serve_image: args.serve_image,
+            train_image: args.train_image,
+            registry_url: args.registry_url,
+        },
         concurrency: args.concurrency,
         crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),
+        registry_token: args.registry_token,
+        registry_poll: Duration::from_secs(args.registry_poll_seconds),
     };
     let controllers = async {
         controller::run(client, state, metrics, settings, shutdown.clone()).await;

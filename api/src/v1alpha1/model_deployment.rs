@@ -14,6 +14,9 @@ pub const ABORT_ANNOTATION: &str = "mizzen.dev/abort";
 /// Annotation that retries an aborted rollout: its value is a time (Unix seconds, e.g. `$(date +%s)`, or
 /// RFC 3339) later than `status.abortedAt`. An abort otherwise lasts until the spec changes.
 pub const RETRY_ANNOTATION: &str = "mizzen.dev/retry";
+/// Annotation that asks the operator to resolve a `registry://NAME@ALIAS` model URI again now, rather than
+/// within `--registry-poll-seconds`: any new value (for example `$(date +%s)`) does.
+pub const RESOLVE_ANNOTATION: &str = "mizzen.dev/resolve";
 
 /// Serve one ONNX model over the Open Inference Protocol v2 (REST and gRPC) and roll new versions out blue-green.
 ///
@@ -463,4 +466,8 @@ pub struct ResolvedModel {
     /// sha256 of the ONNX file, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The URI asked for (`spec.model.uri`), when resolution changed it: `registry://iris@champion` resolved
+    /// to `registry://iris/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }

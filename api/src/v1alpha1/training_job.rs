@@ -497,4 +497,7 @@ pub struct PublishedModel {
     /// sha256 of the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_sha256: Option<String>,
+    /// The registry run that logged it (registry outputs): `runs:/RUN_ID/model` in MLflow's terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }

@@ -17,6 +17,7 @@
 pub mod feature_set;
 pub mod model_deployment;
 pub mod pods;
+pub mod registry;
 pub mod training_job;
 
 use crate::api::v1alpha1::common::Condition;
@@ -35,6 +36,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, reflector as reflect, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use mizzen_common::registry::Client as RegistryClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -61,6 +63,8 @@ pub struct Defaults {
     pub serve_image: String,
     /// mizzen-train, for TrainingJobs without `spec.trainer.image`.
     pub train_image: String,
+    /// The model registry's URL as pods reach it (`MIZZEN_REGISTRY_URL` of servers and trainers).
+    pub registry_url: Option<String>,
 }
 
 /// What every reconcile gets: the client, one shared event recorder and the metrics.
@@ -75,6 +79,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// The statuses this operator wrote last, so a reconcile never decides from an older one.
     pub written: Written,
+    /// Registry URIs resolved, and the registry client.
+    pub registry: registry::Resolver,
 }
 
 /// The status each object got from this operator's last write, with the resourceVersion the write
@@ -387,6 +393,10 @@ pub struct Settings {
     /// Reconciles running at once per kind (0: unbounded).
     pub concurrency: u16,
     pub crd_poll_interval: Duration,
+    /// The bearer token for the operator's own registry writes (registering a search's best trial).
+    pub registry_token: Option<String>,
+    /// How often registry aliases are looked up again.
+    pub registry_poll: Duration,
 }
 
 /// Waits for the CRDs, starts the three controllers, marks the operator ready once their caches have
@@ -430,6 +440,14 @@ pub async fn run(
         defaults: settings.defaults.clone(),
         http: reqwest::Client::new(),
         written: Written::default(),
+        registry: registry::Resolver::new(
+            settings
+                .defaults
+                .registry_url
+                .as_deref()
+                .map(|url| RegistryClient::new(url, settings.registry_token.clone())),
+            settings.registry_poll,
+        ),
     });
     let slice_events = Arc::new(Mutex::new(Some(slice_events)));
     let (md, md_store) =

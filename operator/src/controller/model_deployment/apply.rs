@@ -2,7 +2,8 @@
 //! small function per kind. The first failed write stops the rest; the next reconcile decides again.
 
 use super::build::{self, SCALE_DOWN_AT_ANNOTATION};
-use super::decide::{Action, Decision};
+use super::decide::{Action, Decision, served};
+use super::observe::Observed;
 use super::smoke;
 use crate::api::v1alpha1::model_deployment::{ModelDeployment, SmokeTestStatus};
 use crate::controller::{Context, Error, FIELD_MANAGER, Notice, call, merge_params, namespace};
@@ -22,11 +23,18 @@ struct Writer<'a> {
     deployments: Api<Deployment>,
     services: Api<Service>,
     hpas: Api<HorizontalPodAutoscaler>,
+    /// What the desired revision serves.
+    served: Option<build::Served>,
 }
 
 /// Takes the decision's actions, in order. A smoke test's result is recorded in the decision's status (or,
 /// when it got no answer, the decision wakes again soon).
-pub async fn apply(md: &ModelDeployment, ctx: &Context, decision: &mut Decision) -> Result<(), Error> {
+pub async fn apply(
+    md: &ModelDeployment,
+    ctx: &Context,
+    observed: &Observed,
+    decision: &mut Decision,
+) -> Result<(), Error> {
     let ns = namespace(md)?;
     let w = Writer {
         md,
@@ -34,6 +42,7 @@ pub async fn apply(md: &ModelDeployment, ctx: &Context, decision: &mut Decision)
         deployments: Api::namespaced(ctx.client.clone(), &ns),
         services: Api::namespaced(ctx.client.clone(), &ns),
         hpas: Api::namespaced(ctx.client.clone(), &ns),
+        served: served(md, observed),
     };
     for action in std::mem::take(&mut decision.actions) {
         match action {
@@ -83,7 +92,9 @@ impl Writer<'_> {
     }
 
     async fn create_revision(&self, revision: &str, replicas: i32) -> Result<(), Error> {
-        let d = build::deployment(self.md, revision, replicas, &self.ctx.defaults);
+        // Decided only when what to serve is known.
+        let Some(served) = &self.served else { return Ok(()) };
+        let d = build::deployment(self.md, served, revision, replicas, &self.ctx.defaults);
         let name = format!("{}-{revision}", self.md.name_any());
         self.deployments.patch(&name, &ssa(), &Patch::Apply(&d)).await.map_err(call("apply_deployment"))?;
         Ok(())

@@ -2,7 +2,9 @@
 //! function here is a function of its arguments, so the reconcile can compare desired with observed state
 //! and tests need no cluster.
 
-use crate::api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentSpec, ServerSpec};
+use crate::api::v1alpha1::model_deployment::{
+    ModelDeployment, ModelDeploymentSpec, ResolvedModel, ServerSpec,
+};
 use crate::controller::{Defaults, MANAGED_BY, pods};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::autoscaling::v2::{
@@ -16,6 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use mizzen_common::registry::Resolved;
 use std::collections::BTreeMap;
 
 /// Label on every pod of a ModelDeployment.
@@ -48,11 +51,61 @@ pub fn model_source(uri: &str) -> ModelSource {
     }
 }
 
+/// The model a revision's pods serve: the spec's, with a `registry://NAME@ALIAS` replaced by the version it
+/// named when resolved (pods read `registry://NAME/VERSION`, so a restarted pod of an old revision keeps
+/// serving its version after the alias moved).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub uri: String,
+    pub name: String,
+    /// `spec.model.version`, else the registry's version; unset: `1`.
+    pub version: Option<String>,
+    /// `spec.model.sha256`, else what the registry recorded.
+    pub sha256: Option<String>,
+    /// The spec's URI when resolution replaced it.
+    pub from: Option<String>,
+}
+
+/// What `md` serves, given its resolved registry version (for registry URIs).
+pub fn served(md: &ModelDeployment, resolved: Option<&Resolved>) -> Served {
+    let model = &md.spec.model;
+    let mut served = Served {
+        uri: model.uri.0.clone(),
+        name: served_name(md),
+        version: model.version.clone(),
+        sha256: model.sha256.clone(),
+        from: None,
+    };
+    if let Some(r) = resolved {
+        served.uri = format!("registry://{}/{}", r.name, r.version);
+        served.version = served.version.or_else(|| Some(r.version.clone()));
+        served.sha256 = served.sha256.or_else(|| r.sha256.clone());
+        served.from = (served.uri != model.uri.0).then(|| model.uri.0.clone());
+    }
+    served
+}
+
+impl Served {
+    pub fn version(&self) -> String {
+        self.version.clone().unwrap_or_else(|| "1".into())
+    }
+
+    pub fn status(&self) -> ResolvedModel {
+        ResolvedModel {
+            uri: self.uri.clone(),
+            name: self.name.clone(),
+            version: self.version(),
+            sha256: self.sha256.clone(),
+            from: self.from.clone(),
+        }
+    }
+}
+
 /// The revision: a hash of everything that changes what a pod serves (the model and the server template),
 /// and nothing else, so a change of replicas, autoscaling or strategy never makes a revision.
-pub fn revision(spec: &ModelDeploymentSpec, served_name: &str) -> String {
+pub fn revision(spec: &ModelDeploymentSpec, served: &Served) -> String {
     let identity = serde_json::json!({
-        "model": { "uri": spec.model.uri, "name": served_name, "version": spec.model.version, "sha256": spec.model.sha256 },
+        "model": { "uri": served.uri, "name": served.name, "version": served.version, "sha256": served.sha256 },
         "server": spec.server,
         "minReadySeconds": spec.strategy.blue_green.min_ready_seconds,
     });
@@ -107,11 +160,15 @@ pub fn revision_selector(md: &ModelDeployment, revision: &str) -> BTreeMap<Strin
 
 /// The Deployment of one revision, `NAME-REVISION`, made with `replicas` (later changes of the count go
 /// through its scale subresource).
-pub fn deployment(md: &ModelDeployment, revision: &str, replicas: i32, defaults: &Defaults) -> Deployment {
+pub fn deployment(
+    md: &ModelDeployment,
+    served: &Served,
+    revision: &str,
+    replicas: i32,
+    defaults: &Defaults,
+) -> Deployment {
     let spec = &md.spec;
-    let source = model_source(&spec.model.uri.0);
-    let name = served_name(md);
-    let version = spec.model.version.clone().unwrap_or_else(|| "1".into());
+    let source = model_source(&served.uri);
     Deployment {
         metadata: ObjectMeta {
             name: Some(format!("{}-{revision}", md.name_any())),
@@ -132,7 +189,7 @@ pub fn deployment(md: &ModelDeployment, revision: &str, replicas: i32, defaults:
             strategy: Some(DeploymentStrategy { type_: Some("RollingUpdate".into()), ..Default::default() }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(md, Some(revision))), ..Default::default() }),
-                spec: Some(pod(&spec.server, &source, &name, &version, defaults)),
+                spec: Some(pod(&spec.server, &source, served, defaults)),
             },
             ..Default::default()
         }),
@@ -158,13 +215,13 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, defaults: &Defaults) -> PodSpec {
+fn pod(server: &ServerSpec, source: &ModelSource, served: &Served, defaults: &Defaults) -> PodSpec {
     let c = &server.container;
     let env = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
     let mut vars = vec![
         env("MIZZEN_MODEL_URI", source.uri.clone()),
-        env("MIZZEN_MODEL_NAME", name.into()),
-        env("MIZZEN_MODEL_VERSION", version.into()),
+        env("MIZZEN_MODEL_NAME", served.name.clone()),
+        env("MIZZEN_MODEL_VERSION", served.version()),
         env("MIZZEN_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         env("MIZZEN_GRPC_ADDR", format!("0.0.0.0:{GRPC_PORT}")),
         env("MIZZEN_BATCHING", server.batching.enabled.to_string()),
@@ -174,6 +231,12 @@ fn pod(server: &ServerSpec, source: &ModelSource, name: &str, version: &str, def
         env("MIZZEN_MAX_REQUEST_BYTES", server.max_request_bytes.to_string()),
         env("MIZZEN_LOG_FORMAT", "json".into()),
     ];
+    if let Some(sha) = &served.sha256 {
+        vars.push(env("MIZZEN_MODEL_SHA256", sha.clone()));
+    }
+    if let Some(url) = defaults.registry_url.as_ref().filter(|_| source.uri.starts_with("registry://")) {
+        vars.push(env("MIZZEN_REGISTRY_URL", url.clone()));
+    }
     if let Some(n) = server.threads.intra_op {
         vars.push(env("MIZZEN_INTRA_OP_THREADS", n.to_string()));
     }
@@ -351,33 +414,80 @@ spec:
 "#;
 
     fn defaults() -> Defaults {
-        Defaults { serve_image: "mizzen-serve:test".into(), train_image: "mizzen-train:test".into() }
+        Defaults {
+            serve_image: "mizzen-serve:test".into(),
+            train_image: "mizzen-train:test".into(),
+            registry_url: None,
+        }
+    }
+
+    /// The revision of `m` serving its spec's model.
+    fn rev(m: &ModelDeployment) -> String {
+        revision(&m.spec, &served(m, None))
     }
 
     #[test]
     fn revision_ignores_scaling_and_strategy_but_not_model_or_server() {
         let a = md(BASE);
-        let rev = revision(&a.spec, "iris");
-        assert!(rev.starts_with('r') && rev.len() == 10, "{rev}");
+        let rev_a = rev(&a);
+        assert!(rev_a.starts_with('r') && rev_a.len() == 10, "{rev_a}");
         let mut b = a.clone();
         b.spec.replicas = 7;
         b.spec.paused = true;
         b.spec.strategy.blue_green.scale_down_delay_seconds = 5;
-        assert_eq!(revision(&b.spec, "iris"), rev, "replicas, pause and strategy must not make a revision");
+        assert_eq!(rev(&b), rev_a, "replicas, pause and strategy must not make a revision");
         let mut c = a.clone();
         c.spec.model.uri.0 = "s3://models/iris-v2.onnx".into();
-        assert_ne!(revision(&c.spec, "iris"), rev);
+        assert_ne!(rev(&c), rev_a);
         let mut d = a.clone();
         d.spec.server.batching.max_batch_size = 8;
-        assert_ne!(revision(&d.spec, "iris"), rev);
-        assert_ne!(revision(&a.spec, "other-name"), rev);
+        assert_ne!(rev(&d), rev_a);
+        let mut e = a.clone();
+        e.spec.model.name = Some("other-name".into());
+        assert_ne!(rev(&e), rev_a);
+    }
+
+    #[test]
+    fn a_registry_alias_is_served_as_the_version_it_names() {
+        let m = md(&BASE.replace("s3://models/iris.onnx", "registry://iris@champion"));
+        let resolved = |version: &str, sha: &str| Resolved {
+            name: "iris".into(),
+            version: version.into(),
+            file: "http://registry/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/model/model.onnx".into(),
+            sha256: Some(sha.into()),
+        };
+        let v3 = served(&m, Some(&resolved("3", "aa")));
+        assert_eq!(v3.uri, "registry://iris/3");
+        assert_eq!((v3.version(), v3.sha256.as_deref()), ("3".to_string(), Some("aa")));
+        assert_eq!(v3.status().from.as_deref(), Some("registry://iris@champion"));
+        // The alias moving to another version is another revision; the same version is the same one.
+        let rev3 = revision(&m.spec, &v3);
+        assert_eq!(revision(&m.spec, &served(&m, Some(&resolved("3", "aa")))), rev3);
+        assert_ne!(revision(&m.spec, &served(&m, Some(&resolved("4", "bb")))), rev3);
+        let mut defaults = defaults();
+        defaults.registry_url = Some("http://mizzen-registry.mizzen-system.svc:5000".into());
+        let d = deployment(&m, &v3, &rev3, 1, &defaults);
+        let env: BTreeMap<_, _> = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["MIZZEN_MODEL_URI"], "registry://iris/3");
+        assert_eq!(env["MIZZEN_MODEL_VERSION"], "3");
+        assert_eq!(env["MIZZEN_MODEL_SHA256"], "aa");
+        assert_eq!(env["MIZZEN_REGISTRY_URL"], "http://mizzen-registry.mizzen-system.svc:5000");
+        // A version the user pinned wins over the registry's number.
+        let mut pinned = m.clone();
+        pinned.spec.model.version = Some("prod".into());
+        assert_eq!(served(&pinned, Some(&resolved("3", "aa"))).version(), "prod");
     }
 
     #[test]
     fn deployment_runs_mizzen_serve_hardened_with_probes() {
         let m = md(BASE);
-        let rev = revision(&m.spec, "iris");
-        let d = deployment(&m, &rev, 3, &defaults());
+        let rev = rev(&m);
+        let d = deployment(&m, &served(&m, None), &rev, 3, &defaults());
         assert_eq!(d.metadata.name.as_deref(), Some(format!("iris-{rev}").as_str()));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
         let spec = d.spec.unwrap();
@@ -412,7 +522,7 @@ spec:
     #[test]
     fn pvc_models_are_mounted_read_only() {
         let m = md(&BASE.replace("s3://models/iris.onnx", "pvc://models/iris/model.onnx"));
-        let d = deployment(&m, "rabc", 1, &defaults());
+        let d = deployment(&m, &served(&m, None), "rabc", 1, &defaults());
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert_eq!(
             pod.volumes.as_ref().unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name,

@@ -9,7 +9,6 @@ use crate::api::v1alpha1::ModelDeploymentStatus;
 use crate::api::v1alpha1::common::status::{FALSE, TRUE};
 use crate::api::v1alpha1::model_deployment::{
     ABORT_ANNOTATION, ModelDeployment, ModelDeploymentPhase, PROMOTE_ANNOTATION, RETRY_ANNOTATION,
-    ResolvedModel,
 };
 use crate::conditions::Desired;
 use crate::controller::{self, Notice};
@@ -161,12 +160,16 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_default();
     let preview_url = format!("http://{name}-preview.{ns}.svc:{}", build::HTTP_PORT);
-    let desired = build::revision(&md.spec, &build::served_name(md));
+    let Some(served) = served(md, observed) else {
+        return unresolved(md, observed);
+    };
+    let desired = build::revision(&md.spec, &served);
     let world = world(md, observed, desired.clone(), now);
     let plan = plan::plan(&world);
     let stored = md.status.clone().unwrap_or_default();
     let (mut status, mut conditions) =
-        status(md, observed, &world.revisions, &plan, &ns, preview_url.clone());
+        status(md, observed, &world.revisions, &plan, &ns, preview_url.clone(), &served);
+    conditions.extend(resolved_condition(md, observed, &served));
 
     // Objects with a child's name that this ModelDeployment did not make are never taken over.
     let conflicts = conflicts(md, observed, &desired);
@@ -237,7 +240,65 @@ pub fn decide(md: &ModelDeployment, observed: &Observed, now: i64) -> Decision {
             requeue = Some(requeue.map_or(check, |r| r.min(check)));
         }
     }
+    if let Some(after) = observed.recheck {
+        requeue = Some(requeue.map_or(after, |r| r.min(after)));
+    }
     Decision { status, conditions, actions, requeue }
+}
+
+/// What the desired revision serves: as observed (a registry URI resolved), else the spec's model; `None`
+/// when a registry URI could not be resolved and nothing was resolved for it before.
+pub fn served(md: &ModelDeployment, observed: &Observed) -> Option<build::Served> {
+    match (&observed.served, &observed.unresolved) {
+        (Some(s), _) => Some(s.clone()),
+        (None, None) => Some(build::served(md, None)),
+        (None, Some(_)) => None,
+    }
+}
+
+/// The `ModelResolved` condition: for registry URIs, which version the URI names (or why it cannot be
+/// resolved now, and that the last version resolved is kept); for other URIs only to clear an old one.
+fn resolved_condition(md: &ModelDeployment, observed: &Observed, served: &build::Served) -> Option<Desired> {
+    let uri = &md.spec.model.uri.0;
+    if !uri.starts_with("registry://") {
+        let had = md.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == MODEL_RESOLVED);
+        return had.then(|| {
+            Desired::new(MODEL_RESOLVED, TRUE, "NotARegistryURI", format!("{uri} is read as it is"))
+        });
+    }
+    let version = served.version();
+    Some(match &observed.unresolved {
+        Some(why) => Desired::new(
+            MODEL_RESOLVED,
+            FALSE,
+            "RegistryUnavailable",
+            format!("{why}; serving version {version}, as last resolved"),
+        ),
+        None => Desired::new(MODEL_RESOLVED, TRUE, "Resolved", format!("{uri} is version {version}")),
+    })
+}
+
+/// The condition saying which registry version a ModelDeployment's URI names.
+pub const MODEL_RESOLVED: &str = "ModelResolved";
+
+/// A registry URI that names nothing known: the children stay as they are, the status says why, and the
+/// operator looks again.
+fn unresolved(md: &ModelDeployment, observed: &Observed) -> Decision {
+    let why = observed.unresolved.clone().unwrap_or_default();
+    let stored = md.status.clone().unwrap_or_default();
+    let said = stored.conditions.iter().any(|c| c.type_ == MODEL_RESOLVED && c.message == why);
+    let mut status = stored;
+    status.observed_generation = md.metadata.generation;
+    status.phase = ModelDeploymentPhase::Degraded;
+    Decision {
+        status,
+        conditions: vec![
+            Desired::new(MODEL_RESOLVED, FALSE, "ModelUnresolved", why.clone()),
+            Desired::new("Degraded", TRUE, "ModelUnresolved", why.clone()),
+        ],
+        actions: if said { vec![] } else { vec![Action::Publish(Notice::warning("ModelUnresolved", why))] },
+        requeue: Some(observed.recheck.unwrap_or(CONFLICT_RETRY)),
+    }
 }
 
 /// How often a rollout waiting for pods looks at them: at least, at most.
@@ -537,6 +598,7 @@ fn status(
     plan: &Plan,
     ns: &str,
     preview_url: String,
+    served: &build::Served,
 ) -> (ModelDeploymentStatus, Vec<Desired>) {
     let name = md.name_any();
     let full = md.spec.replicas.max(0);
@@ -561,12 +623,7 @@ fn status(
         selector: Some(format!("{}={name},{REVISION_LABEL}={}", build::MODEL_DEPLOYMENT_LABEL, plan.active)),
         url: Some(format!("http://{name}.{ns}.svc:{}", build::HTTP_PORT)),
         preview_url: Some(preview_url),
-        model: Some(ResolvedModel {
-            uri: md.spec.model.uri.0.clone(),
-            name: build::served_name(md),
-            version: md.spec.model.version.clone().unwrap_or_else(|| "1".into()),
-            sha256: md.spec.model.sha256.clone(),
-        }),
+        model: Some(served.status()),
         progress_started_at: time(plan.progress_started_at),
         preview_available_at: time(plan.preview_available_at),
         smoke_test: stored.smoke_test,

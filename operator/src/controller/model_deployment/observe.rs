@@ -4,7 +4,7 @@
 //! available, its pods (to say why, when they fail).
 
 use super::build;
-use crate::api::v1alpha1::model_deployment::ModelDeployment;
+use crate::api::v1alpha1::model_deployment::{ModelDeployment, RESOLVE_ANNOTATION};
 use crate::controller::{Context, Error, call, namespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -32,6 +32,14 @@ pub struct Observed {
     /// Pods of the desired revision (at most [`POD_SAMPLE`]), read only while its Deployment is not fully
     /// available: enough to say why they fail, without reading every pod of a large revision.
     pub pods: Vec<Pod>,
+    /// The model the desired revision serves, with a registry alias resolved (or, when the registry cannot
+    /// answer, as last resolved for the same URI); `None`: the spec's own, or nothing known (see
+    /// `unresolved`).
+    pub served: Option<build::Served>,
+    /// Why a registry URI could not be resolved now.
+    pub unresolved: Option<String>,
+    /// Look again this soon: a registry alias may move.
+    pub recheck: Option<std::time::Duration>,
 }
 
 /// How many pods of a waiting revision are read; when pods fail, they fail alike.
@@ -51,7 +59,13 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
     let labelled = ListParams::default().labels(&format!("{}={name}", build::MODEL_DEPLOYMENT_LABEL));
-    let revision = build::revision(&md.spec, &build::served_name(md));
+    let (served, unresolved) = resolve(md, ctx).await;
+    let Some(served) = served.clone().or_else(|| unresolved.is_none().then(|| build::served(md, None)))
+    else {
+        // Nothing to serve is known: the children are left as they are.
+        return Ok(Observed { unresolved, recheck: Some(ctx.registry.poll()), ..Observed::default() });
+    };
+    let revision = build::revision(&md.spec, &served);
     let desired = format!("{name}-{revision}");
     let (listed, active_service, preview_service, hpa) = tokio::try_join!(
         async { deployments.list(&labelled).await.map_err(call("read_deployments")) },
@@ -90,5 +104,35 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         endpoints,
         desired_deployment,
         pods,
+        served: Some(served),
+        unresolved,
+        recheck: md.spec.model.uri.0.contains('@').then(|| ctx.registry.poll()),
     })
+}
+
+/// The model `md` serves: for a registry URI, the version it names now (from the operator's cache while
+/// fresh); when the registry cannot say, the version last resolved for the same URI (from the status) and
+/// why it is stale; for other URIs, `None` (the spec's own).
+async fn resolve(md: &ModelDeployment, ctx: &Context) -> (Option<build::Served>, Option<String>) {
+    let uri = &md.spec.model.uri.0;
+    if !uri.starts_with("registry://") {
+        return (None, None);
+    }
+    let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+    let asked = md.annotations().get(RESOLVE_ANNOTATION).map(String::as_str);
+    match ctx.registry.resolve(&key, uri, asked).await {
+        Ok(resolved) => (Some(build::served(md, Some(&resolved))), None),
+        Err(why) => {
+            let last =
+                md.status.as_ref().and_then(|s| s.model.as_ref()).filter(|m| m.from.as_ref() == Some(uri));
+            let served = last.map(|m| build::Served {
+                uri: m.uri.clone(),
+                name: build::served_name(md),
+                version: md.spec.model.version.clone().or_else(|| Some(m.version.clone())),
+                sha256: md.spec.model.sha256.clone().or_else(|| m.sha256.clone()),
+                from: Some(uri.clone()),
+            });
+            (served, Some(why))
+        }
+    }
 }

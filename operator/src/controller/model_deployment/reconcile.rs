@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let observed = observe(&md, &ctx).await?;
     let mut decision = decide(&md, &observed, Timestamp::now().as_second());
-    apply(&md, &ctx, &mut decision).await?;
+    apply(&md, &ctx, &observed, &mut decision).await?;
     update_status(&ctx, &*md, &md.status.clone().unwrap_or_default(), &decision.status, &decision.conditions)
         .await?;
     Ok(decision.next())

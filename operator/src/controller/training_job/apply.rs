@@ -46,6 +46,24 @@ pub async fn apply(tj: &TrainingJob, ctx: &Context, decision: &mut Decision) -> 
                     ctx.publish(tj, &Notice::normal("Deployed", message)).await;
                 }
             }
+            Action::Register { name, alias, run_id, source, tags } => {
+                let Some(client) = ctx.registry.client() else { continue };
+                match client.register(&name, &source, &run_id, &tags, alias.as_deref()).await {
+                    Ok(version) => {
+                        let uri = format!("registry://{name}/{version}");
+                        let moved = alias.map(|a| format!(", alias {a} moved to it")).unwrap_or_default();
+                        let note = format!("registered run {run_id} as {uri}{moved}");
+                        if let Some(model) = decision.status.model.as_mut() {
+                            (model.uri, model.version) = (uri, Some(version));
+                        }
+                        ctx.publish(tj, &Notice::normal("Registered", note)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(name = %tj.name_any(), %e, "cannot register the model; retrying");
+                        decision.wake_within(DEPLOY_RETRY);
+                    }
+                }
+            }
             Action::Publish(notice) => ctx.publish(tj, &notice).await,
         }
     }

@@ -16,6 +16,7 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
+use mizzen_common::registry;
 use mizzen_common::training::{
     self, CONFIG_ENV, DatasetConfig, Hyperparameter, Hyperparameters, TrainConfig,
 };
@@ -100,15 +101,17 @@ fn algorithm(algorithm: Algorithm) -> training::Algorithm {
 }
 
 /// The trainer's configuration, or why the run cannot start.
-pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
+/// `registry` says whether the operator has a model registry for registry:// outputs.
+pub fn config(tj: &TrainingJob, registry: bool) -> Result<TrainConfig, Refusal> {
     let spec = &tj.spec;
     let output = output_uri(tj);
-    if output.starts_with("registry://") {
+    if output.starts_with("registry://") && !registry {
         return Err(Refusal {
             reason: "RegistryUnavailable",
             message: format!(
-                "output {output}: the model registry is not available in this release; set spec.output.uri \
-                 to a directory such as s3://BUCKET/PREFIX/ or pvc://CLAIM/PATH/"
+                "output {output}: the operator runs without a model registry (--registry-url); install the \
+                 registry (manifests/registry.yaml), or set spec.output.uri to a directory such as \
+                 s3://BUCKET/PREFIX/ or pvc://CLAIM/PATH/"
             ),
         });
     }
@@ -170,6 +173,8 @@ pub fn config(tj: &TrainingJob) -> Result<TrainConfig, Refusal> {
         holdout_fraction: spec.validation.holdout_fraction,
         split_seed: spec.validation.seed.max(0) as u64,
         output_uri: pods::pvc_path(&output, PVC_ROOT).map(|(_, u)| u).unwrap_or(output),
+        experiment: Some(tj.name_any()),
+        requested_by: Some(format!("{}/{}", tj.namespace().unwrap_or_default(), tj.name_any())),
     })
 }
 
@@ -201,6 +206,10 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
         ..Default::default()
     }];
     env.push(EnvVar { name: "MIZZEN_LOG_FORMAT".into(), value: Some("json".into()), ..Default::default() });
+    if let Some(url) = defaults.registry_url.as_ref().filter(|_| config.output_uri.starts_with("registry://"))
+    {
+        env.push(EnvVar { name: registry::URL_ENV.into(), value: Some(url.clone()), ..Default::default() });
+    }
     env.extend(c.env.iter().cloned());
     // Claims: the data's read-only, the output's writable (one mount if they are the same claim).
     let data_claim = spec.dataset.uri.as_ref().and_then(|u| pods::pvc_path(&u.0, PVC_ROOT)).map(|(c, _)| c);
@@ -301,7 +310,11 @@ mod tests {
         output: {uri: s3://models/iris/}\n";
 
     fn defaults() -> Defaults {
-        Defaults { serve_image: "mizzen-serve:test".into(), train_image: "mizzen-train:test".into() }
+        Defaults {
+            serve_image: "mizzen-serve:test".into(),
+            train_image: "mizzen-train:test".into(),
+            registry_url: None,
+        }
     }
 
     #[test]
@@ -321,7 +334,7 @@ mod tests {
             "{BASE}  backoffLimit: 3\n  activeDeadlineSeconds: 600\n  ttlSecondsAfterFinished: 5\n  suspend: true\n  \
              hyperparameters: {{l2: 0.5, maxIterations: 7}}\n"
         ));
-        let config = config(&t).unwrap();
+        let config = config(&t, false).unwrap();
         assert_eq!(config.hyperparameters[&Hyperparameter::L2], "0.5");
         assert_eq!(config.hyperparameters[&Hyperparameter::MaxIterations], "7");
         assert_eq!(config.algorithm, training::Algorithm::LogisticRegression);
@@ -359,14 +372,14 @@ mod tests {
             ("classification", Some(training::ModelTask::Classification), Metric::Accuracy),
         ] {
             let t = tj(&format!("{mlp}  task: {task}\n"));
-            assert_eq!(config(&t).unwrap().task, trainer, "{task}");
+            assert_eq!(config(&t, false).unwrap().task, trainer, "{task}");
             assert_eq!(objective(&t.spec).0, metric, "{task}");
-            let json = serde_json::to_value(config(&t).unwrap()).unwrap();
+            let json = serde_json::to_value(config(&t, false).unwrap()).unwrap();
             assert_eq!(json["task"], task);
         }
         let t = tj(&mlp);
-        assert_eq!(config(&t).unwrap().task, None);
-        assert!(serde_json::to_value(config(&t).unwrap()).unwrap().get("task").is_none());
+        assert_eq!(config(&t, false).unwrap().task, None);
+        assert!(serde_json::to_value(config(&t, false).unwrap()).unwrap().get("task").is_none());
     }
 
     #[test]
@@ -375,7 +388,7 @@ mod tests {
             "{BASE}  search:\n    algorithm: grid\n    maxTrials: 10\n    parallelism: 3\n    \
              objective: {{metric: logLoss}}\n    parameters: [{{name: l2, categorical: ['0.1', '1', '10']}}]\n"
         ));
-        let config = config(&t).unwrap();
+        let config = config(&t, false).unwrap();
         assert_eq!(config.trials.len(), 3);
         let s = job(&t, &config, &defaults()).spec.unwrap();
         assert_eq!((s.completions, s.parallelism), (Some(3), Some(3)));
@@ -383,11 +396,11 @@ mod tests {
     }
 
     #[test]
-    fn pvc_uris_are_mounted_and_registry_outputs_refused_for_now() {
+    fn pvc_uris_are_mounted_and_registry_outputs_need_the_registry() {
         let t = tj(&BASE
             .replace("s3://data/iris.csv", "pvc://data/iris.csv")
             .replace("s3://models/iris/", "pvc://models/iris/"));
-        let config = config(&t).unwrap();
+        let config = config(&t, false).unwrap();
         assert_eq!(config.dataset.uri, "file:///mnt/pvc/data/iris.csv");
         assert_eq!(config.output_uri, "file:///mnt/pvc/models/iris/");
         let pod = job(&t, &config, &defaults()).spec.unwrap().template.spec.unwrap();
@@ -400,11 +413,21 @@ mod tests {
             "uri: s3://data/iris.csv, label: species",
             "featureSet: {name: customers, labelsUri: s3://data/labels.csv}, label: species",
         ));
-        assert_eq!(super::config(&t).unwrap_err().reason, "FeatureSetUnsupported");
+        assert_eq!(super::config(&t, false).unwrap_err().reason, "FeatureSetUnsupported");
 
+        // registry:// outputs (the default) need the operator's registry.
         let t = tj(&BASE.replace("  output: {uri: s3://models/iris/}\n", ""));
-        let refusal = super::config(&t).unwrap_err();
+        let refusal = super::config(&t, false).unwrap_err();
         assert_eq!(refusal.reason, "RegistryUnavailable");
         assert!(refusal.message.contains("registry://iris"), "{}", refusal.message);
+        let config = super::config(&t, true).unwrap();
+        assert_eq!(config.output_uri, "registry://iris");
+        assert_eq!(config.experiment.as_deref(), Some("iris"));
+        let mut with_registry = defaults();
+        with_registry.registry_url = Some("http://mizzen-registry.mizzen-system.svc:5000".into());
+        let pod = job(&t, &config, &with_registry).spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let url = env.iter().find(|e| e.name == "MIZZEN_REGISTRY_URL").and_then(|e| e.value.as_deref());
+        assert_eq!(url, Some("http://mizzen-registry.mizzen-system.svc:5000"));
     }
 }

@@ -17,6 +17,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use mizzen_common::registry;
 use mizzen_common::training::TrainConfig;
 use std::time::Duration;
 
@@ -37,6 +38,15 @@ pub enum Action {
         sha256: Option<String>,
         message: String,
     },
+    /// Register a search's best trial (logged as run `run_id`, its model in `source`) as a new version of
+    /// `name` in the registry, and move `alias` to it; the status' model gets the version.
+    Register {
+        name: String,
+        alias: Option<String>,
+        run_id: String,
+        source: String,
+        tags: Vec<(String, String)>,
+    },
     Publish(Notice),
 }
 
@@ -44,6 +54,8 @@ pub type Decision = controller::Decision<TrainingJobStatus, Action>;
 
 /// A failed deploy, or one whose ModelDeployment does not exist yet, is tried again this soon.
 pub const DEPLOY_RETRY: Duration = Duration::from_secs(30);
+/// A registration pending or failed is looked at again this soon.
+pub const REGISTER_RETRY: Duration = Duration::from_secs(5);
 /// A Job of an earlier TrainingJob of the same name, still being deleted, is waited for this long.
 const DELETING_JOB_RETRY: Duration = Duration::from_secs(2);
 /// The trainer writes `pvc://CLAIM/...` outputs under this path; the status speaks the user's URI.
@@ -85,7 +97,7 @@ pub fn decide(tj: &TrainingJob, observed: &Observed, now: i64) -> Decision {
     };
     let was_finished = finished(&stored);
     if !was_finished {
-        match build::config(tj) {
+        match build::config(tj, observed.registry) {
             Err(refusal) => refuse(&mut d, refusal, now),
             Ok(config) => {
                 let name = tj.name_any();
@@ -135,6 +147,7 @@ pub fn decide(tj: &TrainingJob, observed: &Observed, now: i64) -> Decision {
             }
         }
     }
+    register(tj, &mut d);
     deploy(tj, observed, &stored, &mut d);
     let ttl = tj.spec.ttl_seconds_after_finished;
     let now_finished = matches!(d.status.phase, TrainingJobPhase::Succeeded | TrainingJobPhase::Failed);
@@ -289,9 +302,10 @@ fn record(
             let uri = user_uri(&t.model_uri);
             status.model = Some(PublishedModel {
                 uri: uri.clone(),
-                version: None,
+                version: t.version.clone(),
                 sha256: Some(t.model_sha256.clone()),
                 dataset_sha256: Some(t.dataset_sha256.clone()),
+                run_id: t.run_id.clone(),
             });
             let value = t.metrics.get(metric).map_or("n/a".to_string(), |v| format!("{v:.4}"));
             let trial = if obs.total > 1 {
@@ -343,6 +357,32 @@ fn transition(obs: &Observation) -> Option<Notice> {
     }
 }
 
+/// Registers a search's best trial, logged as a registry run, as a version of the output's model (a single
+/// run registered its version itself). Until it is, the status' model is the run's artifact; once it is, the
+/// version is in the status and this asks nothing more.
+fn register(tj: &TrainingJob, d: &mut Decision) {
+    let Some(model) = d.status.model.as_ref().filter(|_| d.status.phase == TrainingJobPhase::Succeeded)
+    else {
+        return;
+    };
+    let (Some((name, alias)), Some(run_id), None) =
+        (registry::parse_output(&build::output_uri(tj)), &model.run_id, &model.version)
+    else {
+        return;
+    };
+    let source = model.uri.rsplit_once('/').map_or(model.uri.clone(), |(dir, _)| dir.to_string());
+    let mut tags = vec![(
+        "mizzen.trainingjob".to_string(),
+        format!("{}/{}", tj.namespace().unwrap_or_default(), tj.name_any()),
+    )];
+    if let Some(data) = &tj.spec.dataset.uri {
+        tags.push(("mizzen.dataset.uri".into(), data.0.clone()));
+    }
+    tags.extend(model.dataset_sha256.clone().map(|s| ("mizzen.dataset.sha256".to_string(), s)));
+    tags.extend(model.sha256.clone().map(|s| ("mizzen.model.sha256".to_string(), s)));
+    d.actions.push(Action::Register { name, alias, run_id: run_id.clone(), source, tags });
+}
+
 /// Deploys a finished, good enough model (once).
 fn deploy(tj: &TrainingJob, observed: &Observed, stored: &TrainingJobStatus, d: &mut Decision) {
     let Some(deploy) = &tj.spec.deploy else { return };
@@ -362,6 +402,13 @@ fn deploy(tj: &TrainingJob, observed: &Observed, stored: &TrainingJobStatus, d: 
         }
     };
     let target = &deploy.model_deployment;
+    if model.uri.starts_with("mlflow-artifacts:") {
+        // Registered by this reconcile's actions; deployed by the next one, by version.
+        let message = "registering the model in the registry".to_string();
+        d.conditions.push(Desired::new("Deployed", FALSE, "Registering", message));
+        d.wake_within(REGISTER_RETRY);
+        return;
+    }
     if observed.deploy_target.is_none() {
         let message = format!("ModelDeployment {target} does not exist (retrying)");
         d.conditions.push(Desired::new("Deployed", FALSE, "ModelDeploymentNotFound", message));

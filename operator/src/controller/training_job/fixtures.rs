@@ -48,6 +48,25 @@ pub fn reported(metric: &str, value: f64) -> String {
             model_uri: format!("s3://m/{value}/model.onnx"),
             model_sha256: "m".into(),
             dataset_sha256: "d".into(),
+            run_id: None,
+            version: None,
+        }),
+    }
+    .to_termination_message()
+}
+
+/// A search trial's report: its model logged as run `run_id`'s artifact, not yet a registered version.
+pub fn logged(accuracy: f64, run_id: &str) -> String {
+    Report {
+        trial: Some(0),
+        outcome: Outcome::Succeeded(Trained {
+            metrics: [("accuracy".to_string(), accuracy)].into(),
+            hyperparameters: [("l2".to_string(), "0.1".to_string())].into(),
+            model_uri: format!("mlflow-artifacts:/1/{run_id}/artifacts/model/model.onnx"),
+            model_sha256: "m".into(),
+            dataset_sha256: "d".into(),
+            run_id: Some(run_id.into()),
+            version: None,
         }),
     }
     .to_termination_message()

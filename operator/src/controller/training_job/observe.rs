@@ -22,6 +22,8 @@ pub struct Observed {
     pub pods: Vec<Pod>,
     /// `spec.deploy.modelDeployment`, read only while a deploy may still happen.
     pub deploy_target: Option<ModelDeployment>,
+    /// Whether the operator has a model registry (`--registry-url`) for registry:// outputs.
+    pub registry: bool,
 }
 
 pub async fn observe(tj: &TrainingJob, ctx: &Context) -> Result<Observed, Error> {
@@ -53,5 +55,5 @@ pub async fn observe(tj: &TrainingJob, ctx: &Context) -> Result<Observed, Error>
             mds.get_opt(&deploy.model_deployment).await.map_err(call("read_model_deployment"))
         },
     )?;
-    Ok(Observed { job, pods, deploy_target })
+    Ok(Observed { job, pods, deploy_target, registry: ctx.registry.client().is_some() })
 }

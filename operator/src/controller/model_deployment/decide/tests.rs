@@ -36,7 +36,7 @@ fn given(yaml: &str) -> Cluster {
 impl Cluster {
     /// The revision the spec asks for now.
     fn desired(&self) -> String {
-        build::revision(&self.md.spec, &build::served_name(&self.md))
+        build::revision(&self.md.spec, &build::served(&self.md, None))
     }
 
     fn decide(&self) -> Decision {
@@ -61,7 +61,13 @@ impl Cluster {
         for action in &decision.actions {
             match action {
                 Action::CreateRevision { revision, replicas } => {
-                    let mut d = build::deployment(&self.md, revision, *replicas, &defaults());
+                    let mut d = build::deployment(
+                        &self.md,
+                        &build::served(&self.md, None),
+                        revision,
+                        *replicas,
+                        &defaults(),
+                    );
                     d.metadata.creation_timestamp = Some(time(self.now));
                     self.observed.deployments.push(d);
                 }
@@ -186,7 +192,7 @@ impl Cluster {
 }
 
 fn defaults() -> controller::Defaults {
-    controller::Defaults { serve_image: "serve".into(), train_image: "train".into() }
+    controller::Defaults { serve_image: "serve".into(), train_image: "train".into(), registry_url: None }
 }
 
 fn time(s: i64) -> Time {
@@ -423,7 +429,7 @@ fn a_service_pointing_at_no_revision_goes_back_to_the_active_one() {
 fn a_scaled_revision_is_resized_through_its_scale_and_foreign_deployments_are_ignored() {
     let (mut c, a) = given("").settled();
     // A Deployment with the ModelDeployment's label but no revision is not one of its revisions.
-    let mut stray = build::deployment(&c.md, "x", 5, &defaults());
+    let mut stray = build::deployment(&c.md, &build::served(&c.md, None), "x", 5, &defaults());
     stray.metadata.labels.as_mut().unwrap().remove(REVISION_LABEL);
     c.observed.deployments.push(stray);
     c.md.spec.replicas = 4;
@@ -437,7 +443,7 @@ fn a_scaled_revision_is_resized_through_its_scale_and_foreign_deployments_are_ig
 #[test]
 fn old_revisions_left_at_size_without_a_deadline_are_scaled_down() {
     let (mut c, a) = given("").settled();
-    let mut old = build::deployment(&c.md, "rold", 2, &defaults());
+    let mut old = build::deployment(&c.md, &build::served(&c.md, None), "rold", 2, &defaults());
     old.metadata.annotations = Some(BTreeMap::new());
     c.observed.deployments.push(old);
     assert_eq!(c.step().actions, [scale("rold", 0), publish("ScaledDown", "scaled down revision rold")]);
@@ -570,7 +576,7 @@ fn foreign_selector_keys_and_edited_ports_are_removed() {
 fn a_users_deployment_with_a_revisions_name_is_reported_not_overwritten() {
     let mut c = given("");
     let a = c.desired();
-    let mut theirs = build::deployment(&c.md, &a, 1, &defaults());
+    let mut theirs = build::deployment(&c.md, &build::served(&c.md, None), &a, 1, &defaults());
     theirs.metadata.owner_references = None;
     theirs.metadata.labels = None;
     c.observed.desired_deployment = Some(theirs);
@@ -606,7 +612,7 @@ fn a_users_service_is_never_taken_over_and_is_left_alone() {
 #[test]
 fn labelled_deployments_someone_else_made_are_not_revisions() {
     let (mut c, _) = given("").settled();
-    let mut copy = build::deployment(&c.md, "rcopy", 3, &defaults());
+    let mut copy = build::deployment(&c.md, &build::served(&c.md, None), "rcopy", 3, &defaults());
     copy.metadata.owner_references = None;
     c.observed.deployments.push(copy);
     assert_eq!(c.decide().actions, [], "not scaled down, not deleted");

@@ -3,7 +3,7 @@
 //! controller: it takes the decided actions the way `apply` writes them and stores the status the way
 //! `update_status` merges it.
 
-use super::super::fixtures::{bad, ok, pod, reported};
+use super::super::fixtures::{bad, logged, ok, pod, reported};
 use super::*;
 use crate::api::v1alpha1::ModelDeployment;
 use crate::conditions;
@@ -33,7 +33,7 @@ fn given(extra: &str) -> Cluster {
 }
 
 fn defaults() -> Defaults {
-    Defaults { serve_image: "serve".into(), train_image: "train".into() }
+    Defaults { serve_image: "serve".into(), train_image: "train".into(), registry_url: None }
 }
 
 fn completed(at: i64) -> JobStatus {
@@ -57,6 +57,7 @@ impl Cluster {
 
     /// Writes the actions as `apply` would, and stores the status as `update_status` would.
     fn apply(&mut self, decision: &Decision) {
+        let mut registered = None;
         for action in &decision.actions {
             match action {
                 Action::CreateJob(config) => {
@@ -66,11 +67,16 @@ impl Cluster {
                 }
                 Action::Suspend(on) => self.job().spec.as_mut().unwrap().suspend = Some(*on),
                 Action::DeleteJob => self.observed.job = None,
+                // The registry numbers the first version of a model 1.
+                Action::Register { name, .. } => registered = Some(format!("registry://{name}/1")),
                 Action::Deploy { .. } | Action::Publish(_) => {}
             }
         }
         let stored = self.tj.status.clone().unwrap_or_default();
         let mut status = decision.status.clone();
+        if let (Some(uri), Some(model)) = (registered, status.model.as_mut()) {
+            (model.uri, model.version) = (uri, Some("1".into()));
+        }
         status.conditions =
             conditions::merge(&stored.conditions, &decision.conditions, Some(1), time(self.now));
         self.tj.status = Some(status);
@@ -143,7 +149,7 @@ fn publish(reason: &str, note: &str) -> Action {
 fn a_new_run_creates_its_job_then_follows_it_to_success_with_one_event_per_phase() {
     let mut c = given("");
     let d = c.step();
-    let config = build::config(&c.tj).unwrap();
+    let config = build::config(&c.tj, false).unwrap();
     assert_eq!(
         d.actions,
         [Action::CreateJob(Box::new(config)), publish("JobCreated", "created Job churn with 1 trial(s)")]
@@ -275,7 +281,7 @@ fn a_job_deleted_before_the_run_finished_fails_it_rather_than_training_again() {
 #[test]
 fn someone_elses_job_of_the_same_name_is_waited_for_or_refused() {
     let mut c = given("");
-    let mut foreign = build::job(&c.tj, &build::config(&c.tj).unwrap(), &defaults());
+    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false).unwrap(), &defaults());
     foreign.metadata.owner_references = None;
     foreign.metadata.deletion_timestamp = Some(time(NOW - 1));
     c.observed.job = Some(foreign);
@@ -321,6 +327,75 @@ fn a_good_enough_model_is_deployed_once_to_an_existing_model_deployment() {
     assert_eq!(c.step().actions, [], "once");
 }
 
+/// A search's trials each log a run; the best one becomes a version once the run is over (its alias moved
+/// to it), and that version, not the run's artifact, is what gets deployed.
+#[test]
+fn a_searchs_best_trial_is_registered_then_deployed_by_version() {
+    let mut c = given("  deploy: {modelDeployment: churn-serve, when: {metric: accuracy, threshold: 0.9}}\n");
+    c.tj.spec.output.uri =
+        Some(serde_json::from_value(serde_json::json!("registry://churn@champion")).unwrap());
+    c.observed.registry = true;
+    c.observed.deploy_target = Some(target());
+    c.step();
+    c.pod_of("uid-job", pod(0, false, 0, Some(&logged(0.93, "run-7"))));
+    c.job().status = Some(completed(NOW));
+    let d = c.step();
+    let artifacts = "mlflow-artifacts:/1/run-7/artifacts/model";
+    let tags: Vec<(String, String)> = [
+        ("mizzen.trainingjob", "ml/churn"),
+        ("mizzen.dataset.uri", "s3://data/churn.csv"),
+        ("mizzen.dataset.sha256", "d"),
+        ("mizzen.model.sha256", "m"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let register = Action::Register {
+        name: "churn".into(),
+        alias: Some("champion".into()),
+        run_id: "run-7".into(),
+        source: artifacts.into(),
+        tags,
+    };
+    assert!(d.actions.contains(&register), "{:?}", d.actions);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Deploy { .. })), "not the run's artifact");
+    assert_eq!(d.requeue, Some(REGISTER_RETRY));
+    let model = c.tj.status.as_ref().unwrap().model.clone().unwrap();
+    assert_eq!((model.uri.as_str(), model.version.as_deref()), ("registry://churn/1", Some("1")));
+    assert_eq!(model.run_id.as_deref(), Some("run-7"));
+
+    let d = c.step();
+    let message = "accuracy 0.9300 passed 0.9: ModelDeployment churn-serve now rolls out registry://churn/1";
+    assert_eq!(
+        d.actions,
+        [Action::Deploy {
+            model_deployment: "churn-serve".into(),
+            uri: "registry://churn/1".into(),
+            sha256: Some("m".into()),
+            message: message.into(),
+        }]
+    );
+    assert_eq!(c.step().actions, [], "registered and deployed once");
+}
+
+/// A registration that fails leaves the status' model the run's artifact, so the next reconcile asks again.
+#[test]
+fn a_failed_registration_is_asked_again() {
+    let mut c = given("");
+    c.tj.spec.output.uri = Some(serde_json::from_value(serde_json::json!("registry://churn")).unwrap());
+    c.observed.registry = true;
+    c.step();
+    c.pod_of("uid-job", pod(0, false, 0, Some(&logged(0.93, "run-7"))));
+    c.job().status = Some(completed(NOW));
+    let d = c.decide();
+    assert!(d.actions.iter().any(|a| matches!(a, Action::Register { alias: None, .. })), "{:?}", d.actions);
+    // As if the registry had been down: the status is stored without the version.
+    let mut failed = d.clone();
+    failed.actions.clear();
+    c.apply(&failed);
+    assert!(c.decide().actions.iter().any(|a| matches!(a, Action::Register { .. })));
+}
+
 #[test]
 fn a_model_below_the_threshold_is_not_deployed_and_says_so_once() {
     let mut c =
@@ -353,7 +428,7 @@ fn the_job_goes_after_ttl_seconds_after_finished_and_the_status_stays() {
     assert_eq!(c.phase(), TrainingJobPhase::Succeeded);
     assert_eq!(c.decide().actions, [], "gone");
     // A Job of the same name that is not this TrainingJob's is never deleted.
-    let mut foreign = build::job(&c.tj, &build::config(&c.tj).unwrap(), &defaults());
+    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false).unwrap(), &defaults());
     foreign.metadata.owner_references = None;
     c.observed.job = Some(foreign);
     assert_eq!(c.decide().actions, []);
