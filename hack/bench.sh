@@ -21,6 +21,12 @@ TRAIN_DATA=$CACHE/bench/train-data
 "$VENV/bin/python" "$ROOT/bench/training.py" --train "$TARGET/release/mizzen-train" --data "$TRAIN_DATA" \
   --out "$CACHE/bench/training.md"
 
+# The registry: artifact throughput against a disk copy, metadata latency, and the MLflow client flow against
+# the real `mlflow server`.
+REGISTRY_VENV=$("$ROOT/hack/python-env.sh" "$ROOT/hack/python-registry-bench-requirements.txt")
+python3 "$ROOT/bench/registry.py" --registry "$TARGET/release/mizzen-registry" --mlflow-venv "$REGISTRY_VENV" \
+  --model "$MODELS/iris_logreg.onnx" --out "$CACHE/bench/registry.md"
+
 # The operator at scale, on a fresh local cluster that is torn down afterwards.
 "$ROOT/hack/cluster/down.sh"
 trap '"$ROOT/hack/cluster/down.sh"' EXIT

@@ -443,3 +443,68 @@ pub async fn dns_a(server: std::net::SocketAddr, name: &str) -> Result<Vec<std::
     }
     Ok(addrs)
 }
+
+/// mizzen-registry served from this process on `ip` (a free port), its data in a temporary directory; it
+/// stops when dropped.
+pub struct Registry {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub async fn start(ip: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, None)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, mizzen_registry::router(app)).await;
+        });
+        Ok(Self { addr, task, _dir: dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `GET /api/2.0/mlflow/{op}?{query}`, which must answer 200.
+    pub async fn get(&self, op: &str, query: &str) -> Result<serde_json::Value> {
+        let (code, body) = http(self.addr, "GET", &format!("/api/2.0/mlflow/{op}?{query}"), None).await?;
+        ensure!(code == 200, "GET {op}?{query}: {code} {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// `POST /api/2.0/mlflow/{op}` with `body`, which must answer 200.
+    pub async fn post(&self, op: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let (code, answer) =
+            http(self.addr, "POST", &format!("/api/2.0/mlflow/{op}"), Some(&body.to_string())).await?;
+        ensure!(code == 200, "POST {op} {body}: {code} {answer}");
+        Ok(serde_json::from_str(&answer)?)
+    }
+
+    /// Registers `source` as the next version of `name` and points `alias` at it; the version.
+    pub async fn register(&self, name: &str, source: &str, alias: &str) -> Result<String> {
+        let created = http(
+            self.addr,
+            "POST",
+            "/api/2.0/mlflow/registered-models/create",
+            Some(&serde_json::json!({"name": name}).to_string()),
+        )
+        .await?;
+        ensure!(created.0 == 200 || created.1.contains("RESOURCE_ALREADY_EXISTS"), "{created:?}");
+        let v =
+            self.post("model-versions/create", serde_json::json!({"name": name, "source": source})).await?;
+        let version = v["model_version"]["version"].as_str().context("no version")?.to_string();
+        let alias = serde_json::json!({"name": name, "alias": alias, "version": version});
+        self.post("registered-models/alias", alias).await?;
+        Ok(version)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -9,7 +9,7 @@ use mizzen_api::crd;
 use mizzen_api::v1alpha1::model_deployment::ModelDeploymentPhase;
 use mizzen_api::v1alpha1::{FeatureSet, ModelDeployment, TrainingJob};
 use mizzen_api::validation_cases::cases;
-use mizzen_e2e::{Cluster, Kind, Operator, repo_root, wait_until};
+use mizzen_e2e::{Cluster, Kind, Operator, Registry, repo_root, wait_until};
 use std::time::Duration;
 
 const MDEP: &str = r#"
@@ -219,7 +219,10 @@ pub(crate) async fn get_mizzen_lists_every_kind_with_columns(cluster: Cluster) -
 /// names the generation it describes, and a spec change is observed again.
 pub(crate) async fn operator_records_an_honest_initial_status(cluster: Cluster) -> Result<()> {
     let ns = cluster.namespace("initial-status")?;
-    let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    // The example serves registry://iris@champion: the registry knows it.
+    let registry = Registry::start("127.0.0.1").await?;
+    registry.register("iris", "s3://models/iris/", "champion").await?;
+    let operator = Operator::start(&cluster, &["--namespace", &ns.name, "--registry-url", &registry.url()])?;
     ns.kubectl(&["apply", "-f", &repo_root().join("manifests/examples").to_string_lossy()]).ok()?;
     let reason = ns.wait_for_condition::<FeatureSet>("customers", "Ready", "Unknown").await?;
     ensure!(reason == "NotImplemented", "fset/customers: reason {reason}");

@@ -9,6 +9,7 @@ mod api;
 mod local_cluster;
 mod model_deployment;
 mod real_pods;
+mod registry;
 mod training_job;
 
 use anyhow::Result;
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
             false real_pods::a_slow_model_holds_the_pod_unready_until_it_is_loaded,
             false real_pods::training_job_trains_in_real_pods_and_its_model_is_served,
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
+            false registry::a_moved_registry_alias_rolls_the_new_version_out,
+            false registry::the_registry_manifest_is_accepted_by_the_api_server,
         ],
         |c| Box::pin(install_crds(c)),
     )

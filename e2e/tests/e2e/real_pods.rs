@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The real node's name, address (also the pods' DNS server) and the taint its pods tolerate.
-const NODE: &str = "mizzen-node";
-const NODE_IP: &str = "10.85.0.1";
-const ON_THE_REAL_NODE: &str = r#"
+pub(crate) const NODE: &str = "mizzen-node";
+pub(crate) const NODE_IP: &str = "10.85.0.1";
+pub(crate) const ON_THE_REAL_NODE: &str = r#"
     nodeSelector: {mizzen.dev/node: real}
     tolerations: [{key: mizzen.dev/node, operator: Equal, value: real, effect: NoSchedule}]"#;
 
@@ -38,7 +38,7 @@ async fn given_the_real_node(cluster: &Cluster, test: &str) -> Result<Option<(Na
 /// A PersistentVolume on the real node's disk holding the test models, and a claim `models` bound to it
 /// (read-write: trainers write their models there);
 /// the volume goes when the returned guard is dropped (the claim goes with the namespace).
-fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<Volume> {
+pub(crate) fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Result<Volume> {
     let dir = cluster.kubeconfig.parent().context("cluster dir")?.join("volumes").join(&ns.name);
     std::fs::create_dir_all(&dir)?;
     let models =
@@ -86,10 +86,10 @@ spec:
 }
 
 /// A cluster-scoped PersistentVolume on the real node's disk at `dir`, deleted on drop.
-struct Volume {
+pub(crate) struct Volume {
     cluster: Cluster,
     name: String,
-    dir: std::path::PathBuf,
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Drop for Volume {
@@ -268,7 +268,7 @@ pub(crate) async fn a_model_that_cannot_load_is_reported_with_its_reason(cluster
 }
 
 /// A ModelDeployment of model `uri` on the real node, with `replicas` and `blue_green` settings.
-fn real_mdep(uri: &str, replicas: i32, blue_green: &str) -> String {
+pub(crate) fn real_mdep(uri: &str, replicas: i32, blue_green: &str) -> String {
     format!(
         r#"
 apiVersion: mizzen.dev/v1alpha1
@@ -515,7 +515,7 @@ impl Drop for Installed {
 }
 
 /// Waits until the ModelDeployment `iris` is Healthy with `replicas` available; its active revision.
-async fn healthy(ns: &Namespace, replicas: i32) -> Result<String> {
+pub(crate) async fn healthy(ns: &Namespace, replicas: i32) -> Result<String> {
     ns.wait_for::<ModelDeployment, _>("iris", "Healthy", Duration::from_secs(120), |s| {
         (s.phase == ModelDeploymentPhase::Healthy && s.available_replicas == replicas)
             .then(|| s.active_revision.clone())
@@ -526,7 +526,7 @@ async fn healthy(ns: &Namespace, replicas: i32) -> Result<String> {
 }
 
 /// Waits until the ModelDeployment `iris` is Healthy on a revision other than `first`; its status.
-async fn switched_from(ns: &Namespace, first: &str) -> Result<ModelDeploymentStatus> {
+pub(crate) async fn switched_from(ns: &Namespace, first: &str) -> Result<ModelDeploymentStatus> {
     ns.wait_for::<ModelDeployment, _>("iris", "a new revision active", Duration::from_secs(120), |s| {
         (s.phase == ModelDeploymentPhase::Healthy && s.active_revision.as_deref() != Some(first))
             .then(|| s.clone())
@@ -537,7 +537,7 @@ async fn switched_from(ns: &Namespace, first: &str) -> Result<ModelDeploymentSta
 
 /// The body of a 200 answer to `request` from the model `iris` at `addr`, tried until one comes (kube-proxy
 /// writes a Service's rules shortly after its endpoints are ready).
-async fn predicted(addr: SocketAddr, request: &str) -> Result<String> {
+pub(crate) async fn predicted(addr: SocketAddr, request: &str) -> Result<String> {
     let (_, body) = wait_until("a prediction through the ClusterIP", Duration::from_secs(20), || async {
         http(addr, "POST", "/v2/models/iris/infer", Some(request)).await.ok().filter(|(c, _)| *c == 200)
     })
@@ -546,7 +546,7 @@ async fn predicted(addr: SocketAddr, request: &str) -> Result<String> {
 }
 
 /// The address of a Service's port 8080 on its ClusterIP.
-async fn cluster_ip(ns: &Namespace, service: &str) -> Result<SocketAddr> {
+pub(crate) async fn cluster_ip(ns: &Namespace, service: &str) -> Result<SocketAddr> {
     let service = ns.get::<Service>(service).await?;
     let ip = service.spec.and_then(|s| s.cluster_ip).context("the Service has no ClusterIP")?;
     Ok(format!("{ip}:8080").parse()?)
@@ -558,7 +558,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The namespace's ModelDeployment, its children and its events, for a failure's message.
-fn what_the_cluster_shows(ns: &Namespace) -> String {
+pub(crate) fn what_the_cluster_shows(ns: &Namespace) -> String {
     let get = |args: &[&str]| ns.kubectl(args).ok().unwrap_or_else(|e| e.to_string());
     format!(
         "{}\n{}\n{}",
