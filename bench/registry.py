@@ -88,7 +88,7 @@ def disk_copy(src, dst):
 def put(port, path, src):
     size = os.path.getsize(src)
     start = time.perf_counter()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300, blocksize=1 << 20)
     with open(src, "rb") as f:
         c.request("PUT", path, body=f, headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
         r = c.getresponse()
@@ -99,7 +99,7 @@ def put(port, path, src):
 
 def get(port, path, dst):
     start = time.perf_counter()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300, blocksize=1 << 20)
     c.request("GET", path)
     r = c.getresponse()
     assert r.status == 200, r.status
@@ -165,17 +165,25 @@ print(sum(times) / len(times))
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def seed_version(port, name, source_dir_path, artifact):
-    """Uploads a small file and registers it as version 1 of `name` (for the metadata reads)."""
+def seed_version(port, name, artifact):
+    """Logs a run with a small model file and registers it as version 1 of `name` (for the metadata reads)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{source_dir_path}/model.onnx", body=artifact)
-    c.getresponse().read()
-    for op, body in [("registered-models/create", {"name": name}),
-                     ("model-versions/create", {"name": name, "source": f"mlflow-artifacts:/{source_dir_path}"})]:
+
+    def call(op, body):
         c.request("POST", f"/api/2.0/mlflow/{op}", body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = c.getresponse()
-        r.read()
-        assert r.status == 200, (op, r.status)
+        text = r.read()
+        assert r.status == 200, (op, r.status, text)
+        return json.loads(text)
+
+    run = call("runs/create", {"experiment_id": "0", "start_time": int(time.time() * 1000)})["run"]["info"]
+    # artifact_uri is mlflow-artifacts:/<experiment>/<run>/artifacts (mlflow may add a host part).
+    prefix = run["artifact_uri"].split("mlflow-artifacts:", 1)[1].lstrip("/")
+    prefix = prefix.split("/", 1)[1] if prefix.startswith("127.0.0.1") else prefix
+    c.request("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{prefix}/model/model.onnx", body=artifact)
+    c.getresponse().read()
+    call("registered-models/create", {"name": name})
+    call("model-versions/create", {"name": name, "source": f"{run['artifact_uri']}/model", "run_id": run["run_id"]})
 
 
 def main():
@@ -207,7 +215,7 @@ def main():
                 up = best(lambda: put(port, path, big))
                 down = best(lambda: get(port, path, os.path.join(work, "down.bin")))
                 assert filecmp_equal(big, os.path.join(work, "down.bin"))
-                seed_version(port, "bench", "0/seed/artifacts/model", open(args.model, "rb").read())
+                seed_version(port, "bench", open(args.model, "rb").read())
                 metadata_latency(port, 200)  # warm-up
                 p50, p99 = metadata_latency(port, args.reads)
                 flow = client_flow(args.mlflow_venv, f"http://127.0.0.1:{port}", args.model, args.rounds)

@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// What the store records of an artifact.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,17 +83,95 @@ pub async fn upload(State(app): State<Arc<App>>, UrlPath(path): UrlPath<String>,
     }
 }
 
-/// Stores an upload; its size.
+/// How many bytes of an upload are gathered before they go to the hasher and the writer.
+const BLOCK: usize = 1 << 20;
+/// How many blocks may wait for the hasher or the writer (the memory an upload holds at most).
+const QUEUED: usize = 8;
+/// How many bytes the writer writes before it syncs them.
+const SYNC_EVERY: usize = 4 << 20;
+
+/// What the upload loop hands the hasher and the writer: a run of the body's chunks, or the end.
+enum Block {
+    Chunks(Arc<Vec<bytes::Bytes>>),
+    /// The body ended complete.
+    End,
+}
+
+/// A blocking thread that hands every run of chunks it is sent to `each` and, once `End` arrives, returns
+/// `end()`; `None` when the sender went away first (the upload failed).
+fn consumer<T: Send + 'static>(
+    mut blocks: tokio::sync::mpsc::Receiver<Block>,
+    mut each: impl FnMut(&[bytes::Bytes]) -> std::io::Result<()> + Send + 'static,
+    end: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<Option<T>>> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(block) = blocks.blocking_recv() {
+            match block {
+                Block::Chunks(chunks) => each(&chunks)?,
+                Block::End => return end().map(Some),
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Stores an upload; its size. The body is received here while one thread computes its sha256 and another
+/// writes it to a temporary file, so the three overlap.
 async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, ApiError> {
+    use std::io::Write as _;
     check_path(path)?;
-    let tmp_dir = app.data_dir.join("tmp");
-    let tmp = tmp_dir.join(format!("upload-{:016x}", rand::random::<u64>()));
+    let tmp = app.data_dir.join("tmp").join(format!("upload-{:016x}", rand::random::<u64>()));
     let io = |e: std::io::Error| ApiError::internal(format!("storing artifact {path}: {e}"));
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-    let mut hasher = Sha256::new();
+    let (to_hasher, blocks) = tokio::sync::mpsc::channel(QUEUED);
+    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let hashed = consumer(
+        blocks,
+        {
+            let hasher = hasher.clone();
+            move |chunks| {
+                let mut hasher = hasher.lock().unwrap_or_else(|e| e.into_inner());
+                chunks.iter().for_each(|c| hasher.update(c));
+                Ok(())
+            }
+        },
+        move || {
+            let hasher = std::mem::take(&mut *hasher.lock().unwrap_or_else(|e| e.into_inner()));
+            Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+        },
+    );
+    let (to_writer, blocks) = tokio::sync::mpsc::channel(QUEUED);
+    let file = Arc::new(std::fs::File::create(&tmp).map_err(io)?);
+    let written = consumer(
+        blocks,
+        {
+            let file = file.clone();
+            let mut unsynced = 0;
+            move |chunks| {
+                chunks.iter().try_for_each(|c| (&*file).write_all(c))?;
+                // Written back as it comes, while the hash is computed, so little is left for the end.
+                unsynced += chunks.iter().map(bytes::Bytes::len).sum::<usize>();
+                if unsynced >= SYNC_EVERY {
+                    file.sync_data()?;
+                    unsynced = 0;
+                }
+                Ok(())
+            }
+        },
+        move || file.sync_all(),
+    );
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
-    let result: Result<(), ApiError> = async {
+    let mut run = Vec::new();
+    let mut run_len = 0;
+    let received: Result<(), ApiError> = async {
+        let send = |run: Vec<bytes::Bytes>| {
+            let run = Arc::new(run);
+            let (h, w) = (to_hasher.clone(), to_writer.clone());
+            async move {
+                // A send fails only when its consumer stopped on an error, which is reported below.
+                h.send(Block::Chunks(run.clone())).await.is_ok() && w.send(Block::Chunks(run)).await.is_ok()
+            }
+        };
         while let Some(chunk) = stream.try_next().await.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -110,19 +187,39 @@ async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, Api
                     format!("artifact {path} is larger than the limit of {} bytes", app.max_artifact_bytes),
                 ));
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(io)?;
+            run_len += chunk.len();
+            run.push(chunk);
+            if run_len >= BLOCK && !send(std::mem::take(&mut run)).await {
+                return Ok(());
+            }
+            run_len = if run.is_empty() { 0 } else { run_len };
         }
-        file.sync_all().await.map_err(io)?;
+        if send(run).await {
+            let _ = to_hasher.send(Block::End).await;
+            let _ = to_writer.send(Block::End).await;
+        }
         Ok(())
     }
     .await;
-    drop(file);
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
+    drop((to_hasher, to_writer));
+    fn joined<T>(
+        r: Result<std::io::Result<Option<T>>, tokio::task::JoinError>,
+        path: &str,
+    ) -> Result<Option<T>, ApiError> {
+        r.map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("storing artifact {path}: {e}")))
     }
-    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let written = joined(written.await, path).map(|w| w.is_some());
+    let hashed = joined(hashed.await, path);
+    let sha256 = match (received, written, hashed) {
+        (Ok(()), Ok(true), Ok(Some(sha256))) => sha256,
+        (received, written, hashed) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(received.err().or(written.err()).or(hashed.err()).unwrap_or_else(|| {
+                ApiError::internal(format!("storing artifact {path}: the upload stopped early"))
+            }));
+        }
+    };
     let app = app.clone();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {

@@ -65,6 +65,29 @@ async fn artifacts_stream_both_ways_and_bad_paths_are_refused() {
     let big = client.put(format!("{url}.big")).body(vec![0u8; 65 << 20]).send().await.unwrap();
     assert_eq!(big.status(), 413);
     assert_eq!(client.get(format!("{url}.big")).send().await.unwrap().status(), 404);
+    // And its partial file is gone, as is that of an upload the client cut off.
+    let mut cut = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
+    let head = "PUT /api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/cut HTTP/1.1\r\nHost: x\r\n\
+                Content-Length: 10000000\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut cut, head.as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut cut, &vec![1u8; 3 << 20]).await.unwrap();
+    drop(cut);
+    let tmp = s._dir.path().join("data/tmp");
+    let left = eventually(|| std::fs::read_dir(&tmp).unwrap().count() == 0).await;
+    assert!(left, "partial uploads left behind: {:?}", std::fs::read_dir(&tmp).unwrap().collect::<Vec<_>>());
+    let cut = format!("{}/api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/cut", s.url);
+    assert_eq!(client.get(cut).send().await.unwrap().status(), 404);
+}
+
+/// Whether `done` holds within 10 s (the server removes a cut-off upload's file once it notices).
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
 
 #[tokio::test]
