@@ -9,40 +9,24 @@ use common::{Serve, models};
 use serde_json::json;
 use std::time::Duration;
 
-/// A mizzen-registry on a loopback port, served from a background runtime for the test's life.
-struct Registry {
-    url: String,
-    rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+use mizzen_registry::testing::Background as Registry;
+
+/// Uploads `bytes` to the registry's artifact `path`.
+fn put(reg: &Registry, path: &str, bytes: Vec<u8>) {
+    let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", reg.url);
+    let status =
+        reg.rt.block_on(async { reqwest::Client::new().put(url).body(bytes).send().await.unwrap().status() });
+    assert_eq!(status, 200);
 }
 
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, None).unwrap();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        rt.spawn(async move { axum::serve(listener, mizzen_registry::router(app)).await });
-        Self { url, rt, _dir: dir }
-    }
-
-    fn put(&self, path: &str, bytes: Vec<u8>) {
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", self.url);
-        let status = self
-            .rt
-            .block_on(async { reqwest::Client::new().put(url).body(bytes).send().await.unwrap().status() });
-        assert_eq!(status, 200);
-    }
-
-    fn call(&self, op: &str, body: serde_json::Value) -> serde_json::Value {
-        let url = format!("{}/api/2.0/mlflow/{op}", self.url);
-        self.rt.block_on(async {
-            let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-            assert_eq!(r.status(), 200, "{op}");
-            r.json().await.unwrap()
-        })
-    }
+/// POSTs `body` to the registry's MLflow endpoint `op`; its 200 answer.
+fn call(reg: &Registry, op: &str, body: serde_json::Value) -> serde_json::Value {
+    let url = format!("{}/api/2.0/mlflow/{op}", reg.url);
+    reg.rt.block_on(async {
+        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{op}");
+        r.json().await.unwrap()
+    })
 }
 
 fn infer_iris(s: &Serve) -> serde_json::Value {
@@ -67,14 +51,14 @@ fn registry_models_are_served_by_alias_and_by_version_and_checked() {
     let reg = Registry::start();
     let iris = std::fs::read(models().join("iris_logreg.onnx")).unwrap();
     let mlp = std::fs::read(models().join("mlp.onnx")).unwrap();
-    reg.put("0/r1/artifacts/model/model.onnx", iris.clone());
-    reg.put("0/r2/artifacts/model/model.onnx", iris.clone());
-    reg.call("registered-models/create", json!({"name": "iris"}));
+    put(&reg, "0/r1/artifacts/model/model.onnx", iris.clone());
+    put(&reg, "0/r2/artifacts/model/model.onnx", iris.clone());
+    call(&reg, "registered-models/create", json!({"name": "iris"}));
     for run in ["r1", "r2"] {
         let source = format!("mlflow-artifacts:/0/{run}/artifacts/model");
-        reg.call("model-versions/create", json!({"name": "iris", "source": source}));
+        call(&reg, "model-versions/create", json!({"name": "iris", "source": source}));
     }
-    reg.call("registered-models/alias", json!({"name": "iris", "alias": "champion", "version": "1"}));
+    call(&reg, "registered-models/alias", json!({"name": "iris", "alias": "champion", "version": "1"}));
     let flag = ["--registry-url", reg.url.as_str()];
 
     let by_alias = Serve::start_uri("registry://iris@champion", "iris", &flag);
@@ -84,14 +68,14 @@ fn registry_models_are_served_by_alias_and_by_version_and_checked() {
     assert_eq!(answer["outputs"][0]["data"], json!([2]), "{answer}");
     drop(by_alias);
 
-    reg.call("registered-models/alias", json!({"name": "iris", "alias": "champion", "version": "2"}));
+    call(&reg, "registered-models/alias", json!({"name": "iris", "alias": "champion", "version": "2"}));
     let moved = Serve::start_uri("registry://iris@champion", "iris", &flag);
     assert!(moved.log().contains("version=2"), "{}", moved.log());
     infer_iris(&moved);
     drop(moved);
 
     // Version 1's file replaced behind the registry's back: the recorded sha256 no longer matches.
-    reg.put("0/r1/artifacts/model/model.onnx", mlp);
+    put(&reg, "0/r1/artifacts/model/model.onnx", mlp);
     exits_with("registry://iris/1", &flag, "but the registry recorded");
     exits_with("registry://iris@nobody", &flag, "Registered model alias nobody not found");
     exits_with("registry://iris@champion", &[], "needs the registry's address");

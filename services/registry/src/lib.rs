@@ -302,3 +302,36 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), metrics::observe))
         .with_state(app)
 }
+
+/// A registry on a loopback port, for tests (here and in the crates that talk to it).
+pub mod testing {
+    use std::sync::Arc;
+
+    /// Serves `app` on a free loopback port from the current runtime; its base URL.
+    pub async fn serve(app: Arc<super::App>) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, super::router(app)).await });
+        Ok(url)
+    }
+
+    /// A registry with an empty store in a temporary directory, served from its own runtime (for tests
+    /// that are not async) until dropped.
+    pub struct Background {
+        pub url: String,
+        pub rt: tokio::runtime::Runtime,
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Background {
+        /// Panics when it cannot start: this is for tests.
+        pub fn start() -> Self {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let app = super::App::open(dir.path().join("data"), 1 << 30, None).expect("a registry store");
+            let url = rt.block_on(serve(app)).expect("a loopback port");
+            Self { url, rt, dir }
+        }
+    }
+}

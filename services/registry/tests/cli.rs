@@ -3,23 +3,6 @@
 //! alias, show a version with its lineage, and say clearly what went wrong.
 
 use std::process::Command;
-use std::sync::Arc;
-
-struct Registry {
-    url: String,
-    _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-fn start() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, None).unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, mizzen_registry::router(Arc::clone(&app))).await });
-    Registry { url, _rt: rt, _dir: dir }
-}
 
 /// `mizzen ARGS` against `url`: exit code, stdout, stderr.
 fn mizzen(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -35,7 +18,7 @@ fn mizzen(url: &str, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn push_list_promote_and_show() {
-    let r = start();
+    let r = mizzen_registry::testing::Background::start();
     let models =
         mizzen_common::testing::generated("services/inference/models/make_models.py", "models", "inputs.npz");
     let onnx = models.join("iris_logreg.onnx");
@@ -99,7 +82,7 @@ fn push_list_promote_and_show() {
 
 #[test]
 fn mistakes_are_said_plainly() {
-    let r = start();
+    let r = mizzen_registry::testing::Background::start();
     let (code, _, err) = mizzen(&r.url, &["show", "iris@nobody"]);
     assert_eq!(code, 1);
     assert!(err.contains("RESOURCE_DOES_NOT_EXIST") && err.contains("iris"), "{err}");

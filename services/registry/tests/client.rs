@@ -4,16 +4,12 @@
 
 use bytes::Bytes;
 use mizzen_common::registry::{Client, RegistryError};
-use std::sync::Arc;
 
 async fn start(token: Option<&str>) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let app =
         mizzen_registry::App::open(dir.path().join("data"), 64 << 20, token.map(str::to_string)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = mizzen_registry::router(Arc::clone(&app));
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = mizzen_registry::testing::serve(app).await.unwrap();
     (url, dir)
 }
 

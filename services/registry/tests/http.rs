@@ -3,7 +3,6 @@
 //! and the bearer token on writes.
 
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 struct Server {
     url: String,
@@ -14,10 +13,7 @@ async fn start(token: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let app =
         mizzen_registry::App::open(dir.path().join("data"), 64 << 20, token.map(str::to_string)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = mizzen_registry::router(Arc::clone(&app));
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = mizzen_registry::testing::serve(app).await.unwrap();
     Server { url, _dir: dir }
 }
 

@@ -5,34 +5,17 @@
 
 use mizzen_common::registry::Client;
 use std::process::Command;
-use std::sync::Arc;
 
-/// A mizzen-registry on loopback, served from its own runtime for the test's life.
-struct Registry {
-    url: String,
-    rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
+use mizzen_registry::testing::Background as Registry;
 
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, None).unwrap();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        rt.spawn(async move { axum::serve(listener, mizzen_registry::router(Arc::clone(&app))).await });
-        Self { url, rt, _dir: dir }
-    }
-
-    fn get(&self, op: &str, query: &[(&str, &str)]) -> serde_json::Value {
-        let url = format!("{}/api/2.0/mlflow/{op}", self.url);
-        self.rt.block_on(async {
-            let r = reqwest::Client::new().get(url).query(query).send().await.unwrap();
-            assert_eq!(r.status(), 200, "{op}");
-            r.json().await.unwrap()
-        })
-    }
+/// GETs the registry's MLflow endpoint `op` with `query`; its 200 answer.
+fn get(registry: &Registry, op: &str, query: &[(&str, &str)]) -> serde_json::Value {
+    let url = format!("{}/api/2.0/mlflow/{op}", registry.url);
+    registry.rt.block_on(async {
+        let r = reqwest::Client::new().get(url).query(query).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{op}");
+        r.json().await.unwrap()
+    })
 }
 
 /// mizzen-train with `args` in `dir` (which holds `data.csv`): its exit code and report.
@@ -83,11 +66,11 @@ fn a_single_run_registers_a_version_and_moves_the_alias() {
     assert_eq!(mizzen_common::sha256_hex(&bytes), report["modelSha256"].as_str().unwrap());
 
     // The run, under the experiment named after the model, with what it trained.
-    let run = registry.get("runs/get", &[("run_id", &run_id)]);
+    let run = get(&registry, "runs/get", &[("run_id", &run_id)]);
     let info = &run["run"]["info"];
     assert_eq!(info["status"], "FINISHED", "{run}");
     assert_eq!(info["run_name"], "train", "{run}");
-    let experiment = registry.get("experiments/get-by-name", &[("experiment_name", "churn")]);
+    let experiment = get(&registry, "experiments/get-by-name", &[("experiment_name", "churn")]);
     assert_eq!(info["experiment_id"], experiment["experiment"]["experiment_id"], "{run}");
     let data = &run["run"]["data"];
     let has = |list: &str, key: &str| data[list].as_array().unwrap().iter().any(|m| m["key"] == key);
@@ -107,7 +90,7 @@ fn a_single_run_registers_a_version_and_moves_the_alias() {
         listed["files"].as_array().unwrap().iter().filter_map(|f| f["path"].as_str()).collect();
     assert_eq!(files, ["model.json", "model.onnx"], "{listed}");
     // The version carries its lineage.
-    let version = registry.get("model-versions/get", &[("name", "churn"), ("version", "1")]);
+    let version = get(&registry, "model-versions/get", &[("name", "churn"), ("version", "1")]);
     let tag = |key: &str| {
         version["model_version"]["tags"]
             .as_array()
@@ -152,11 +135,11 @@ fn a_search_trial_logs_its_run_and_registers_nothing() {
     assert!(report.get("version").is_none(), "{report}");
     let uri = report["modelUri"].as_str().unwrap();
     assert!(uri.starts_with("mlflow-artifacts:/") && uri.ends_with("/model/model.onnx"), "{report}");
-    let run = registry.get("runs/get", &[("run_id", report["runId"].as_str().unwrap())]);
+    let run = get(&registry, "runs/get", &[("run_id", report["runId"].as_str().unwrap())]);
     assert_eq!(run["run"]["info"]["run_name"], "trial-1", "{run}");
-    let experiment = registry.get("experiments/get-by-name", &[("experiment_name", "churn-search")]);
+    let experiment = get(&registry, "experiments/get-by-name", &[("experiment_name", "churn-search")]);
     assert_eq!(run["run"]["info"]["experiment_id"], experiment["experiment"]["experiment_id"]);
-    let models = registry.get("registered-models/search", &[]);
+    let models = get(&registry, "registered-models/search", &[]);
     assert!(models.get("registered_models").is_none_or(|m| m.as_array().unwrap().is_empty()), "{models}");
 }
 
