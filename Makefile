@@ -57,5 +57,6 @@ bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs sciki
 images: ## Build the images of mizzen-serve, mizzen-train and mizzen-operator without Docker, into the real node if it runs
 	hack/images/build.sh
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ and the Helm chart's crds/ from the Rust types
 	$(CARGO) run -q -p mizzen-operator -- crd --out-dir crds
+	$(CARGO) run -q -p mizzen-operator -- crd --out-dir charts/mizzen/crds

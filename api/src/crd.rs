@@ -77,16 +77,18 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn crds_dir() -> PathBuf {
-        mizzen_common::testing::repo_root().join("crds")
+    /// Where the CRDs are committed: `crds/` and the Helm chart's `crds/` (identical copies).
+    fn crds_dirs() -> [PathBuf; 2] {
+        let root = mizzen_common::testing::repo_root();
+        [root.join("crds"), root.join("charts/mizzen/crds")]
     }
 
     /// The committed YAML must be exactly what the types print. Regenerate with `make crds`.
     #[test]
     fn committed_crds_match_the_types() {
         let mut stale = Vec::new();
-        for crd in all() {
-            let path = crds_dir().join(file_name(&crd));
+        for (crd, dir) in all().into_iter().flat_map(|crd| crds_dirs().map(|dir| (crd.clone(), dir))) {
+            let path = dir.join(file_name(&crd));
             let want = to_yaml(&crd).unwrap();
             let have = std::fs::read_to_string(&path).unwrap_or_default();
             if have != want {
@@ -100,7 +102,7 @@ mod tests {
     #[test]
     fn committed_crds_parse_back() {
         for crd in all() {
-            let text = std::fs::read_to_string(crds_dir().join(file_name(&crd))).unwrap();
+            let text = std::fs::read_to_string(crds_dirs()[0].join(file_name(&crd))).unwrap();
             let parsed: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
             assert_eq!(parsed, crd);
         }
@@ -121,9 +123,11 @@ mod tests {
     #[test]
     fn no_other_files_in_crds_dir() {
         let want: Vec<String> = all().iter().map(file_name).collect();
-        for entry in std::fs::read_dir(crds_dir()).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            assert!(want.contains(&name), "crds/{name} is not generated from the types");
+        for dir in crds_dirs() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(want.contains(&name), "{}/{name} is not generated from the types", dir.display());
+            }
         }
     }
 }

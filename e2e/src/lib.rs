@@ -59,7 +59,17 @@ impl Cluster {
 
     /// Runs `kubectl` with `input` on its standard input.
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Kubectl {
-        let mut cmd = Command::new(kubectl_bin());
+        self.run("kubectl", args, input)
+    }
+
+    /// Runs `helm` against the cluster.
+    pub fn helm(&self, args: &[&str]) -> Kubectl {
+        self.run("helm", args, None)
+    }
+
+    /// Runs the cluster tool `program` (see [`tool_bin`]) with `args`, and `input` on its standard input.
+    fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> Kubectl {
+        let mut cmd = Command::new(tool_bin(program));
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -71,18 +81,19 @@ impl Cluster {
             }
             child.wait_with_output()
         });
+        let args = format!("{program} {}", args.join(" "));
         match out {
             Ok(o) => Kubectl {
-                args: args.join(" "),
+                args,
                 success: o.status.success(),
                 stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
             },
             Err(e) => Kubectl {
-                args: args.join(" "),
+                args,
                 success: false,
                 stdout: String::new(),
-                stderr: format!("cannot run kubectl: {e}"),
+                stderr: format!("cannot run {program}: {e}"),
             },
         }
     }
@@ -97,24 +108,25 @@ impl Cluster {
     }
 }
 
-/// `kubectl` from `$KUBECTL`, else the one `make cluster-up` built, else the one on PATH.
-pub fn kubectl_bin() -> PathBuf {
-    if let Some(k) = std::env::var_os("KUBECTL") {
+/// The cluster tool `program` (`kubectl`, `helm`): from `$KUBECTL`/`$HELM`, else the one `make cluster-up`
+/// built, else the one on PATH.
+pub fn tool_bin(program: &str) -> PathBuf {
+    if let Some(k) = std::env::var_os(program.to_uppercase()) {
         return PathBuf::from(k);
     }
     let out = Command::new(repo_root().join("hack/cluster/build.sh")).arg("--print-bin-dirs").output();
     if let Ok(out) = out {
         for dir in String::from_utf8_lossy(&out.stdout).trim().split(':') {
-            let candidate = Path::new(dir).join("kubectl");
+            let candidate = Path::new(dir).join(program);
             if candidate.exists() {
                 return candidate;
             }
         }
     }
-    PathBuf::from("kubectl")
+    PathBuf::from(program)
 }
 
-/// What one `kubectl` run did.
+/// What one `kubectl` (or `helm`) run did.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
     pub args: String,
@@ -129,14 +141,14 @@ impl Kubectl {
         if self.success {
             Ok(self.stdout)
         } else {
-            bail!("kubectl {} failed: {}{}", self.args, self.stderr, self.stdout)
+            bail!("{} failed: {}{}", self.args, self.stderr, self.stdout)
         }
     }
 
     /// Its standard error if it failed; an error if it succeeded.
     pub fn refused(self) -> Result<String> {
         if self.success {
-            bail!("kubectl {} succeeded, expected a refusal: {}", self.args, self.stdout)
+            bail!("{} succeeded, expected a refusal: {}", self.args, self.stdout)
         } else {
             Ok(self.stderr)
         }

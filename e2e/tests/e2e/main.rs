@@ -6,6 +6,7 @@
 //! real node).
 
 mod api;
+mod chart;
 mod local_cluster;
 mod model_deployment;
 mod real_pods;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
             false registry::a_moved_registry_alias_rolls_the_new_version_out,
             false registry::the_registry_manifest_is_accepted_by_the_api_server,
+            false chart::the_chart_installs_upgrades_and_uninstalls,
         ],
         |c| Box::pin(install_crds(c)),
     )

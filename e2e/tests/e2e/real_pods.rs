@@ -630,7 +630,7 @@ struct PortForward {
 impl PortForward {
     async fn start(cluster: &Cluster, ns: &Namespace, target: &str, port: u16) -> Result<Self> {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(mizzen_e2e::kubectl_bin())
+        let mut child = std::process::Command::new(mizzen_e2e::tool_bin("kubectl"))
             .env("KUBECONFIG", &cluster.kubeconfig)
             .args(["-n", &ns.name, "port-forward", target, &format!(":{port}"), "--address", "127.0.0.1"])
             .stdout(std::process::Stdio::piped())
