@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(MIZZEN_CACHE)/target
 CARGO ?= cargo
 OPERATOR := $(CARGO_TARGET_DIR)/debug/mizzen-operator
 
-.PHONY: help build test lint fmt unit bench demo e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds images
+.PHONY: help build test lint fmt unit bench demo e2e e2e-on-running-cluster cluster-up cluster-down cluster-binaries crds manifests images
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs sciki
 
 images: ## Build the images of mizzen-serve, mizzen-train and mizzen-operator without Docker, into the real node if it runs
 	hack/images/build.sh
+
+manifests: ## Render manifests/install.yaml and manifests/operator.yaml from the Helm chart
+	hack/render-manifests.sh
 
 crds: ## Regenerate crds/ and the Helm chart's crds/ from the Rust types
 	$(CARGO) run -q -p mizzen-operator -- crd --out-dir crds

@@ -198,3 +198,29 @@ pub(crate) async fn the_chart_installs_upgrades_and_uninstalls(cluster: Cluster)
     );
     Ok(())
 }
+
+/// `manifests/install.yaml` and `manifests/operator.yaml` are the chart rendered with its defaults
+/// (`make manifests`), and the API server accepts them (server-side dry run, moved into the test's namespace:
+/// mizzen-system is another test's).
+pub(crate) async fn the_plain_manifests_are_the_chart_rendered(cluster: Cluster) -> Result<()> {
+    let check = std::process::Command::new(repo_root().join("hack/render-manifests.sh"))
+        .arg("--check")
+        .env("HELM", mizzen_e2e::tool_bin("helm"))
+        .output()?;
+    ensure!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let ns = cluster.namespace("manifests")?;
+    for file in ["manifests/install.yaml", "manifests/operator.yaml"] {
+        let manifest = std::fs::read_to_string(repo_root().join(file))?.replace("mizzen-system", &ns.name);
+        let out =
+            cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest)).ok()?;
+        ensure!(out.contains("deployment.apps/mizzen-operator created (server dry run)"), "{file}: {out}");
+        let registry = out.contains("statefulset.apps/mizzen-registry created (server dry run)");
+        ensure!(registry == file.ends_with("install.yaml"), "{file}: {out}");
+    }
+    Ok(())
+}

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             false real_pods::training_job_trains_in_real_pods_and_its_model_is_served,
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
             false registry::a_moved_registry_alias_rolls_the_new_version_out,
-            false registry::the_registry_manifest_is_accepted_by_the_api_server,
+            false chart::the_plain_manifests_are_the_chart_rendered,
             false chart::the_chart_installs_upgrades_and_uninstalls,
         ],
         |c| Box::pin(install_crds(c)),

@@ -148,21 +148,3 @@ pub(crate) async fn a_moved_registry_alias_rolls_the_new_version_out(cluster: Cl
     );
     Ok(())
 }
-
-/// `manifests/registry.yaml` is what the API server accepts (server-side dry run, in the test's namespace
-/// rather than mizzen-system, which other tests install and remove).
-pub(crate) async fn the_registry_manifest_is_accepted_by_the_api_server(cluster: Cluster) -> Result<()> {
-    let ns = cluster.namespace("registry-manifest")?;
-    let manifest =
-        std::fs::read_to_string(mizzen_common::testing::repo_root().join("manifests/registry.yaml"))?;
-    ensure!(manifest.matches("namespace: mizzen-system").count() == 2, "the Service and the StatefulSet");
-    let manifest = manifest.replace("namespace: mizzen-system", &format!("namespace: {}", ns.name));
-    let out = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest)).ok()?;
-    for want in [
-        "service/mizzen-registry created (server dry run)",
-        "statefulset.apps/mizzen-registry created (server dry run)",
-    ] {
-        ensure!(out.contains(want), "{want:?} not in\n{out}");
-    }
-    Ok(())
-}

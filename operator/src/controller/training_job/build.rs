@@ -110,7 +110,8 @@ pub fn config(tj: &TrainingJob, registry: bool) -> Result<TrainConfig, Refusal> 
             reason: "RegistryUnavailable",
             message: format!(
                 "output {output}: the operator runs without a model registry (--registry-url); install the \
-                 registry (manifests/registry.yaml), or set spec.output.uri to a directory such as \
+                 registry (helm install with registry.enabled, or manifests/install.yaml), or set spec.output.uri \
+                 to a directory such as \
                  s3://BUCKET/PREFIX/ or pvc://CLAIM/PATH/"
             ),
         });
