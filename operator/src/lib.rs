@@ -4,5 +4,6 @@
 pub use mizzen_api as api;
 pub mod conditions;
 pub mod controller;
+pub mod leader;
 pub mod metrics;
 pub mod server;

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use mizzen_common::{shutdown, telemetry};
-use mizzen_operator::{api::crd, controller, metrics::Metrics, server};
+use mizzen_operator::{api::crd, controller, leader, metrics::Metrics, server};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +75,39 @@ struct RunArgs {
     /// Seconds between checks for the CRDs while they are missing.
     #[arg(long, env = "MIZZEN_CRD_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     crd_poll_seconds: u64,
+    /// Run the controllers only while holding a coordination.k8s.io Lease, so several replicas can run with
+    /// one acting and the others standing by.
+    #[arg(long, env = "MIZZEN_LEADER_ELECTION")]
+    leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, env = "MIZZEN_LEASE_NAME", default_value = "mizzen-operator")]
+    lease_name: String,
+    /// The Lease's namespace (default: the pod's namespace, POD_NAMESPACE, else `default`).
+    #[arg(long, env = "MIZZEN_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease lasts without a renewal: the longest a standby waits after the leader dies.
+    #[arg(long, env = "MIZZEN_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_seconds: u64,
+}
+
+impl RunArgs {
+    /// The leader election asked for, if any: this replica's identity is its pod's name (POD_NAME), else
+    /// the host's name and the process id.
+    fn election(&self) -> Option<leader::Election> {
+        self.leader_election.then(|| leader::Election {
+            lease: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            }),
+            duration_seconds: self.lease_seconds,
+        })
+    }
 }
 
 #[tokio::main]
@@ -121,6 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let web = axum::serve(listener, server::router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
+    let election = args.election();
     let settings = controller::Settings {
         scope: controller::Scope { namespace: args.namespace },
         defaults: controller::Defaults {
@@ -134,12 +168,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry_poll: Duration::from_secs(args.registry_poll_seconds),
     };
     let controllers = async {
-        controller::run(client, state, metrics, settings, shutdown.clone()).await;
+        let result = lead(client, state, metrics, settings, election, &shutdown).await;
         // If the controllers stop for any reason, stop the web server too.
         shutdown.cancel();
+        result
     };
-    let (web, ()) = tokio::join!(web, controllers);
+    let (web, controllers) = tokio::join!(web, controllers);
     web?;
+    controllers?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers until `shutdown`; with an election, only while this replica holds the lease, which
+/// it releases when it stops. Losing the lease is an error: the process exits rather than act alongside the
+/// new leader, and comes back as a standby.
+async fn lead(
+    client: kube::Client,
+    state: server::State,
+    metrics: Metrics,
+    settings: controller::Settings,
+    election: Option<leader::Election>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(election) = election else {
+        controller::run(client, state, metrics, settings, shutdown.clone()).await;
+        return Ok(());
+    };
+    state.set_standby(true);
+    tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %election.identity, "waiting for the lease");
+    let Some(mut leadership) = leader::acquire(client.clone(), &election, shutdown)
+        .await
+        .with_context(|| format!("leader election on lease {}/{}", election.namespace, election.lease))?
+    else {
+        return Ok(());
+    };
+    tracing::info!(identity = %election.identity, "holding the lease: running the controllers");
+    state.set_standby(false);
+    let lost = tokio::select! {
+        () = controller::run(client, state, metrics, settings, shutdown.clone()) => false,
+        () = leadership.lost() => true,
+    };
+    if lost {
+        anyhow::bail!("lost the lease {}/{} to another replica", election.namespace, election.lease);
+    }
+    leadership.release().await;
     Ok(())
 }

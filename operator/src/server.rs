@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub struct State {
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    /// Waiting for the leader election's lease, which another replica holds.
+    standby: Arc<AtomicBool>,
     /// The last watch error, while the watches fail.
     watch_error: Arc<Mutex<Option<String>>>,
 }
@@ -19,6 +21,7 @@ impl State {
         Self {
             registry: Arc::new(registry),
             ready: Arc::new(AtomicBool::new(false)),
+            standby: Arc::new(AtomicBool::new(false)),
             watch_error: Arc::default(),
         }
     }
@@ -48,6 +51,12 @@ impl State {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// Marks the replica a standby (another holds the lease) or not. A standby is ready: it is a healthy
+    /// replica waiting to take over, and a rolling update must be able to count it.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Release);
+    }
 }
 
 pub fn router(state: State) -> Router {
@@ -63,6 +72,9 @@ async fn metrics(AxumState(state): AxumState<State>) -> axum::response::Response
 }
 
 async fn ready(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    if state.standby.load(Ordering::Acquire) {
+        return (StatusCode::OK, "standby: another replica holds the lease".to_string());
+    }
     if !state.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the mizzen.dev CRDs and caches".to_string());
     }
@@ -94,6 +106,18 @@ mod tests {
         assert_eq!(get(&state, "/health").await.0, StatusCode::OK);
         state.set_ready(true);
         assert_eq!(get(&state, "/ready").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_ready_and_says_so() {
+        let state = State::new(Registry::default());
+        state.set_standby(true);
+        assert_eq!(
+            get(&state, "/ready").await,
+            (StatusCode::OK, "standby: another replica holds the lease".into())
+        );
+        state.set_standby(false);
+        assert_eq!(get(&state, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

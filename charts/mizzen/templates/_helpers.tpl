@@ -59,3 +59,8 @@ runAsUser: 65532
 runAsGroup: 65532
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
+
+{{/* Whether the operator runs with leader election: asked for, or more than one replica. */}}
+{{- define "mizzen.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}

@@ -148,20 +148,44 @@ pub(crate) async fn the_chart_installs_upgrades_and_uninstalls(cluster: Cluster)
         "--set",
         "operator.concurrency=4",
         "--set",
-        "operator.logFilter=debug",
+        "replicaCount=2",
         "--wait",
         "--timeout",
         "180s",
     ];
     cluster.helm(&upgrade).ok()?;
+    // Two replicas: leader election on, one holds the Lease, a PodDisruptionBudget keeps one up.
+    let operators = ns
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=mizzen-operator",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .ok()?;
+    let holder = wait_until("the lease held", Duration::from_secs(60), || async {
+        let h = ns
+            .kubectl(&["get", "lease", "mizzen-operator", "-o", "jsonpath={.spec.holderIdentity}"])
+            .ok()
+            .ok()?;
+        (!h.is_empty()).then_some(h)
+    })
+    .await?;
+    ensure!(operators.split_whitespace().any(|p| p == holder), "lease held by {holder}, pods {operators}");
+    ns.kubectl(&["get", "pdb", "mizzen-operator"]).ok()?;
     let env = ns
         .kubectl(&["get", "deploy/mizzen-operator", "-o", "jsonpath={.spec.template.spec.containers[0].env}"])
         .ok()?;
     ensure!(env.contains(r#""name":"MIZZEN_CONCURRENCY","value":"4""#), "{env}");
-    ensure!(
-        pods(&ns, "app.kubernetes.io/name=mizzen-operator")? != operator_before,
-        "the operator was not replaced"
-    );
+    // (the old pod may still be stopping when the rollout is complete)
+    let operator_after = wait_until("two operator pods", Duration::from_secs(60), || async {
+        let now = pods(&ns, "app.kubernetes.io/name=mizzen-operator").ok()?;
+        (now.split_whitespace().count() == 2).then_some(now)
+    })
+    .await?;
+    ensure!(!operator_after.contains(&operator_before), "the operator was not replaced");
     ensure!(
         pods(&ns, "mizzen.dev/model-deployment=iris")? == serving,
         "the upgrade touched the model's pods"
@@ -176,7 +200,7 @@ pub(crate) async fn the_chart_installs_upgrades_and_uninstalls(cluster: Cluster)
     let left = ns
         .kubectl(&[
             "get",
-            "deploy,sts,role,rolebinding,sa,svc",
+            "deploy,sts,role,rolebinding,sa,svc,pdb",
             "-l",
             "app.kubernetes.io/instance=mizzen",
             "-o",

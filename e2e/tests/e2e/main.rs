@@ -7,6 +7,7 @@
 
 mod api;
 mod chart;
+mod leader;
 mod local_cluster;
 mod model_deployment;
 mod real_pods;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
             false registry::a_moved_registry_alias_rolls_the_new_version_out,
             false chart::the_plain_manifests_are_the_chart_rendered,
+            false leader::a_standby_takes_over_from_a_killed_or_stopped_leader,
             false chart::the_chart_installs_upgrades_and_uninstalls,
         ],
         |c| Box::pin(install_crds(c)),
