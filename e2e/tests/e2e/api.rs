@@ -330,3 +330,90 @@ pub(crate) async fn operator_is_unready_while_the_api_server_is_gone(cluster: Cl
     .await?;
     Ok(())
 }
+
+/// Puts the strict ModelDeployment CRD back when dropped, whatever happened.
+struct StrictCrdBack(Cluster);
+
+impl Drop for StrictCrdBack {
+    fn drop(&mut self) {
+        let file = repo_root().join("crds/modeldeployments.mizzen.dev.yaml");
+        let _ = self.0.kubectl(&["replace", "-f", &file.to_string_lossy()]);
+    }
+}
+
+/// A ModelDeployment stored under an older, looser schema (the API server keeps what it once accepted)
+/// that the operator's types cannot read does not wedge the controller: it is reported on itself (a
+/// Warning event InvalidObject naming the field, the failure metric), the other ModelDeployments are
+/// reconciled, the operator stays ready, and once fixed it is reconciled like any other. Runs alone: it swaps a CRD's schema.
+pub(crate) async fn an_object_the_types_cannot_read_wedges_nothing(cluster: Cluster) -> Result<()> {
+    crate::install_crds(cluster.clone()).await?;
+    let ns = cluster.namespace("unreadable")?;
+    let crd = cluster.kubectl(&["get", "crd", "modeldeployments.mizzen.dev", "-o", "json"]).ok()?;
+    let mut crd: serde_json::Value = serde_json::from_str(&crd)?;
+    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+        crd["metadata"].as_object_mut().context("metadata")?.remove(field);
+    }
+    crd.as_object_mut().context("crd")?.remove("status");
+    // The older schema: any spec at all.
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+        serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let strict_back = StrictCrdBack(cluster.clone());
+    cluster.kubectl_with_input(&["replace", "-f", "-"], Some(&crd.to_string())).ok()?;
+    let bad = "apiVersion: mizzen.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: bad}\nspec:\n  \
+               model: {uri: \"s3://models/iris.onnx\"}\n  strategy: {blueGreen: soon}\n";
+    // The API server takes a moment to serve the new schema.
+    wait_until("the loose schema to accept the object", Duration::from_secs(20), || async {
+        cluster.kubectl_with_input(&["apply", "-n", &ns.name, "-f", "-"], Some(bad)).ok().ok()
+    })
+    .await?;
+    drop(strict_back);
+    // The strict schema refuses such an object now; the stored one stays.
+    let refused = wait_until("the strict schema back", Duration::from_secs(20), || async {
+        cluster
+            .kubectl_with_input(
+                &["apply", "-n", &ns.name, "-f", "-"],
+                Some(&bad.replace("name: bad", "name: bad2")),
+            )
+            .refused()
+            .ok()
+    })
+    .await?;
+    ensure!(refused.contains("spec.strategy.blueGreen"), "{refused}");
+
+    let operator = Operator::start(&cluster, &["--namespace", &ns.name])?;
+    ns.apply(MDEP.replace("registry://iris@champion", "s3://models/iris.onnx").as_str())?;
+    ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
+    // (Its status cannot be written: the API server evaluates the schema's CEL rules on the stored spec
+    // for any write, and they cannot read it. So the report is the event, the log and the metric.)
+    let events = wait_until("an InvalidObject event on bad", Duration::from_secs(30), || async {
+        let e = ns
+            .kubectl(&["get", "events", "--field-selector", "involvedObject.name=bad", "-o", "json"])
+            .ok()
+            .ok()?;
+        e.contains("InvalidObject").then_some(e)
+    })
+    .await?;
+    ensure!(events.contains("spec.strategy.blueGreen: invalid type"), "{events}");
+    let (code, body) = operator.get("/ready").await?;
+    ensure!(code == 200, "/ready: {code} {body}");
+    let (_, metrics) = operator.get("/metrics").await?;
+    ensure!(
+        metrics.contains(
+            r#"mizzen_operator_reconcile_failures_total{kind="ModelDeployment",error="invalid_object"} 1"#
+        ),
+        "{metrics}"
+    );
+    // Fixed by its owner, it is reconciled like any other.
+    ns.kubectl(&[
+        "patch",
+        "mdep",
+        "bad",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"strategy":{"blueGreen":{}}}}"#,
+    ])
+    .ok()?;
+    ns.wait_for_condition::<ModelDeployment>("bad", "Ready", "True").await?;
+    Ok(())
+}

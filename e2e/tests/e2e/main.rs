@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         tests![
             true api::operator_is_unready_until_the_crds_exist,
             true api::operator_is_unready_while_the_api_server_is_gone,
+            true api::an_object_the_types_cannot_read_wedges_nothing,
             false api::crds_are_established_and_explained,
             false api::api_server_judges_every_validation_case,
             false api::kubectl_shows_cel_messages,
