@@ -22,6 +22,8 @@ pub struct Metrics {
     pub reconciles: Family<KindLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
+    /// Watch errors (the API server unreachable, a list refused): how an outage shows.
+    pub watch_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -32,6 +34,7 @@ impl Default for Metrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
             }),
+            watch_errors: Family::default(),
         }
     }
 }
@@ -42,6 +45,11 @@ impl Metrics {
         registry.register("reconciles", "Reconciles started", self.reconciles.clone());
         registry.register("reconcile_failures", "Reconciles that returned an error", self.failures.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconcile", self.duration.clone());
+        registry.register(
+            "watch_errors",
+            "Watch errors of a controller's watches",
+            self.watch_errors.clone(),
+        );
         self
     }
 
@@ -56,6 +64,10 @@ impl Metrics {
 
     pub fn reconcile_failed(&self, kind: &'static str, error: &'static str) {
         self.failures.get_or_create(&FailureLabels { kind, error }).inc();
+    }
+
+    pub fn watch_failed(&self, kind: &'static str) {
+        self.watch_errors.get_or_create(&KindLabels { kind }).inc();
     }
 }
 

@@ -269,7 +269,7 @@ pub(crate) async fn operator_stops_cleanly_on_sigterm(cluster: Cluster) -> Resul
 }
 
 /// The API server goes away and comes back (restarted in place, its state kept): the operator's `/ready`
-/// fails while it is gone and says why, `/health` stays 200, and `/ready` recovers by itself; the cluster
+/// fails while it is gone and says why, `mizzen_operator_watch_errors_total` counts it, `/health` stays 200, and `/ready` recovers by itself; the cluster
 /// keeps its state across the restart, and the operator reconciles again at once: every watch resumes
 /// (relisting after its `410 Gone`) within seconds, not after minutes of stacked backoff. Runs alone: it stops the cluster's
 /// API server. Needs the local cluster (restart.sh); with kind it is skipped.
@@ -300,6 +300,14 @@ pub(crate) async fn operator_is_unready_while_the_api_server_is_gone(cluster: Cl
         ensure!(body.contains("the watches fail"), "{body}");
         let (health, _) = operator.get("/health").await?;
         ensure!(health == 200, "/health answered {health} while only the API server is gone");
+        // And its metrics count the failing watches, for alerts.
+        let (_, metrics) = operator.get("/metrics").await?;
+        let errors: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("mizzen_operator_watch_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        ensure!(errors > 0, "no watch errors counted during the outage:\n{metrics}");
         Ok(())
     };
     // Whatever happened, the API server comes back for the other tests.

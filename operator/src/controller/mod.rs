@@ -519,12 +519,14 @@ fn controller<K: Kind>(
     let store = controller.store();
     let synced: Synced = Box::pin(async move { store.wait_until_ready().await });
     let ctx = ctx.clone();
+    let metrics = ctx.metrics.clone();
     let state = state.clone();
     let run = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(move |result| {
         match result {
             // A watch failed: not ready until the API server answers again.
             Err(kube::runtime::controller::Error::QueueError(error)) => {
                 tracing::warn!(kind = kind_name::<K>(), %error, "watch failed");
+                metrics.watch_failed(kind_name::<K>());
                 state.watch_failed(error.to_string());
             }
             Err(error) => tracing::debug!(%error, "controller event"),
