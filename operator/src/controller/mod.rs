@@ -134,6 +134,11 @@ impl Written {
 impl Context {
     /// Publishes an event about `obj`; a failure is logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, notice: &Notice) {
+        self.publish_to(&obj.object_ref(&()), notice).await;
+    }
+
+    /// Publishes an event about the object `reference` names; a failure is logged, never fatal.
+    pub async fn publish_to(&self, reference: &k8s_openapi::api::core::v1::ObjectReference, notice: &Notice) {
         let event = Event {
             type_: notice.type_,
             reason: notice.reason.clone(),
@@ -141,7 +146,7 @@ impl Context {
             action: notice.reason.clone(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::warn!(%e, "cannot publish an event");
         }
     }
@@ -539,8 +544,8 @@ fn controller<K: Kind>(
 
 /// The objects of kind `K`, watched untyped and decoded one at a time. An object the types cannot read
 /// (stored under an older, looser schema, say: the API server keeps what it once accepted) is reported on
-/// itself, once per version (a Warning event `InvalidObject`, a `Ready=False` condition naming what is
-/// wrong, the `invalid_object` failure metric), and left out. A typed watch would fail on the whole list
+/// itself, once per generation (a Warning event `InvalidObject` naming what is wrong, the
+/// `invalid_object` failure metric), and left out. A typed watch would fail on the whole list
 /// instead, and no object of the kind would be reconciled until someone found and fixed that one.
 fn decoded<K: Kind>(
     client: &Client,
@@ -552,28 +557,25 @@ fn decoded<K: Kind>(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    let reported = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
-    let decode = move |obj: kube::api::DynamicObject, report: bool| -> Option<K> {
+    // Reported once per object and generation (a relist or a label change says nothing new).
+    let reported = Mutex::new(std::collections::HashSet::<(String, i64)>::new());
+    let decode = move |obj: kube::api::DynamicObject, deleted: bool| -> Option<K> {
+        let key = (obj.uid().unwrap_or_default(), obj.metadata.generation.unwrap_or_default());
         let mut value = serde_json::to_value(&obj).ok()?;
         value["apiVersion"] = K::api_version(&()).into();
         value["kind"] = K::kind(&()).into();
-        // serde_path_to_error names where it failed (`spec.replicas: invalid type: ...`).
+        let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
+        if deleted {
+            reported.retain(|(uid, _)| *uid != key.0);
+        }
+        // serde_path_to_error names where it failed (`spec.strategy.blueGreen: invalid type: ...`).
         match serde_path_to_error::deserialize::<_, K>(value) {
             Ok(k) => Some(k),
-            Err(_) if !report => None,
+            // A deleted object that could not be read was never in the store: nothing to say.
+            Err(_) if deleted => None,
             Err(error) => {
-                let version = format!(
-                    "{}/{}",
-                    obj.uid().unwrap_or_default(),
-                    obj.resource_version().unwrap_or_default()
-                );
-                if reported.lock().unwrap_or_else(|e| e.into_inner()).insert(version) {
-                    tokio::spawn(report_invalid::<K>(
-                        api_for(&obj, &resource, &ctx.client),
-                        obj,
-                        error.to_string(),
-                        ctx.clone(),
-                    ));
+                if reported.insert(key) {
+                    tokio::spawn(report_invalid::<K>(obj, error.to_string(), ctx.clone()));
                 }
                 None
             }
@@ -582,10 +584,9 @@ fn decoded<K: Kind>(
     watcher::watcher(api, watcher::Config::default().any_semantic()).filter_map(move |event| {
         use watcher::Event::*;
         let event = match event {
-            Ok(Apply(obj)) => decode(obj, true).map(|k| Ok(Apply(k))),
-            Ok(InitApply(obj)) => decode(obj, true).map(|k| Ok(InitApply(k))),
-            // A deleted object that could not be read was never in the store: nothing to say.
-            Ok(Delete(obj)) => decode(obj, false).map(|k| Ok(Delete(k))),
+            Ok(Apply(obj)) => decode(obj, false).map(|k| Ok(Apply(k))),
+            Ok(InitApply(obj)) => decode(obj, false).map(|k| Ok(InitApply(k))),
+            Ok(Delete(obj)) => decode(obj, true).map(|k| Ok(Delete(k))),
             Ok(Init) => Some(Ok(Init)),
             Ok(InitDone) => Some(Ok(InitDone)),
             Err(e) => Some(Err(e)),
@@ -594,60 +595,29 @@ fn decoded<K: Kind>(
     })
 }
 
-fn api_for(
-    obj: &kube::api::DynamicObject,
-    resource: &kube::api::ApiResource,
-    client: &Client,
-) -> Api<kube::api::DynamicObject> {
-    Api::namespaced_with(client.clone(), obj.namespace().as_deref().unwrap_or_default(), resource)
-}
-
-/// Says on an object that cannot be read what is wrong with it: a Warning event, `Ready=False` with reason
-/// `InvalidObject`, and the failure metric. Failures to say so are logged.
-async fn report_invalid<K: Kind>(
-    api: Api<kube::api::DynamicObject>,
-    obj: kube::api::DynamicObject,
-    error: String,
-    ctx: Arc<Context>,
-) {
+/// Says on an object that cannot be read what is wrong with it: a Warning event and the failure metric.
+/// (Not its status: the API server evaluates the schema's CEL rules on the stored spec for every write,
+/// status included, and refuses it.)
+async fn report_invalid<K: Kind>(obj: kube::api::DynamicObject, error: String, ctx: Arc<Context>) {
     let kind = kind_name::<K>();
-    let name = obj.name_any();
     let message = mizzen_common::shortened(
         &format!(
             "the operator cannot read this {kind} (stored under an older schema?): {error}; fix or recreate it"
         ),
         1000,
     );
-    tracing::warn!(kind, name = %name, namespace = ?obj.namespace(), %message, "invalid object");
+    tracing::warn!(kind, name = %obj.name_any(), namespace = ?obj.namespace(), %message, "invalid object");
     ctx.metrics.reconcile_failed(kind, "invalid_object");
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(K::api_version(&()).into()),
         kind: Some(kind.into()),
-        name: Some(name.clone()),
+        name: obj.metadata.name.clone(),
         namespace: obj.namespace(),
         uid: obj.uid(),
         resource_version: obj.resource_version(),
         ..Default::default()
     };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "InvalidObject".into(),
-        note: Some(message.clone()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(%e, "cannot publish an event");
-    }
-    let condition = serde_json::json!({
-        "type": "Ready", "status": "False", "reason": "InvalidObject", "message": message,
-        "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
-        "observedGeneration": obj.metadata.generation,
-    });
-    let patch = Patch::Merge(serde_json::json!({"status": {"conditions": [condition]}}));
-    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &patch).await {
-        tracing::warn!(%e, kind, name = %name, "cannot write the status of an invalid object");
-    }
+    ctx.publish_to(&reference, &Notice::warning("InvalidObject", message)).await;
 }
 
 /// A watch stream that waits after each error before it is polled again, on its own: 250 ms doubling to

@@ -97,18 +97,19 @@ enum Block {
     End,
 }
 
-/// A blocking thread that hands every run of chunks it is sent to `each` and, once `End` arrives, returns
-/// `end()`; `None` when the sender went away first (the upload failed).
-fn consumer<T: Send + 'static>(
+/// A blocking thread that hands its `state` and every run of chunks it is sent to `each` and, once `End`
+/// arrives, returns `end(state)`; `None` when the sender went away first (the upload failed).
+fn consumer<S: Send + 'static, T: Send + 'static>(
     mut blocks: tokio::sync::mpsc::Receiver<Block>,
-    mut each: impl FnMut(&[bytes::Bytes]) -> std::io::Result<()> + Send + 'static,
-    end: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    mut state: S,
+    each: impl Fn(&mut S, &[bytes::Bytes]) -> std::io::Result<()> + Send + 'static,
+    end: impl FnOnce(S) -> std::io::Result<T> + Send + 'static,
 ) -> tokio::task::JoinHandle<std::io::Result<Option<T>>> {
     tokio::task::spawn_blocking(move || {
         while let Some(block) = blocks.blocking_recv() {
             match block {
-                Block::Chunks(chunks) => each(&chunks)?,
-                Block::End => return end().map(Some),
+                Block::Chunks(chunks) => each(&mut state, &chunks)?,
+                Block::End => return end(state).map(Some),
             }
         }
         Ok(None)
@@ -123,41 +124,31 @@ async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, Api
     let tmp = app.data_dir.join("tmp").join(format!("upload-{:016x}", rand::random::<u64>()));
     let io = |e: std::io::Error| ApiError::internal(format!("storing artifact {path}: {e}"));
     let (to_hasher, blocks) = tokio::sync::mpsc::channel(QUEUED);
-    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
     let hashed = consumer(
         blocks,
-        {
-            let hasher = hasher.clone();
-            move |chunks| {
-                let mut hasher = hasher.lock().unwrap_or_else(|e| e.into_inner());
-                chunks.iter().for_each(|c| hasher.update(c));
-                Ok(())
-            }
+        Sha256::new(),
+        |hasher, chunks| {
+            chunks.iter().for_each(|c| hasher.update(c));
+            Ok(())
         },
-        move || {
-            let hasher = std::mem::take(&mut *hasher.lock().unwrap_or_else(|e| e.into_inner()));
-            Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
-        },
+        |hasher| Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()),
     );
     let (to_writer, blocks) = tokio::sync::mpsc::channel(QUEUED);
-    let file = Arc::new(std::fs::File::create(&tmp).map_err(io)?);
+    let file = std::fs::File::create(&tmp).map_err(io)?;
     let written = consumer(
         blocks,
-        {
-            let file = file.clone();
-            let mut unsynced = 0;
-            move |chunks| {
-                chunks.iter().try_for_each(|c| (&*file).write_all(c))?;
-                // Written back as it comes, while the hash is computed, so little is left for the end.
-                unsynced += chunks.iter().map(bytes::Bytes::len).sum::<usize>();
-                if unsynced >= SYNC_EVERY {
-                    file.sync_data()?;
-                    unsynced = 0;
-                }
-                Ok(())
+        (file, 0usize),
+        |(file, unsynced), chunks| {
+            chunks.iter().try_for_each(|c| file.write_all(c))?;
+            // Written back as it comes, while the hash is computed, so little is left for the end.
+            *unsynced += chunks.iter().map(bytes::Bytes::len).sum::<usize>();
+            if *unsynced >= SYNC_EVERY {
+                file.sync_data()?;
+                *unsynced = 0;
             }
+            Ok(())
         },
-        move || file.sync_all(),
+        |(file, _)| file.sync_all(),
     );
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
@@ -172,13 +163,24 @@ async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, Api
                 h.send(Block::Chunks(run.clone())).await.is_ok() && w.send(Block::Chunks(run)).await.is_ok()
             }
         };
-        while let Some(chunk) = stream.try_next().await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_PARAMETER_VALUE",
-                format!("reading the upload: {e}"),
-            )
-        })? {
+        loop {
+            let next = tokio::time::timeout(app.upload_stall, stream.try_next()).await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PARAMETER_VALUE",
+                    format!("the upload of {path} sent nothing for {} s", app.upload_stall.as_secs_f64()),
+                )
+            })?;
+            let Some(chunk) = next.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PARAMETER_VALUE",
+                    format!("reading the upload: {e}"),
+                )
+            })?
+            else {
+                break;
+            };
             size += chunk.len() as u64;
             if size > app.max_artifact_bytes {
                 return Err(ApiError::new(
@@ -189,10 +191,12 @@ async fn store_upload(app: &Arc<App>, path: &str, body: Body) -> Result<u64, Api
             }
             run_len += chunk.len();
             run.push(chunk);
-            if run_len >= BLOCK && !send(std::mem::take(&mut run)).await {
-                return Ok(());
+            if run_len >= BLOCK {
+                run_len = 0;
+                if !send(std::mem::take(&mut run)).await {
+                    return Ok(());
+                }
             }
-            run_len = if run.is_empty() { 0 } else { run_len };
         }
         if send(run).await {
             let _ = to_hasher.send(Block::End).await;

@@ -36,7 +36,13 @@ pub struct App {
     /// When set, writes need `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     pub metrics: metrics::Metrics,
+    /// How long an upload's body may send nothing before it is refused (a stalled or abandoned client
+    /// would otherwise hold its task and temporary file for ever).
+    pub upload_stall: std::time::Duration,
 }
+
+/// The default of [`App::upload_stall`].
+pub const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The largest JSON request body.
 const MAX_JSON_BYTES: usize = 4 << 20;
@@ -49,6 +55,16 @@ impl App {
         max_artifact_bytes: u64,
         token: Option<String>,
     ) -> Result<Arc<Self>, ApiError> {
+        Self::open_with(data_dir, max_artifact_bytes, token, UPLOAD_STALL)
+    }
+
+    /// [`App::open`] with an upload stall limit other than [`UPLOAD_STALL`].
+    pub fn open_with(
+        data_dir: PathBuf,
+        max_artifact_bytes: u64,
+        token: Option<String>,
+        upload_stall: std::time::Duration,
+    ) -> Result<Arc<Self>, ApiError> {
         let io = |e: std::io::Error| ApiError::internal(format!("{}: {e}", data_dir.display()));
         std::fs::create_dir_all(data_dir.join("blobs")).map_err(io)?;
         let tmp = data_dir.join("tmp");
@@ -57,8 +73,8 @@ impl App {
         }
         std::fs::create_dir_all(&tmp).map_err(io)?;
         let store = store::Store::open(&data_dir.join("registry.redb"))?;
-        let app =
-            Arc::new(Self { store, data_dir, max_artifact_bytes, token, metrics: metrics::Metrics::new() });
+        let metrics = metrics::Metrics::new();
+        let app = Arc::new(Self { store, data_dir, max_artifact_bytes, token, metrics, upload_stall });
         tracking::init(&app)?;
         Ok(app)
     }

@@ -22,6 +22,9 @@ struct Args {
     /// When set, requests other than reads need `Authorization: Bearer TOKEN`.
     #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Seconds an upload's body may send nothing before it is refused with a 400.
+    #[arg(long, env = "MIZZEN_REGISTRY_UPLOAD_STALL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    upload_stall_seconds: u64,
     /// Log format.
     #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -34,8 +37,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
-    let app = mizzen_registry::App::open(args.data_dir.clone(), args.max_artifact_bytes, args.token)
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let stall = std::time::Duration::from_secs(args.upload_stall_seconds);
+    let app =
+        mizzen_registry::App::open_with(args.data_dir.clone(), args.max_artifact_bytes, args.token, stall)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %args.data_dir.display(), "mizzen-registry ready");
     axum::serve(listener, mizzen_registry::router(app)).with_graceful_shutdown(shutdown()).await?;

@@ -4,6 +4,9 @@
 
 use serde_json::{Value, json};
 
+/// The upload stall limit of these tests' registry.
+const STALL: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Server {
     url: String,
     _dir: tempfile::TempDir,
@@ -12,7 +15,8 @@ struct Server {
 async fn start(token: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let app =
-        mizzen_registry::App::open(dir.path().join("data"), 64 << 20, token.map(str::to_string)).unwrap();
+        mizzen_registry::App::open_with(dir.path().join("data"), 64 << 20, token.map(str::to_string), STALL)
+            .unwrap();
     let url = mizzen_registry::testing::serve(app).await.unwrap();
     Server { url, _dir: dir }
 }
@@ -73,6 +77,24 @@ async fn artifacts_stream_both_ways_and_bad_paths_are_refused() {
     assert!(left, "partial uploads left behind: {:?}", std::fs::read_dir(&tmp).unwrap().collect::<Vec<_>>());
     let cut = format!("{}/api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/cut", s.url);
     assert_eq!(client.get(cut).send().await.unwrap().status(), 404);
+    // A client that declares 10 MB, sends 1 MiB and then nothing, keeping the connection open: refused
+    // with a 400 once it has been silent for the stall limit, its partial file removed.
+    let mut stalled = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
+    let head = "PUT /api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/stalled HTTP/1.1\r\nHost: x\r\n\
+                Content-Length: 10000000\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &vec![1u8; 1 << 20]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(STALL * 10, tokio::io::AsyncReadExt::read(&mut stalled, &mut answer))
+        .await
+        .expect("an answer to the stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("sent nothing"), "{answer}");
+    assert!(
+        eventually(|| std::fs::read_dir(&tmp).unwrap().count() == 0).await,
+        "the stalled upload's file stays"
+    );
 }
 
 /// Whether `done` holds within 10 s (the server removes a cut-off upload's file once it notices).
