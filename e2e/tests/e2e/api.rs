@@ -12,7 +12,7 @@ use mizzen_api::validation_cases::cases;
 use mizzen_e2e::{Cluster, Kind, Operator, Registry, repo_root, wait_until};
 use std::time::Duration;
 
-const MDEP: &str = r#"
+pub(crate) const MDEP: &str = r#"
 apiVersion: mizzen.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: iris}

@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 
 const LEASE_SECONDS: u64 = 5;
 
-const MDEP: &str = r#"
-apiVersion: mizzen.dev/v1alpha1
-kind: ModelDeployment
-metadata: {name: iris}
-spec:
-  model: {uri: "s3://models/iris.onnx"}
-"#;
-
 /// Waits until `operator`'s /ready says `want` (`ready` or `standby...`); how long that took.
 async fn ready_as(operator: &Operator, want: &str, within: Duration) -> Result<Duration> {
     let start = Instant::now();
@@ -60,7 +52,7 @@ pub(crate) async fn a_standby_takes_over_from_a_killed_or_stopped_leader(cluster
     let leader = holder().ok()?;
     ensure!(!leader.is_empty(), "the lease has no holder");
 
-    ns.apply(MDEP)?;
+    ns.apply(&super::api::MDEP.replace("registry://iris@champion", "s3://models/iris.onnx"))?;
     ns.wait_for_condition::<ModelDeployment>("iris", "Ready", "True").await?;
     ensure!(reconciles(&first).await? > 0, "the leader reconciled nothing");
     ensure!(reconciles(&second).await? == 0, "the standby reconciled");
