@@ -157,13 +157,22 @@ impl Client {
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| self.fail(what, format!("{status}: {e}")))?;
         if !status.is_success() {
-            let message = body["message"].as_str().unwrap_or("no message");
+            let mut message = body["message"].as_str().unwrap_or("no message").to_string();
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                message.push_str(match self.token {
+                    None => {
+                        "; this client sent no token: set MIZZEN_REGISTRY_TOKEN (trainer pods read it from \
+                             the Secret the operator's --registry-token-secret names, in their own namespace)"
+                    }
+                    Some(_) => "; the token this client sent (MIZZEN_REGISTRY_TOKEN) is not the registry's",
+                });
+            }
             return Err(RegistryError::Refused {
                 uri: what.to_string(),
                 registry: self.base.clone(),
                 status: status.as_u16(),
                 code: body["error_code"].as_str().unwrap_or_default().to_string(),
-                message: crate::shortened(message, 400),
+                message: crate::shortened(&message, 600),
             });
         }
         Ok(body)

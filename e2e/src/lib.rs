@@ -6,6 +6,7 @@
 //! `kubectl` would show. Mizzen's statuses are read typed ([`Namespace::status`], [`Namespace::wait_for`]),
 //! so a renamed status field is a compile error in the suite, not a jsonpath that quietly reads nothing.
 
+pub mod history;
 pub mod recorder;
 pub mod runner;
 
@@ -333,6 +334,13 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its resident memory now, in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        line.split_whitespace().nth(1).context("an empty VmRSS")?.parse().context("VmRSS")
+    }
+
     /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
     pub fn kill(&mut self) -> Result<()> {
         self.child.kill()?;
@@ -403,10 +411,24 @@ pub async fn http(
     path: &str,
     json: Option<&str>,
 ) -> Result<(u16, String)> {
+    http_with(addr, method, path, json, &[]).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
     if let Some(body) = json {
         request += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     } else {
@@ -467,21 +489,29 @@ pub async fn dns_a(server: std::net::SocketAddr, name: &str) -> Result<Vec<std::
 /// stops when dropped.
 pub struct Registry {
     pub addr: std::net::SocketAddr,
+    /// The bearer token writes need, if any (this helper's own writes send it).
+    token: Option<String>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     pub async fn start(ip: &str) -> Result<Self> {
+        Self::start_with_token(ip, None).await
+    }
+
+    /// A registry on `ip` whose writes need `token` (when one is given).
+    pub async fn start_with_token(ip: &str, token: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, None)
+        let token = token.map(str::to_string);
+        let app = mizzen_registry::App::open(dir.path().join("data"), 1 << 30, token.clone())
             .map_err(|e| anyhow::anyhow!(e.message))?;
         let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, mizzen_registry::router(app)).await;
         });
-        Ok(Self { addr, task, _dir: dir })
+        Ok(Self { addr, token, task, _dir: dir })
     }
 
     pub fn url(&self) -> String {
@@ -497,21 +527,23 @@ impl Registry {
 
     /// `POST /api/2.0/mlflow/{op}` with `body`, which must answer 200.
     pub async fn post(&self, op: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-        let (code, answer) =
-            http(self.addr, "POST", &format!("/api/2.0/mlflow/{op}"), Some(&body.to_string())).await?;
+        let (code, answer) = self.write(&format!("/api/2.0/mlflow/{op}"), &body.to_string()).await?;
         ensure!(code == 200, "POST {op} {body}: {code} {answer}");
         Ok(serde_json::from_str(&answer)?)
     }
 
+    /// `POST path` with a JSON body, carrying the token when there is one.
+    async fn write(&self, path: &str, body: &str) -> Result<(u16, String)> {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+        http_with(self.addr, "POST", path, Some(body), &headers).await
+    }
+
     /// Registers `source` as the next version of `name` and points `alias` at it; the version.
     pub async fn register(&self, name: &str, source: &str, alias: &str) -> Result<String> {
-        let created = http(
-            self.addr,
-            "POST",
-            "/api/2.0/mlflow/registered-models/create",
-            Some(&serde_json::json!({"name": name}).to_string()),
-        )
-        .await?;
+        let created = self
+            .write("/api/2.0/mlflow/registered-models/create", &serde_json::json!({"name": name}).to_string())
+            .await?;
         ensure!(created.0 == 200 || created.1.contains("RESOURCE_ALREADY_EXISTS"), "{created:?}");
         let v =
             self.post("model-versions/create", serde_json::json!({"name": name, "source": source})).await?;
@@ -525,5 +557,40 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A small random generator (splitmix64) for tests that pick moments and operations at random. Its seed
+/// comes from `$MIZZEN_CHAOS_SEED` or the clock and is printed, so a failing run's choices can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(test: &str) -> Self {
+        let seed =
+            std::env::var("MIZZEN_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("    {test}: MIZZEN_CHAOS_SEED={seed}");
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A duration between `min` and `max` milliseconds.
+    pub fn millis(&mut self, min: u64, max: u64) -> Duration {
+        Duration::from_millis(min + self.below(max - min + 1))
     }
 }

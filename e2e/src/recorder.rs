@@ -95,19 +95,60 @@ async fn take(
         .await
         .ok()?
         .into_iter()
-        .map(|rs| ReplicaSetSample {
-            name: rs.name_any(),
-            labels: rs
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default(),
-            desired: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            ready: rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-            available: rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0),
-        })
+        .map(|rs| replica_set_sample(&rs))
         .collect();
     Some(Sample { at, selectors, replica_sets })
+}
+
+/// What a sample keeps of a ReplicaSet.
+pub fn replica_set_sample(rs: &ReplicaSet) -> ReplicaSetSample {
+    ReplicaSetSample {
+        name: rs.name_any(),
+        labels: rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
+        desired: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+        available: rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0),
+    }
+}
+
+/// Invariant 1 over a whole record: once the first deploy is available (the one exception, as in Argo
+/// Rollouts), the active Service `active` only ever selects a revision whose pods are all available at
+/// full size (`full` replicas), and never nothing.
+pub fn assert_active_always_fully_available(
+    samples: &[Sample],
+    active: &str,
+    full: i32,
+) -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let mut serving = false;
+    for s in samples {
+        let Some(Some(selector)) = s.selectors.get(active) else {
+            ensure!(!serving, "{active}: the active Service disappeared at {:?}", s.at);
+            continue;
+        };
+        let selected: Vec<_> = s.selected(selector).collect();
+        let available: i32 = selected.iter().map(|rs| rs.available).sum();
+        if !serving {
+            serving = available >= full;
+            continue;
+        }
+        ensure!(
+            !selected.is_empty(),
+            "{active}: the active Service selects no ReplicaSet at {:?}: {selector:?}",
+            s.at
+        );
+        ensure!(
+            available >= full,
+            "{active}: at {:?} the active Service selected {selected:?} with {available} available of {full}",
+            s.at
+        );
+    }
+    ensure!(serving, "{active}: the active Service never served a fully available revision");
+    Ok(())
 }

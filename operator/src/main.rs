@@ -68,6 +68,14 @@ struct RunArgs {
     /// trial).
     #[arg(long, env = "MIZZEN_REGISTRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     registry_token: Option<String>,
+    /// A Secret that trainer pods writing to the registry take their bearer token from, looked up in each
+    /// TrainingJob's own namespace (create it there when the registry asks for a token; a pod whose
+    /// namespace has none sends no token).
+    #[arg(long, env = "MIZZEN_REGISTRY_TOKEN_SECRET", value_name = "NAME")]
+    registry_token_secret: Option<String>,
+    /// The key of --registry-token-secret holding the token.
+    #[arg(long, env = "MIZZEN_REGISTRY_TOKEN_SECRET_KEY", default_value = "token", value_name = "KEY")]
+    registry_token_secret_key: String,
     /// Seconds between lookups of a registry://NAME@ALIAS model, so a moved alias rolls out (annotate the
     /// ModelDeployment with mizzen.dev/resolve to look at once).
     #[arg(long, env = "MIZZEN_REGISTRY_POLL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
@@ -161,6 +169,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             serve_image: args.serve_image,
             train_image: args.train_image,
             registry_url: args.registry_url,
+            registry_token_secret: args
+                .registry_token_secret
+                .filter(|name| !name.is_empty())
+                .map(|name| (name, args.registry_token_secret_key)),
         },
         concurrency: args.concurrency,
         crd_poll_interval: Duration::from_secs(args.crd_poll_seconds),

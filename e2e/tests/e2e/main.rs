@@ -6,6 +6,7 @@
 //! real node).
 
 mod api;
+mod chaos;
 mod chart;
 mod leader;
 mod local_cluster;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
             true api::operator_is_unready_until_the_crds_exist,
             true api::operator_is_unready_while_the_api_server_is_gone,
             true api::an_object_the_types_cannot_read_wedges_nothing,
+            true chaos::fifty_rollouts_survive_the_operator_killed_at_random,
+            true chaos::an_etcd_pause_loses_no_update,
+            true chaos::a_thousand_objects_churned_leave_flat_memory_and_no_children,
             false api::crds_are_established_and_explained,
             false api::api_server_judges_every_validation_case,
             false api::kubectl_shows_cel_messages,

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use mizzen_api::v1alpha1::model_deployment::{ModelDeployment, ModelDeploymentPhase, ModelDeploymentStatus};
-use mizzen_e2e::recorder::Recorder;
+use mizzen_e2e::recorder::{Recorder, assert_active_always_fully_available};
 use mizzen_e2e::{Cluster, Kind, Namespace, Operator, wait_until};
 use std::time::Duration;
 
@@ -98,33 +98,6 @@ fn then_events_include(ns: &Namespace, reasons: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Invariant 1 over a whole record: once the first deploy is available (the one exception, as in Argo
-/// Rollouts), the active Service only ever selects a revision whose pods are all available at full size,
-/// and never nothing.
-fn assert_active_always_fully_available(samples: &[mizzen_e2e::recorder::Sample], full: i32) -> Result<()> {
-    let mut serving = false;
-    for s in samples {
-        let Some(Some(selector)) = s.selectors.get("iris") else {
-            ensure!(!serving, "the active Service disappeared at {:?}", s.at);
-            continue;
-        };
-        let selected: Vec<_> = s.selected(selector).collect();
-        let available: i32 = selected.iter().map(|rs| rs.available).sum();
-        if !serving {
-            serving = available >= full;
-            continue;
-        }
-        ensure!(!selected.is_empty(), "the active Service selects no ReplicaSet at {:?}: {selector:?}", s.at);
-        ensure!(
-            available >= full,
-            "at {:?} the active Service selected {selected:?} with {available} available of {full}",
-            s.at
-        );
-    }
-    ensure!(serving, "the active Service never served a fully available revision");
-    Ok(())
-}
-
 /// Given a served ModelDeployment, when its model changes, then a new revision starts as preview, is
 /// promoted once fully available, and the old one is scaled down after the delay; throughout, the active
 /// Service points only at fully available pods. Deleting the ModelDeployment removes every child.
@@ -153,7 +126,7 @@ pub(crate) async fn model_deployment_rolls_out_blue_green(cluster: Cluster) -> R
     then_revision_has(&ns, "the old revision scaled down after the delay", &first, 0).await?;
     then_events_include(&ns, &["RevisionCreated", "Promoted", "ScaledDown"])?;
     let samples = recorder.finish().await;
-    assert_active_always_fully_available(&samples, 2)?;
+    assert_active_always_fully_available(&samples, "iris", 2)?;
 
     ns.kubectl(&["delete", "mdep", "iris", "--wait=true"]).ok()?;
     // The controller manager's garbage collector notices a newly installed CRD kind at its next discovery
@@ -206,7 +179,7 @@ pub(crate) async fn model_deployment_manual_promotion_and_abort(cluster: Cluster
         "abort must keep traffic on stable"
     );
     then_revision_has(&ns, "the aborted revision scaled down", &third, 0).await?;
-    assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    assert_active_always_fully_available(&recorder.finish().await, "iris", 2)?;
     then_events_include(&ns, &["PreviewAvailable", "RolloutPaused", "Promoted", "Aborted"])
 }
 
@@ -357,7 +330,7 @@ pub(crate) async fn model_deployment_sets_hand_edited_services_back(cluster: Clu
     ensure!(replicas_of(&ns, &first).await == Some(2), "the active revision was scaled down");
     // Up to here the active Service only ever selected fully available pods (the hand edit pointed it at a
     // preview that was fully available); the extra key below empties it until it is removed.
-    assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    assert_active_always_fully_available(&recorder.finish().await, "iris", 2)?;
 
     ns.kubectl(&["patch", "svc", "iris", "--type", "merge", "-p", r#"{"spec":{"selector":{"tamper":"x"}}}"#])
         .ok()?;
@@ -393,7 +366,7 @@ pub(crate) async fn model_deployment_abort_lasts_until_retried(cluster: Cluster)
         ensure!(true_reason(&status(&ns).await?, "Degraded").as_deref() == Some("RolloutAborted"));
     }
     ensure!(events_with_reason(&ns, "Aborted").await? == 1, "aborted more than once");
-    assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    assert_active_always_fully_available(&recorder.finish().await, "iris", 2)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     when_annotated(&ns, "mizzen.dev/retry", &now.to_string())?;
     then_revision_has(&ns, "the retried revision scaled up", &second, 2).await?;
@@ -506,6 +479,6 @@ pub(crate) async fn model_deployment_deadline_first_deploy_and_history(cluster: 
     })
     .await?;
     then_events(&ns, "RevisionDeleted", 2).await?;
-    assert_active_always_fully_available(&recorder.finish().await, 2)?;
+    assert_active_always_fully_available(&recorder.finish().await, "iris", 2)?;
     Ok(())
 }

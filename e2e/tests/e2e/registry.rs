@@ -14,6 +14,9 @@ use mizzen_e2e::{Cluster, Operator, Registry, wait_until};
 use serde_json::Value;
 use std::time::Duration;
 
+/// The registry's bearer token for writes.
+const TOKEN: &str = "e2e-registry-token";
+
 /// The trained model's inputs: two numbers and a colour.
 const TWO_ROWS: &str = r#"{"inputs":[
     {"name":"input","shape":[2,2],"datatype":"FP32","data":[1.8,1.5,-1.9,-1.2]},
@@ -39,7 +42,8 @@ spec:
     )
 }
 
-/// Train -> register -> deploy -> promote: a TrainingJob's pod logs its run in the registry and registers
+/// Train -> register -> deploy -> promote, with a registry whose writes need a token (a trainer pod without
+/// the token's Secret is refused, with a message saying where it goes): a TrainingJob's pod logs its run in the registry and registers
 /// version 1 under the alias `champion`; a ModelDeployment of `registry://iris@champion` serves that version
 /// (the pods read it through the registry, sha256 checked); a search registers its best trial as version 2;
 /// moving the alias and annotating the ModelDeployment rolls version 2 out blue-green, and the status names
@@ -54,12 +58,41 @@ pub(crate) async fn a_moved_registry_alias_rolls_the_new_version_out(cluster: Cl
     let volume = given_models_on_a_volume(&cluster, &ns)?;
     std::fs::create_dir_all(volume.dir.join("data"))?;
     std::fs::write(volume.dir.join("data/train.csv"), super::training_job::training_csv(400))?;
-    let registry = Registry::start(NODE_IP).await?;
+    // Writes need a token: the operator has it, and its trainer pods read it from a Secret in their namespace.
+    let registry = Registry::start_with_token(NODE_IP, Some(TOKEN)).await?;
     // Aliases are looked up again only when asked: the move below is noticed through the annotation.
     let _operator = Operator::start(
         &cluster,
-        &["--namespace", &ns.name, "--registry-url", &registry.url(), "--registry-poll-seconds", "3600"],
+        &[
+            "--namespace",
+            &ns.name,
+            "--registry-url",
+            &registry.url(),
+            "--registry-poll-seconds",
+            "3600",
+            "--registry-token",
+            TOKEN,
+            "--registry-token-secret",
+            "registry-token",
+        ],
     )?;
+
+    // 0. Without the Secret in the namespace, the pod sends no token: Failed, saying what to do.
+    ns.apply(&training_job("tokenless", "registry://iris@champion", ""))?;
+    let reason = ns
+        .wait_for_condition::<TrainingJob>("tokenless", "Failed", "True")
+        .await
+        .with_context(|| what_the_cluster_shows(&ns))?;
+    ensure!(reason == "RegistryRefused", "{reason}");
+    let described = ns.kubectl(&["describe", "tjob", "tokenless"]).ok()?;
+    ensure!(described.contains("401") && described.contains("--registry-token-secret"), "{described}");
+    let models = registry.get("registered-models/search", "").await?;
+    let registered = models["registered_models"].as_array().map_or(0, Vec::len);
+    ensure!(registered == 0, "a refused pod registered something: {models}");
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: registry-token}}\nstringData: {{token: {TOKEN}}}\n"
+    );
+    ns.apply(&secret)?;
 
     // 1. A single run registers version 1 and points `champion` at it.
     ns.apply(&training_job("first", "registry://iris@champion", ""))?;

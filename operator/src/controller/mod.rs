@@ -65,6 +65,9 @@ pub struct Defaults {
     pub train_image: String,
     /// The model registry's URL as pods reach it (`MIZZEN_REGISTRY_URL` of servers and trainers).
     pub registry_url: Option<String>,
+    /// The Secret (name, key), looked up in each trainer pod's own namespace, whose value trainer pods
+    /// writing to the registry send as their bearer token (`MIZZEN_REGISTRY_TOKEN`).
+    pub registry_token_secret: Option<(String, String)>,
 }
 
 /// What every reconcile gets: the client, one shared event recorder and the metrics.

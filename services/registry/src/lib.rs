@@ -274,6 +274,12 @@ fn not_found(method: &Method, path: &str) -> Response {
         .into_response()
 }
 
+/// Whether `given` is `secret`, in a time that does not depend on where they differ.
+fn same_secret(given: &str, secret: &str) -> bool {
+    let (given, secret) = (given.as_bytes(), secret.as_bytes());
+    given.len() == secret.len() && given.iter().zip(secret).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
 /// With a token configured, every request but a read needs it.
 async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -281,7 +287,7 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         && !read
     {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
+        if !given.and_then(|g| g.strip_prefix("Bearer ")).is_some_and(|g| same_secret(g, token)) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",

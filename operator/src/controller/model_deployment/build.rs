@@ -418,6 +418,7 @@ spec:
             serve_image: "mizzen-serve:test".into(),
             train_image: "mizzen-train:test".into(),
             registry_url: None,
+            registry_token_secret: None,
         }
     }
 

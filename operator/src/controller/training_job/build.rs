@@ -13,7 +13,9 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use mizzen_common::registry;
@@ -210,6 +212,16 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
     if let Some(url) = defaults.registry_url.as_ref().filter(|_| config.output_uri.starts_with("registry://"))
     {
         env.push(EnvVar { name: registry::URL_ENV.into(), value: Some(url.clone()), ..Default::default() });
+        if let Some((name, key)) = &defaults.registry_token_secret {
+            // Optional: without the Secret in this namespace the pod starts, sends no token, and a registry
+            // that asks for one refuses it with a message the TrainingJob's status carries.
+            let from = SecretKeySelector { name: name.clone(), key: key.clone(), optional: Some(true) };
+            env.push(EnvVar {
+                name: registry::TOKEN_ENV.into(),
+                value_from: Some(EnvVarSource { secret_key_ref: Some(from), ..Default::default() }),
+                ..Default::default()
+            });
+        }
     }
     env.extend(c.env.iter().cloned());
     // Claims: the data's read-only, the output's writable (one mount if they are the same claim).
@@ -315,6 +327,7 @@ mod tests {
             serve_image: "mizzen-serve:test".into(),
             train_image: "mizzen-train:test".into(),
             registry_url: None,
+            registry_token_secret: None,
         }
     }
 
@@ -430,5 +443,24 @@ mod tests {
         let env = pod.containers[0].env.clone().unwrap();
         let url = env.iter().find(|e| e.name == "MIZZEN_REGISTRY_URL").and_then(|e| e.value.as_deref());
         assert_eq!(url, Some("http://mizzen-registry.mizzen-system.svc:5000"));
+        assert!(!env.iter().any(|e| e.name == "MIZZEN_REGISTRY_TOKEN"), "no Secret named, no token: {env:?}");
+        // With a token Secret named, the pods read it from their own namespace, optionally.
+        with_registry.registry_token_secret = Some(("registry-token".into(), "token".into()));
+        let pod = job(&t, &config, &with_registry).spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let token = env.iter().find(|e| e.name == "MIZZEN_REGISTRY_TOKEN").expect("the token's variable");
+        let from = token.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str(), from.optional),
+            ("registry-token", "token", Some(true))
+        );
+        assert_eq!(token.value, None, "never the token itself in the pod spec");
+        // Not for outputs elsewhere.
+        let s3 = tj(BASE);
+        let pod =
+            job(&s3, &super::config(&s3, true).unwrap(), &with_registry).spec.unwrap().template.spec.unwrap();
+        assert!(
+            !pod.containers[0].env.clone().unwrap().iter().any(|e| e.name.starts_with("MIZZEN_REGISTRY"))
+        );
     }
 }

@@ -192,7 +192,12 @@ impl Cluster {
 }
 
 fn defaults() -> controller::Defaults {
-    controller::Defaults { serve_image: "serve".into(), train_image: "train".into(), registry_url: None }
+    controller::Defaults {
+        serve_image: "serve".into(),
+        train_image: "train".into(),
+        registry_url: None,
+        registry_token_secret: None,
+    }
 }
 
 fn time(s: i64) -> Time {

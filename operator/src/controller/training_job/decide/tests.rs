@@ -33,7 +33,12 @@ fn given(extra: &str) -> Cluster {
 }
 
 fn defaults() -> Defaults {
-    Defaults { serve_image: "serve".into(), train_image: "train".into(), registry_url: None }
+    Defaults {
+        serve_image: "serve".into(),
+        train_image: "train".into(),
+        registry_url: None,
+        registry_token_secret: None,
+    }
 }
 
 fn completed(at: i64) -> JobStatus {
