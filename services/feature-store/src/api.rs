@@ -1,0 +1,408 @@
+//! Feast's feature-server endpoints over one FeatureSet, plus historical retrieval, health and metrics.
+//!
+//! Bodies are read as JSON whatever their content type says (older Feast clients send none). Every
+//! mistake of the client is a 4xx with `{"error": ...}`.
+
+use crate::schema::{Key, Row, Value, format_time, parse_time_micros};
+use crate::store::{OFFLINE_FLAG, ONLINE_FLAG, Targets};
+use crate::{App, Error, metrics};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest request body: a push or an entity table for historical retrieval.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// The most entities in one online lookup.
+pub const MAX_LOOKUP_ENTITIES: usize = 10_000;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/get-online-features", post(online))
+        .route("/push", post(push))
+        .route("/write-to-online-store", post(write_to_online_store))
+        .route("/get-historical-features", post(historical))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(|| async { "ready" }))
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move {
+                mizzen_common::metrics::response(&app.metrics.registry)
+            }),
+        )
+        .fallback(|| async {
+            Error::not_found("no such endpoint: see the README for the feature server's API")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Runs `handler` for `endpoint`, counting it, timing it and counting refusals.
+async fn measured<F>(app: &App, endpoint: &'static str, handler: F) -> Response
+where
+    F: std::future::Future<Output = Result<Response, Error>>,
+{
+    let start = Instant::now();
+    let label = metrics::Endpoint { endpoint };
+    let response = match handler.await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_client_error() {
+                app.metrics.refused.get_or_create(&label).inc();
+            }
+            e.into_response()
+        }
+    };
+    app.metrics.requests.get_or_create(&label).inc();
+    app.metrics.duration.get_or_create(&label).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("the body is not the expected JSON: {e}")))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+#[derive(Deserialize)]
+struct OnlineRequest {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    entities: Map<String, Json>,
+    #[serde(default)]
+    full_feature_names: bool,
+}
+
+/// Feature references (`NAME:feature`, or a bare feature name) as feature indices; every feature when
+/// the request names the FeatureSet as its feature service.
+fn features(app: &App, refs: Option<&[String]>, service: Option<&str>) -> Result<Vec<usize>, Error> {
+    let schema = app.store.schema();
+    match (refs, service) {
+        (Some(refs), _) if !refs.is_empty() => refs
+            .iter()
+            .map(|r| {
+                let (view, feature) = r.split_once(':').unwrap_or((schema.name.as_str(), r.as_str()));
+                if view != schema.name {
+                    return Err(Error::not_found(format!(
+                        "feature view {view:?} is not served here: this is FeatureSet {:?}",
+                        schema.name
+                    )));
+                }
+                schema
+                    .feature(feature)
+                    .ok_or_else(|| Error::not_found(format!("{:?} has no feature {feature:?}", schema.name)))
+            })
+            .collect(),
+        (_, Some(service)) if service == schema.name => Ok((0..schema.features.len()).collect()),
+        (_, Some(service)) => Err(Error::not_found(format!(
+            "no feature service {service:?}: this store serves FeatureSet {:?} (use it as the service name)",
+            schema.name
+        ))),
+        _ => Err(Error::invalid(
+            "name the features (\"features\": [\"NAME:feature\"]) or a \"feature_service\"",
+        )),
+    }
+}
+
+/// The entity keys of a request's `entities`, which must hold the join key and nothing else.
+fn entity_keys(app: &App, entities: &Map<String, Json>, limit: usize) -> Result<Vec<Key>, Error> {
+    let schema = app.store.schema();
+    if let Some(other) = entities.keys().find(|k| **k != schema.join_key) {
+        return Err(Error::invalid(format!(
+            "entities has {other:?}; this FeatureSet's join key is {:?}",
+            schema.join_key
+        )));
+    }
+    let Some(Json::Array(values)) = entities.get(&schema.join_key) else {
+        return Err(Error::invalid(format!("entities needs a list of {:?} values", schema.join_key)));
+    };
+    if values.len() > limit {
+        return Err(Error::invalid(format!("at most {limit} entities per request, not {}", values.len())));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| schema.key(v).map_err(|e| Error::invalid(format!("entity {i}: {e}"))))
+        .collect()
+}
+
+fn feature_name(app: &App, index: usize, full: bool) -> String {
+    let schema = app.store.schema();
+    if full {
+        format!("{}__{}", schema.name, schema.features[index].0)
+    } else {
+        schema.features[index].0.clone()
+    }
+}
+
+/// `POST /get-online-features`: the join key column first, then one column per feature, each with
+/// `values`, `statuses` and `event_timestamps`.
+async fn online(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    measured(&app, "get-online-features", async {
+        let request: OnlineRequest = parse(&body)?;
+        let wanted = features(&app, request.features.as_deref(), request.feature_service.as_deref())?;
+        let keys = entity_keys(&app, &request.entities, MAX_LOOKUP_ENTITIES)?;
+        let rows = app.store.lookup(&keys)?;
+        let (now, ttl) = (now_micros(), app.store.schema().ttl_micros);
+        let epoch = format_time(0);
+        let mut names = vec![Json::String(app.store.schema().join_key.clone())];
+        let mut results = vec![json!({
+            "values": keys.iter().map(Key::to_json).collect::<Vec<_>>(),
+            "statuses": vec!["PRESENT"; keys.len()],
+            "event_timestamps": vec![epoch.as_str(); keys.len()],
+        })];
+        for &f in &wanted {
+            names.push(Json::String(feature_name(&app, f, request.full_feature_names)));
+            let (mut values, mut statuses, mut times) = (
+                Vec::with_capacity(keys.len()),
+                Vec::with_capacity(keys.len()),
+                Vec::with_capacity(keys.len()),
+            );
+            for row in &rows {
+                let cell = row.as_ref().and_then(|r| r[f].as_ref());
+                let (value, status, time) = match cell {
+                    None => (Json::Null, "NOT_FOUND", epoch.clone()),
+                    Some(c) if ttl.is_some_and(|t| now - c.event_micros > t) => {
+                        (Json::Null, "OUTSIDE_MAX_AGE", format_time(c.event_micros))
+                    }
+                    Some(c) if c.value == Value::Null => {
+                        (Json::Null, "NULL_VALUE", format_time(c.event_micros))
+                    }
+                    Some(c) => {
+                        app.metrics.value_age.observe(((now - c.event_micros) as f64 / 1e6).max(0.0));
+                        (c.value.to_json(), "PRESENT", format_time(c.event_micros))
+                    }
+                };
+                app.metrics.values.get_or_create(&metrics::Status { status }).inc();
+                values.push(value);
+                statuses.push(status);
+                times.push(time);
+            }
+            results.push(json!({"values": values, "statuses": statuses, "event_timestamps": times}));
+        }
+        Ok(axum::Json(json!({"metadata": {"feature_names": names}, "results": results})).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct PushRequest {
+    push_source_name: String,
+    df: Map<String, Json>,
+    #[serde(default = "default_to")]
+    to: String,
+}
+
+fn default_to() -> String {
+    "online".into()
+}
+
+/// Writes rows where `to` says, off the async threads (it syncs to disk), and answers what it did.
+async fn write(app: &Arc<App>, rows: Vec<Row>, to: u8, to_name: &'static str) -> Result<Response, Error> {
+    let n = rows.len();
+    let store_app = app.clone();
+    let written = tokio::task::spawn_blocking(move || store_app.store.write(&rows, Targets(to)))
+        .await
+        .map_err(|e| Error::internal(format!("the write stopped: {e}")))??;
+    app.metrics.rows.get_or_create(&metrics::To { to: to_name }).inc_by(n as u64);
+    if to & ONLINE_FLAG != 0 {
+        app.metrics.entities.set(app.store.entity_count()? as i64);
+    }
+    Ok(axum::Json(json!({"rows": written.rows, "ignored_older_values": written.ignored_older}))
+        .into_response())
+}
+
+/// `POST /push`: rows of a push source (a source of the FeatureSet, its timestamp columns as declared) to
+/// the online store, the offline log, or both. All rows are checked first: one bad row refuses them all.
+async fn push(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    measured(&app.clone(), "push", async move {
+        let request: PushRequest = parse(&body)?;
+        let schema = app.store.schema();
+        let Some((timestamp, created)) = schema.sources.get(&request.push_source_name) else {
+            return Err(Error::not_found(format!(
+                "no push source {:?} in FeatureSet {:?} (its sources: {})",
+                request.push_source_name,
+                schema.name,
+                schema.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let (to, name) = match request.to.to_ascii_lowercase().as_str() {
+            "online" => (ONLINE_FLAG, "online"),
+            "offline" => (OFFLINE_FLAG, "offline"),
+            "online_and_offline" | "both" => (ONLINE_FLAG | OFFLINE_FLAG, "online_and_offline"),
+            other => {
+                return Err(Error::invalid(format!(
+                    "to is {other:?}: use online, offline or online_and_offline (both)"
+                )));
+            }
+        };
+        let rows = schema.rows(&request.df, timestamp, created.as_deref())?;
+        write(&app, rows, to, name).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct WriteRequest {
+    feature_view_name: String,
+    df: Map<String, Json>,
+}
+
+/// `POST /write-to-online-store`: rows straight to the online store (what Feast's remote online store
+/// sends), with the event time in the first source's timestamp column found in `df`, else
+/// `event_timestamp`.
+async fn write_to_online_store(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    measured(&app.clone(), "write-to-online-store", async move {
+        let request: WriteRequest = parse(&body)?;
+        let schema = app.store.schema();
+        if request.feature_view_name != schema.name {
+            return Err(Error::not_found(format!(
+                "feature view {:?} is not served here: this is FeatureSet {:?}",
+                request.feature_view_name, schema.name
+            )));
+        }
+        let (timestamp, created) = schema
+            .sources
+            .values()
+            .find(|(t, _)| request.df.contains_key(t))
+            .cloned()
+            .unwrap_or(("event_timestamp".into(), Some("created".into())));
+        let rows = schema.rows(&request.df, &timestamp, created.as_deref())?;
+        write(&app, rows, ONLINE_FLAG, "online").await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct HistoricalRequest {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    #[serde(alias = "entity_df")]
+    entities: Map<String, Json>,
+    #[serde(default = "default_timestamp_column")]
+    timestamp_column: String,
+    #[serde(default)]
+    full_feature_names: bool,
+    #[serde(default = "default_format")]
+    format: String,
+}
+
+fn default_timestamp_column() -> String {
+    "event_timestamp".into()
+}
+fn default_format() -> String {
+    "json".into()
+}
+
+/// `POST /get-historical-features`: for each entity row (the join key, a timestamp and any other columns,
+/// kept), each feature's latest value at or before the row's time and within ttl, else null. As JSON
+/// (`{"columns": [...], "values": [[column 0], [column 1], ...]}`) or CSV.
+async fn historical(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    measured(&app.clone(), "get-historical-features", async move {
+        let request: HistoricalRequest = parse(&body)?;
+        let csv = match request.format.as_str() {
+            "json" => false,
+            "csv" => true,
+            other => return Err(Error::invalid(format!("format {other:?}: use json or csv"))),
+        };
+        let wanted = features(&app, request.features.as_deref(), request.feature_service.as_deref())?;
+        let schema = app.store.schema().clone();
+        let column = |name: &str| match request.entities.get(name) {
+            Some(Json::Array(values)) => Ok(values),
+            _ => Err(Error::invalid(format!("entities needs a list of {name:?} values"))),
+        };
+        let keys = column(&schema.join_key)?;
+        let times = column(&request.timestamp_column)?;
+        let mut extra: Vec<(&String, &Vec<Json>)> = Vec::new();
+        for (name, values) in &request.entities {
+            if name == &schema.join_key || name == &request.timestamp_column {
+                continue;
+            }
+            let Json::Array(values) = values else {
+                return Err(Error::invalid(format!("column {name:?} must be a list of values")));
+            };
+            extra.push((name, values));
+        }
+        for (name, len) in std::iter::once((&request.timestamp_column, times.len()))
+            .chain(extra.iter().map(|(n, v)| (*n, v.len())))
+        {
+            if len != keys.len() {
+                return Err(Error::invalid(format!("column {name:?} has {len} values, not {}", keys.len())));
+            }
+        }
+        let mut rows = Vec::with_capacity(keys.len());
+        for (i, (k, t)) in keys.iter().zip(times).enumerate() {
+            let key = schema.key(k).map_err(|e| Error::invalid(format!("row {i}: {e}")))?;
+            let at = parse_time_micros(t)
+                .map_err(|e| Error::invalid(format!("row {i}, {:?}: {e}", request.timestamp_column)))?;
+            rows.push((key, at));
+        }
+        let (store_app, wanted_in) = (app.clone(), wanted.clone());
+        let joined = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Value>>, Error> {
+            let wanted_keys = rows.iter().map(|(k, _)| k.clone()).collect();
+            let histories = store_app.store.history(&wanted_keys)?;
+            let indexed: std::collections::HashMap<&Key, crate::pit::History> = histories
+                .iter()
+                .map(|(k, rows)| (k, crate::pit::History::new(rows, schema.features.len())))
+                .collect();
+            Ok(wanted_in
+                .iter()
+                .map(|&f| {
+                    rows.iter()
+                        .map(|(k, at)| {
+                            indexed
+                                .get(k)
+                                .and_then(|h| h.as_of(f, *at, schema.ttl_micros))
+                                .map_or(Value::Null, |(v, _)| v.clone())
+                        })
+                        .collect()
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the join stopped: {e}")))??;
+        let mut names: Vec<String> =
+            vec![app.store.schema().join_key.clone(), request.timestamp_column.clone()];
+        names.extend(extra.iter().map(|(n, _)| (*n).clone()));
+        names.extend(wanted.iter().map(|&f| feature_name(&app, f, request.full_feature_names)));
+        let mut columns: Vec<Vec<Json>> = vec![keys.clone(), times.clone()];
+        columns.extend(extra.iter().map(|(_, v)| (*v).clone()));
+        columns.extend(joined.iter().map(|c| c.iter().map(Value::to_json).collect()));
+        if csv {
+            return Ok(([(header::CONTENT_TYPE, "text/csv")], to_csv(&names, &columns)).into_response());
+        }
+        Ok(axum::Json(json!({"columns": names, "values": columns})).into_response())
+    })
+    .await
+}
+
+fn csv_field(v: &Json) -> String {
+    match v {
+        Json::Null => String::new(),
+        Json::String(s) => Value::Str(s.clone()).to_csv(),
+        other => other.to_string(),
+    }
+}
+
+fn to_csv(names: &[String], columns: &[Vec<Json>]) -> String {
+    let mut out = names.iter().map(|n| Value::Str(n.clone()).to_csv()).collect::<Vec<_>>().join(",");
+    out.push('\n');
+    for r in 0..columns.first().map_or(0, Vec::len) {
+        out.push_str(&columns.iter().map(|c| csv_field(&c[r])).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}
