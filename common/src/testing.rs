@@ -28,13 +28,19 @@ pub fn cache_dir() -> PathBuf {
 /// The project's Python virtual environment (created once by hack/python-env.sh, cached outside the clone).
 pub fn venv() -> &'static PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let out = Command::new(repo_root().join("hack/python-env.sh"))
-            .output()
-            .expect("running hack/python-env.sh");
-        assert!(out.status.success(), "hack/python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
+    VENV.get_or_init(|| venv_for(None))
+}
+
+/// The virtual environment of a requirements file under `hack/` (`None`: hack/python-requirements.txt),
+/// created once by hack/python-env.sh and cached outside the clone.
+pub fn venv_for(requirements: Option<&str>) -> PathBuf {
+    let mut env = Command::new(repo_root().join("hack/python-env.sh"));
+    if let Some(file) = requirements {
+        env.arg(repo_root().join("hack").join(file));
+    }
+    let out = env.output().expect("running hack/python-env.sh");
+    assert!(out.status.success(), "hack/python-env.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 pub fn python() -> PathBuf {

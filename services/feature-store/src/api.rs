@@ -65,8 +65,40 @@ where
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Error> {
+    let lenient;
+    let body = if body.windows(3).any(|w| w == b"NaN") || body.windows(8).any(|w| w == b"Infinity") {
+        lenient = non_finite_as_null(body);
+        &lenient[..]
+    } else {
+        body
+    };
     serde_json::from_slice(body)
         .map_err(|e| Error::invalid(format!("the body is not the expected JSON: {e}")))
+}
+
+/// Python's `json` (what `requests` sends) writes a missing float from pandas as the bare token `NaN`
+/// (and infinities as `Infinity`), which is not JSON; outside strings, they are read as null.
+fn non_finite_as_null(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let (mut i, mut in_string, mut escaped) = (0, false, false);
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            in_string = escaped || b != b'"';
+            escaped = !escaped && b == b'\\';
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) =
+            [&b"NaN"[..], b"Infinity", b"-Infinity"].into_iter().find(|t| body[i..].starts_with(t))
+        {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
 }
 
 fn now_micros() -> i64 {
@@ -405,4 +437,17 @@ fn to_csv(names: &[String], columns: &[Vec<Json>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pythons_non_finite_floats_are_read_as_null_outside_strings() {
+        let body = br#"{"a": [NaN, 1.5, Infinity, -Infinity], "b": "NaN \" Infinity", "c": [NaN]}"#;
+        let fixed = super::non_finite_as_null(body);
+        let v: serde_json::Value = serde_json::from_slice(&fixed).unwrap();
+        assert_eq!(v["a"], serde_json::json!([null, 1.5, null, null]));
+        assert_eq!(v["b"], "NaN \" Infinity");
+        assert_eq!(v["c"], serde_json::json!([null]));
+    }
 }

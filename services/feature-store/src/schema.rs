@@ -118,9 +118,9 @@ impl Schema {
             let at = |column: &str, e: String| Error::invalid(format!("row {r}, column {column:?}: {e}"));
             let key = self.key(&keys[r]).map_err(|e| at(&self.join_key, e))?;
             let event_micros = parse_time_micros(&times[r]).map_err(|e| at(timestamp_column, e))?;
-            let created_micros = match created {
-                Some(c) => parse_time_micros(&c[r]).map_err(|e| at(created_column.unwrap_or_default(), e))?,
-                None => 0,
+            let created_micros = match created.map(|c| &c[r]) {
+                Some(Json::Null) | None => 0,
+                Some(c) => parse_time_micros(c).map_err(|e| at(created_column.unwrap_or_default(), e))?,
             };
             let mut values = Vec::with_capacity(features.len());
             for (index, column) in &features {
