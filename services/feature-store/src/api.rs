@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/push", post(push))
         .route("/write-to-online-store", post(write_to_online_store))
         .route("/get-historical-features", post(historical))
+        .route("/ingest", post(ingest))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(|| async { "ready" }))
         .route(
@@ -240,8 +241,13 @@ fn default_to() -> String {
     "online".into()
 }
 
-/// Writes rows where `to` says, off the async threads (it syncs to disk), and answers what it did.
-async fn write(app: &Arc<App>, rows: Vec<Row>, to: u8, to_name: &'static str) -> Result<Response, Error> {
+/// Writes rows where `to` says, off the async threads (it syncs to disk).
+async fn write_rows(
+    app: &Arc<App>,
+    rows: Vec<Row>,
+    to: u8,
+    to_name: &'static str,
+) -> Result<crate::store::Written, Error> {
     let n = rows.len();
     let store_app = app.clone();
     let written = tokio::task::spawn_blocking(move || store_app.store.write(&rows, Targets(to)))
@@ -251,6 +257,12 @@ async fn write(app: &Arc<App>, rows: Vec<Row>, to: u8, to_name: &'static str) ->
     if to & ONLINE_FLAG != 0 {
         app.metrics.entities.set(app.store.entity_count()? as i64);
     }
+    Ok(written)
+}
+
+/// [`write_rows`], answering what it did.
+async fn write(app: &Arc<App>, rows: Vec<Row>, to: u8, to_name: &'static str) -> Result<Response, Error> {
+    let written = write_rows(app, rows, to, to_name).await?;
     Ok(axum::Json(json!({"rows": written.rows, "ignored_older_values": written.ignored_older}))
         .into_response())
 }
@@ -261,7 +273,7 @@ async fn push(State(app): State<Arc<App>>, body: Bytes) -> Response {
     measured(&app.clone(), "push", async move {
         let request: PushRequest = parse(&body)?;
         let schema = app.store.schema();
-        let Some((timestamp, created)) = schema.sources.get(&request.push_source_name) else {
+        let Some(source) = schema.sources.get(&request.push_source_name) else {
             return Err(Error::not_found(format!(
                 "no push source {:?} in FeatureSet {:?} (its sources: {})",
                 request.push_source_name,
@@ -269,18 +281,83 @@ async fn push(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 schema.sources.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         };
-        let (to, name) = match request.to.to_ascii_lowercase().as_str() {
-            "online" => (ONLINE_FLAG, "online"),
-            "offline" => (OFFLINE_FLAG, "offline"),
-            "online_and_offline" | "both" => (ONLINE_FLAG | OFFLINE_FLAG, "online_and_offline"),
-            other => {
-                return Err(Error::invalid(format!(
-                    "to is {other:?}: use online, offline or online_and_offline (both)"
-                )));
-            }
-        };
-        let rows = schema.rows(&request.df, timestamp, created.as_deref())?;
+        let (to, name) = targets(&request.to)?;
+        let rows = schema.rows(&request.df, &source.timestamp, source.created.as_deref())?;
         write(&app, rows, to, name).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct IngestRequest {
+    source: String,
+    /// Another file for the source (its columns as the source declares them); default: the source's own.
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default = "default_ingest_to")]
+    to: String,
+}
+
+fn default_ingest_to() -> String {
+    "online_and_offline".into()
+}
+
+/// Where `to` sends rows: its flags and its metric label.
+fn targets(to: &str) -> Result<(u8, &'static str), Error> {
+    Ok(match to.to_ascii_lowercase().as_str() {
+        "online" => (ONLINE_FLAG, "online"),
+        "offline" => (OFFLINE_FLAG, "offline"),
+        "online_and_offline" | "both" => (ONLINE_FLAG | OFFLINE_FLAG, "online_and_offline"),
+        other => {
+            return Err(Error::invalid(format!(
+                "to is {other:?}: use online, offline or online_and_offline (both)"
+            )));
+        }
+    })
+}
+
+/// `POST /ingest` {`source`, `uri`, `to`}: a source's CSV or Parquet file, read from its storage URI and
+/// checked whole (the first bad row named, nothing written unless every row is good), written as one batch.
+async fn ingest(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    measured(&app.clone(), "ingest", async move {
+        let request: IngestRequest = parse(&body)?;
+        let (to, name) = targets(&request.to)?;
+        let schema = app.store.schema();
+        let Some(source) = schema.sources.get(&request.source).cloned() else {
+            return Err(Error::not_found(format!(
+                "no source {:?} in FeatureSet {:?}",
+                request.source, schema.name
+            )));
+        };
+        let uri = request.uri.clone().unwrap_or_else(|| source.uri.clone());
+        let parquet = match &request.uri {
+            Some(u) => u.ends_with(".parquet") || u.ends_with(".pq"),
+            None => source.parquet,
+        };
+        let bytes = mizzen_common::storage::read(&uri).await.map_err(|e| {
+            if e.is_missing() { Error::not_found(e.to_string()) } else { Error::invalid(e.to_string()) }
+        })?;
+        let started = Instant::now();
+        let parse_app = app.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            let schema = parse_app.store.schema();
+            let columns = if parquet {
+                crate::ingest::parquet_columns(bytes, schema, &source.timestamp, source.created.as_deref())?
+            } else {
+                crate::ingest::csv_columns(&bytes, schema, &source.timestamp, source.created.as_deref())?
+            };
+            schema.rows(&columns, &source.timestamp, source.created.as_deref())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the ingestion stopped: {e}")))?
+        .map_err(|e| Error { message: format!("{uri}: {}", e.message), ..e })?;
+        let n = rows.len();
+        let written = write_rows(&app, rows, to, name).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(source = %request.source, %uri, rows = n, seconds, "ingested");
+        Ok(axum::Json(json!({"rows": written.rows, "ignored_older_values": written.ignored_older,
+                             "seconds": seconds}))
+        .into_response())
     })
     .await
 }
@@ -307,8 +384,8 @@ async fn write_to_online_store(State(app): State<Arc<App>>, body: Bytes) -> Resp
         let (timestamp, created) = schema
             .sources
             .values()
-            .find(|(t, _)| request.df.contains_key(t))
-            .cloned()
+            .find(|s| request.df.contains_key(&s.timestamp))
+            .map(|s| (s.timestamp.clone(), s.created.clone()))
             .unwrap_or(("event_timestamp".into(), Some("created".into())));
         let rows = schema.rows(&request.df, &timestamp, created.as_deref())?;
         write(&app, rows, ONLINE_FLAG, "online").await

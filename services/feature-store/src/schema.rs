@@ -2,9 +2,19 @@
 //! (checked, with the row number of anything wrong) and how values are stored.
 
 use crate::Error;
+use mizzen_api::v1alpha1::common::DataFormat;
 use mizzen_api::v1alpha1::feature_set::{FeatureSetSpec, KeyType, ValueType};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+
+/// A source of the FeatureSet: a batch file, and the columns its rows (or rows pushed to it) carry.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    pub uri: String,
+    pub parquet: bool,
+    pub timestamp: String,
+    pub created: Option<String>,
+}
 
 /// One FeatureSet as the store serves it.
 #[derive(Clone, Debug)]
@@ -17,8 +27,8 @@ pub struct Schema {
     pub features: Vec<(String, ValueType)>,
     /// Values older than this (event time) are stale: `OUTSIDE_MAX_AGE` online, ignored by joins.
     pub ttl_micros: Option<i64>,
-    /// Source name -> its event timestamp column and created timestamp column; each is a push source.
-    pub sources: BTreeMap<String, (String, Option<String>)>,
+    /// The sources by name; each is also a push source.
+    pub sources: BTreeMap<String, SourceInfo>,
 }
 
 impl Schema {
@@ -34,7 +44,18 @@ impl Schema {
         let sources = spec
             .sources
             .iter()
-            .map(|s| (s.name.clone(), (s.timestamp_column.clone(), s.created_timestamp_column.clone())))
+            .map(|s| {
+                let info = SourceInfo {
+                    uri: s.uri.0.clone(),
+                    parquet: match s.format {
+                        Some(f) => f == DataFormat::Parquet,
+                        None => s.uri.0.ends_with(".parquet") || s.uri.0.ends_with(".pq"),
+                    },
+                    timestamp: s.timestamp_column.clone(),
+                    created: s.created_timestamp_column.clone(),
+                };
+                (s.name.clone(), info)
+            })
             .collect();
         Ok(Self {
             name: name.to_string(),

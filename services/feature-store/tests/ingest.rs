@@ -1,0 +1,115 @@
+//! Batch ingestion from CSV and Parquet files at storage URIs: every row checked first (a bad one named,
+//! nothing written), the latest value per entity online, and the rate.
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const FEATURE_SET: &str = r#"{"metadata": {"name": "customers"}, "spec": {
+  "entity": {"name": "customer", "joinKey": "customer_id", "type": "int64"},
+  "features": [{"name": "spend", "type": "float64"}, {"name": "segment", "type": "string"},
+               {"name": "active", "type": "bool"}],
+  "sources": [{"name": "daily", "uri": "file:///nonexistent/daily.csv", "timestampColumn": "ts"},
+              {"name": "history", "uri": "file:///nonexistent/history.parquet", "timestampColumn": "ts"}]}}"#;
+
+async fn serve(dir: &std::path::Path) -> std::net::SocketAddr {
+    let (name, spec) = mizzen_features::read_feature_set(FEATURE_SET).unwrap();
+    let app = mizzen_features::App::open(dir, &name, &spec, 64 << 20).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, mizzen_features::router(app)).await.unwrap() });
+    addr
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn spend(addr: std::net::SocketAddr, ids: &[i64]) -> Value {
+    let body = json!({"features": ["customers:spend"], "entities": {"customer_id": ids}});
+    post(addr, "/get-online-features", body).await.1["results"][1]["values"].clone()
+}
+
+#[tokio::test]
+async fn csv_and_parquet_files_are_ingested_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = serve(&dir.path().join("data")).await;
+
+    // 100,000 rows for 20,000 customers, in no particular time order, with an extra column the FeatureSet
+    // does not have; the latest (by time) row of each customer must win.
+    const ROWS: i64 = 100_000;
+    let mut csv = String::from("customer_id,ts,spend,segment,active,unused\n");
+    let mut latest = vec![(i64::MIN, 0.0f64); 20_000];
+    for i in 0..ROWS {
+        let id = (i * 7919) % 20_000;
+        let t = 1_700_000_000 + (i * 104_729) % 1_000_000;
+        let spend = (i % 1000) as f64 / 4.0;
+        if t > latest[id as usize].0 {
+            latest[id as usize] = (t, spend);
+        }
+        let when = jiff::Timestamp::from_second(t).unwrap();
+        csv.push_str(&format!("{id},{when},{spend},s{},{},x\n", i % 5, i % 2 == 0));
+    }
+    let path = dir.path().join("daily.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let uri = format!("file://{}", path.display());
+    let (status, body) = post(addr, "/ingest", json!({"source": "daily", "uri": uri})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], ROWS);
+    let rate = ROWS as f64 / body["seconds"].as_f64().unwrap();
+    println!("ingested {ROWS} CSV rows at {rate:.0} rows/s");
+    let ids: Vec<i64> = (0..20_000).step_by(997).collect();
+    let want: Vec<Value> = ids.iter().map(|&i| json!(latest[i as usize].1)).collect();
+    assert_eq!(spend(addr, &ids).await, json!(want));
+
+    // One bad row (row 3: a spend that is not a number) refuses the file; nothing of it is written.
+    let bad = "customer_id,ts,spend\n900001,2024-01-01T00:00:00Z,1.5\n900002,2024-01-01T00:00:00Z,2\n\
+               900003,2024-01-01T00:00:00Z,3\n900004,2024-01-01T00:00:00Z,lots\n";
+    let path = dir.path().join("bad.csv");
+    std::fs::write(&path, bad).unwrap();
+    let (status, body) =
+        post(addr, "/ingest", json!({"source": "daily", "uri": format!("file://{}", path.display())})).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("row 3, column \"spend\"") && error.contains("bad.csv"), "{error}");
+    assert_eq!(spend(addr, &[900001]).await, json!([null]), "nothing of a refused file is written");
+
+    // Parquet, with timestamps in microseconds and nulls.
+    use arrow_array::{
+        ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("customer_id", Arc::new(Int64Array::from(vec![1_000_001, 1_000_002, 1_000_001]))),
+        (
+            "ts",
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![
+                    1_700_000_000_000_000,
+                    1_700_000_000_000_000,
+                    1_700_000_100_000_000,
+                ])
+                .with_timezone("UTC"),
+            ),
+        ),
+        ("spend", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0)]))),
+        ("segment", Arc::new(StringArray::from(vec!["a", "b", "c"]))),
+        ("active", Arc::new(BooleanArray::from(vec![true, false, true]))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let path = dir.path().join("history.parquet");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let (status, body) =
+        post(addr, "/ingest", json!({"source": "history", "uri": format!("file://{}", path.display())}))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(spend(addr, &[1_000_001, 1_000_002]).await, json!([3.0, null]));
+
+    // Refusals: an unknown source, a missing file.
+    assert_eq!(post(addr, "/ingest", json!({"source": "weekly"})).await.0, 404);
+    let (status, body) = post(addr, "/ingest", json!({"source": "daily"})).await;
+    assert_eq!(status, 404, "{body}");
+}
