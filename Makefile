@@ -50,8 +50,8 @@ cluster-binaries: ## Build the pinned Kubernetes, etcd, kwok and helm binaries i
 demo: ## The end-to-end tour: serve a model, then roll ModelDeployments out blue-green on a local cluster
 	hack/demo/demo.sh
 
-bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs scikit-learn; mizzen-registry vs mlflow server; the operator with 500 ModelDeployments
-	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator -p mizzen-train -p mizzen-registry
+bench: ## Benchmarks: mizzen-serve vs FastAPI vs MLServer; mizzen-train vs scikit-learn; mizzen-registry vs mlflow server; mizzen-features vs feast serve; the operator with 500 ModelDeployments
+	$(CARGO) build --release -p mizzen-serve -p mizzen-bench -p mizzen-operator -p mizzen-train -p mizzen-registry -p mizzen-features
 	hack/bench.sh
 
 images: ## Build the images of mizzen-serve, mizzen-train and mizzen-operator without Docker, into the real node if it runs

@@ -27,6 +27,12 @@ REGISTRY_VENV=$("$ROOT/hack/python-env.sh" "$ROOT/hack/python-registry-bench-req
 python3 "$ROOT/bench/registry.py" --registry "$TARGET/release/mizzen-registry" --mlflow-venv "$REGISTRY_VENV" \
   --model "$MODELS/iris_logreg.onnx" --out "$CACHE/bench/registry.md"
 
+# The feature store: mizzen-features against Feast's own `feast serve` (SQLite online store), same data and
+# load generator.
+FEATURES_VENV=$("$ROOT/hack/python-env.sh" "$ROOT/hack/python-features-requirements.txt")
+"$FEATURES_VENV/bin/python" "$ROOT/bench/features.py" --features "$TARGET/release/mizzen-features" \
+  --loadgen "$TARGET/release/mizzen-bench" --out "$CACHE/bench/features.md"
+
 # The operator at scale, on a fresh local cluster that is torn down afterwards.
 "$ROOT/hack/cluster/down.sh"
 trap '"$ROOT/hack/cluster/down.sh"' EXIT

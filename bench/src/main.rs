@@ -202,8 +202,8 @@ async fn main() -> anyhow::Result<()> {
 /// Runs `concurrency` loops, each with its own connection from `connect`, for the measured time.
 async fn run<C, CF, S, SF>(load: Load, kind: &str, connect: C) -> anyhow::Result<()>
 where
-    C: Fn() -> CF,
-    CF: std::future::Future<Output = anyhow::Result<S>>,
+    C: Fn() -> CF + Clone + Send + 'static,
+    CF: std::future::Future<Output = anyhow::Result<S>> + Send,
     S: FnMut() -> SF + Send + 'static,
     SF: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
@@ -214,20 +214,34 @@ where
     let mut tasks = Vec::new();
     for _ in 0..load.concurrency {
         let mut send = connect().await?;
+        let connect = connect.clone();
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            // A server may close a kept-alive connection between requests (a worker recycled after so many
+            // requests, as gunicorn does): like any pooled client, connect again and resend. A request that
+            // fails on a fresh connection is an error.
+            let mut fresh = true;
             loop {
                 let t = Instant::now();
                 if t >= end {
                     break;
                 }
                 let result = send().await;
-                if t >= start {
-                    match result {
-                        Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                match result {
+                    Ok(()) if t >= start => latencies.push(t.elapsed().as_micros() as u64),
+                    Ok(()) => {}
+                    Err(_) if !fresh => match connect().await {
+                        Ok(s) => {
+                            send = s;
+                            fresh = true;
+                            continue;
+                        }
                         Err(_) => errors += 1,
-                    }
+                    },
+                    Err(_) if t >= start => errors += 1,
+                    Err(_) => {}
                 }
+                fresh = false;
             }
             (latencies, errors)
         }));
