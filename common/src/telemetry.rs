@@ -13,6 +13,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging flags every service takes (`#[command(flatten)]`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter in RUST_LOG syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+impl LogArgs {
+    /// [`init`] with these flags.
+    pub fn init(&self) -> Result<(), String> {
+        init(self.log_format, &self.log_filter)
+    }
+}
+
 /// Installs the global subscriber, writing to stderr (stdout stays free for a program's output, such as
 /// mizzen-train's report). `filter` uses `RUST_LOG` syntax, e.g. `info,kube=debug`. Text is coloured only on
 /// a terminal: pod logs and pipes get plain lines.

@@ -101,3 +101,13 @@ pub async fn read_request_head(conn: &mut tokio::net::TcpStream) -> Option<Vec<u
     }
     Some(head)
 }
+
+/// Waits up to 20 s until something accepts connections on loopback `port` (a server a test started);
+/// panics naming `what` if nothing does.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -25,18 +25,14 @@ struct Args {
     /// Bytes of hot rows kept in memory in front of the online store.
     #[arg(long, env = "MIZZEN_FEATURES_CACHE_BYTES", default_value_t = 64 << 20)]
     cache_bytes: u64,
-    /// Log format.
-    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
-    log_format: telemetry::LogFormat,
-    /// Log filter in RUST_LOG syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log_filter: String,
+    #[command(flatten)]
+    log: telemetry::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
+    args.log.init().map_err(anyhow::Error::msg)?;
     let text = match (&args.feature_set_file, &args.feature_set) {
         (Some(path), _) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading the FeatureSet {}: {e}", path.display()))?,

@@ -31,6 +31,16 @@ async fn ready(client: &reqwest::Client, port: u16) {
     }
 }
 
+async fn post_json(
+    client: &reqwest::Client,
+    port: u16,
+    path: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let response = client.post(format!("http://127.0.0.1:{port}{path}")).json(body).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn every_acknowledged_push_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,15 +98,7 @@ async fn every_acknowledged_push_survives_kill_9() {
     assert!(total > 200, "too few pushes acknowledged to tell anything: {total}");
     let ids: Vec<i64> = (0..8).collect();
     let lookup = json!({"features": ["counters:n"], "entities": {"id": ids}});
-    let body: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/get-online-features"))
-        .json(&lookup)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post_json(&client, port, "/get-online-features", &lookup).await;
     for (id, ns) in acked.iter().enumerate() {
         let Some(max) = ns.iter().max() else { continue };
         let got = body["results"][1]["values"][id].as_i64().unwrap_or(-1);
@@ -112,15 +114,7 @@ async fn every_acknowledged_push_survives_kill_9() {
         }
     }
     let request = json!({"features": ["counters:n"], "entities": {"id": keys, "event_timestamp": times}});
-    let body: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/get-historical-features"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post_json(&client, port, "/get-historical-features", &request).await;
     assert_eq!(body["values"][2], json!(times), "every acknowledged row in the offline history");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -2,7 +2,6 @@
 //! configured with `online_store: {type: remote, path: URL}`: writes and reads go through the SDK unchanged.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const FEATURE_SET: &str = r#"{"metadata": {"name": "customers"}, "spec": {
   "entity": {"name": "customer", "joinKey": "customer_id", "type": "int64"},
@@ -22,11 +21,7 @@ fn feasts_sdk_writes_and_reads_through_a_remote_online_store() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mizzen-features did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mizzen_common::testing::wait_for_port(port, "mizzen-features");
     let venv = mizzen_common::testing::venv_for(Some("python-features-requirements.txt"));
     let script =
         mizzen_common::testing::repo_root().join("services/feature-store/tests/python/feast_flow.py");

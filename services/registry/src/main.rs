@@ -25,18 +25,14 @@ struct Args {
     /// Seconds an upload's body may send nothing before it is refused with a 400.
     #[arg(long, env = "MIZZEN_REGISTRY_UPLOAD_STALL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     upload_stall_seconds: u64,
-    /// Log format.
-    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
-    log_format: telemetry::LogFormat,
-    /// Log filter in RUST_LOG syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log_filter: String,
+    #[command(flatten)]
+    log: telemetry::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
+    args.log.init().map_err(anyhow::Error::msg)?;
     let stall = std::time::Duration::from_secs(args.upload_stall_seconds);
     let app =
         mizzen_registry::App::open_with(args.data_dir.clone(), args.max_artifact_bytes, args.token, stall)

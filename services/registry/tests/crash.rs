@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ITERATIONS: usize = 100;
 
@@ -20,11 +20,7 @@ fn start(data: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mizzen-registry did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    mizzen_common::testing::wait_for_port(port, "mizzen-registry");
     (child, format!("http://127.0.0.1:{port}"))
 }
 

@@ -5,7 +5,6 @@
 use mizzen_common::testing::python;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A mizzen-registry process on a free loopback port, killed when dropped.
 struct Registry {
@@ -23,11 +22,7 @@ impl Registry {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mizzen-registry did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        mizzen_common::testing::wait_for_port(port, "mizzen-registry");
         Self { child, url: format!("http://127.0.0.1:{port}") }
     }
 
