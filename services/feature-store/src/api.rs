@@ -289,14 +289,15 @@ async fn push(State(app): State<Arc<App>>, body: Bytes) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IngestRequest {
     source: String,
-    /// Another file for the source (its columns as the source declares them); default: the source's own.
-    #[serde(default)]
-    uri: Option<String>,
     #[serde(default = "default_ingest_to")]
     to: String,
 }
+
+/// The largest file `POST /ingest` reads (it is checked whole in memory before anything is written).
+pub const MAX_INGEST_BYTES: u64 = 1 << 30;
 
 fn default_ingest_to() -> String {
     "online_and_offline".into()
@@ -316,7 +317,7 @@ fn targets(to: &str) -> Result<(u8, &'static str), Error> {
     })
 }
 
-/// `POST /ingest` {`source`, `uri`, `to`}: a source's CSV or Parquet file, read from its storage URI and
+/// `POST /ingest` {`source`, `to`}: a source's CSV or Parquet file (at most 1 GiB), read from its URI and
 /// checked whole (the first bad row named, nothing written unless every row is good), written as one batch.
 async fn ingest(State(app): State<Arc<App>>, body: Bytes) -> Response {
     measured(&app.clone(), "ingest", async move {
@@ -329,14 +330,29 @@ async fn ingest(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 request.source, schema.name
             )));
         };
-        let uri = request.uri.clone().unwrap_or_else(|| source.uri.clone());
-        let parquet = match &request.uri {
-            Some(u) => u.ends_with(".parquet") || u.ends_with(".pq"),
-            None => source.parquet,
-        };
-        let bytes = mizzen_common::storage::read(&uri).await.map_err(|e| {
+        // Only the FeatureSet's own sources: a client never names a file for the server to read.
+        let (uri, parquet) = (source.uri.clone(), source.parquet);
+        let missing = |e: mizzen_common::storage::StorageError| {
             if e.is_missing() { Error::not_found(e.to_string()) } else { Error::invalid(e.to_string()) }
-        })?;
+        };
+        let reader = mizzen_common::storage::blocking_reader(&uri).await.map_err(missing)?;
+        let read_uri = uri.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut bytes = Vec::new();
+            reader
+                .take(MAX_INGEST_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::invalid(format!("reading {read_uri}: {e}")))?;
+            if bytes.len() as u64 > MAX_INGEST_BYTES {
+                return Err(Error::invalid(format!(
+                    "{read_uri} is larger than {MAX_INGEST_BYTES} bytes: split it into smaller files"
+                )));
+            }
+            Ok(bytes::Bytes::from(bytes))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the read stopped: {e}")))??;
         let started = Instant::now();
         let parse_app = app.clone();
         let rows = tokio::task::spawn_blocking(move || {

@@ -135,6 +135,12 @@ impl Store {
         }
         let mut payload = Vec::with_capacity(rows.len() * 64);
         encode_rows(rows, &mut payload);
+        if payload.len() > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "{} rows are too many for one write: split them",
+                rows.len()
+            )));
+        }
         let mut batch = Vec::with_capacity(HEADER + payload.len());
         batch.extend_from_slice(MAGIC);
         batch.push(to.0);

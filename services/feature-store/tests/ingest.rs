@@ -4,16 +4,24 @@
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const FEATURE_SET: &str = r#"{"metadata": {"name": "customers"}, "spec": {
-  "entity": {"name": "customer", "joinKey": "customer_id", "type": "int64"},
-  "features": [{"name": "spend", "type": "float64"}, {"name": "segment", "type": "string"},
-               {"name": "active", "type": "bool"}],
-  "sources": [{"name": "daily", "uri": "file:///nonexistent/daily.csv", "timestampColumn": "ts"},
-              {"name": "history", "uri": "file:///nonexistent/history.parquet", "timestampColumn": "ts"}]}}"#;
+/// The FeatureSet, its sources being files in `dir`.
+fn feature_set(dir: &std::path::Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"{{"metadata": {{"name": "customers"}}, "spec": {{
+  "entity": {{"name": "customer", "joinKey": "customer_id", "type": "int64"}},
+  "features": [{{"name": "spend", "type": "float64"}}, {{"name": "segment", "type": "string"}},
+               {{"name": "active", "type": "bool"}}],
+  "sources": [{{"name": "daily", "uri": "file://{d}/daily.csv", "timestampColumn": "ts"}},
+              {{"name": "bad", "uri": "file://{d}/bad.csv", "timestampColumn": "ts"}},
+              {{"name": "missing", "uri": "file://{d}/missing.csv", "timestampColumn": "ts"}},
+              {{"name": "history", "uri": "file://{d}/history.parquet", "timestampColumn": "ts"}}]}}}}"#
+    )
+}
 
 async fn serve(dir: &std::path::Path) -> std::net::SocketAddr {
-    let (name, spec) = mizzen_features::read_feature_set(FEATURE_SET).unwrap();
-    let app = mizzen_features::App::open(dir, &name, &spec, 64 << 20).unwrap();
+    let (name, spec) = mizzen_features::read_feature_set(&feature_set(dir)).unwrap();
+    let app = mizzen_features::App::open(&dir.join("data"), &name, &spec, 64 << 20).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, mizzen_features::router(app)).await.unwrap() });
@@ -33,7 +41,7 @@ async fn spend(addr: std::net::SocketAddr, ids: &[i64]) -> Value {
 #[tokio::test]
 async fn csv_and_parquet_files_are_ingested_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = serve(&dir.path().join("data")).await;
+    let addr = serve(dir.path()).await;
 
     // 100,000 rows for 20,000 customers, in no particular time order, with an extra column the FeatureSet
     // does not have; the latest (by time) row of each customer must win.
@@ -52,8 +60,7 @@ async fn csv_and_parquet_files_are_ingested_whole_or_not_at_all() {
     }
     let path = dir.path().join("daily.csv");
     std::fs::write(&path, &csv).unwrap();
-    let uri = format!("file://{}", path.display());
-    let (status, body) = post(addr, "/ingest", json!({"source": "daily", "uri": uri})).await;
+    let (status, body) = post(addr, "/ingest", json!({"source": "daily"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"], ROWS);
     let rate = ROWS as f64 / body["seconds"].as_f64().unwrap();
@@ -67,8 +74,7 @@ async fn csv_and_parquet_files_are_ingested_whole_or_not_at_all() {
                900003,2024-01-01T00:00:00Z,3\n900004,2024-01-01T00:00:00Z,lots\n";
     let path = dir.path().join("bad.csv");
     std::fs::write(&path, bad).unwrap();
-    let (status, body) =
-        post(addr, "/ingest", json!({"source": "daily", "uri": format!("file://{}", path.display())})).await;
+    let (status, body) = post(addr, "/ingest", json!({"source": "bad"})).await;
     assert_eq!(status, 400, "{body}");
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("row 3, column \"spend\"") && error.contains("bad.csv"), "{error}");
@@ -102,14 +108,14 @@ async fn csv_and_parquet_files_are_ingested_whole_or_not_at_all() {
             .unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
-    let (status, body) =
-        post(addr, "/ingest", json!({"source": "history", "uri": format!("file://{}", path.display())}))
-            .await;
+    let (status, body) = post(addr, "/ingest", json!({"source": "history"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(spend(addr, &[1_000_001, 1_000_002]).await, json!([3.0, null]));
 
-    // Refusals: an unknown source, a missing file.
+    // Refusals: an unknown source, a missing file; a client cannot name a file for the server to read.
     assert_eq!(post(addr, "/ingest", json!({"source": "weekly"})).await.0, 404);
-    let (status, body) = post(addr, "/ingest", json!({"source": "daily"})).await;
+    let (status, body) = post(addr, "/ingest", json!({"source": "missing"})).await;
     assert_eq!(status, 404, "{body}");
+    let (status, body) = post(addr, "/ingest", json!({"source": "daily", "uri": "file:///etc/passwd"})).await;
+    assert_eq!(status, 400, "{body}");
 }
