@@ -60,11 +60,13 @@ async fn every_acknowledged_push_survives_kill_9() {
     for _ in 0..100 {
         let mut child = start(dir.path(), port);
         ready(&client, port).await;
-        // Four clients push one row each per request until the kill, which comes 0-40 ms in.
+        // Four clients push one row each per request until the kill, which comes 0-40 ms after the first
+        // acknowledgement (so every round has one, however slow the machine).
         let kill_after = Duration::from_millis(random(40));
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let pushes: Vec<_> = (0..4)
             .map(|c| {
-                let client = client.clone();
+                let (client, acks) = (client.clone(), acks.clone());
                 let first = next + c * 1000;
                 tokio::spawn(async move {
                     let mut done = Vec::new();
@@ -73,7 +75,10 @@ async fn every_acknowledged_push_survives_kill_9() {
                         let df = json!({"id": [id], "ts": [n], "n": [n], "tag": [format!("t{n}")]});
                         let body = json!({"push_source_name": "ticks", "df": df, "to": "online_and_offline"});
                         match client.post(format!("http://127.0.0.1:{port}/push")).json(&body).send().await {
-                            Ok(r) if r.status() == 200 => done.push((id, n)),
+                            Ok(r) if r.status() == 200 => {
+                                done.push((id, n));
+                                acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             _ => break,
                         }
                     }
@@ -81,6 +86,11 @@ async fn every_acknowledged_push_survives_kill_9() {
                 })
             })
             .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acks.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no push was acknowledged");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         tokio::time::sleep(kill_after).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -95,7 +105,7 @@ async fn every_acknowledged_push_survives_kill_9() {
     let mut child = start(dir.path(), port);
     ready(&client, port).await;
     let total: usize = acked.iter().map(Vec::len).sum();
-    assert!(total > 200, "too few pushes acknowledged to tell anything: {total}");
+    assert!(total >= 100, "every round acknowledged a push: {total}");
     let ids: Vec<i64> = (0..8).collect();
     let lookup = json!({"features": ["counters:n"], "entities": {"id": ids}});
     let body = post_json(&client, port, "/get-online-features", &lookup).await;
