@@ -17,7 +17,7 @@ trap 'status=130; exit' INT TERM
 t0=$(date +%s)
 "$HERE/cluster/up.sh" || exit
 # The real node's pods run the images built here (not pulled).
-if [[ -S ${CLUSTER_DIR:-$HERE/../.cluster}/node/containerd.sock ]]; then "$HERE/images/build.sh" serve train operator registry || exit; fi
+if [[ -S ${CLUSTER_DIR:-$HERE/../.cluster}/node/containerd.sock ]]; then "$HERE/images/build.sh" serve train operator registry features || exit; fi
 "$CARGO" build -p mizzen-operator -p mizzen-train || exit
 "$CARGO" test -p mizzen-e2e --test e2e -- "$@"
 status=$?

@@ -1,6 +1,7 @@
 //! What every Mizzen binary shares: logging ([`telemetry`]), graceful shutdown ([`shutdown`]), reading
 //! artifacts from storage URIs ([`storage`]) and resolving `registry://` URIs ([`registry`]).
 
+pub mod features;
 pub mod metrics;
 pub mod registry;
 pub mod shutdown;

@@ -3,7 +3,7 @@
 # binaries, the shared libraries they load and ONNX Runtime's library), caches them by content, and imports
 # them into the local cluster's real node when it runs.
 #
-#   build.sh [serve] [train] [operator] [registry]     (default: the first three)
+#   build.sh [serve] [train] [operator] [registry] [features]     (default: the first three)
 #
 # Names and tags are the operator's defaults (--serve-image, --train-image): ghcr.io/mizzen-dev/NAME:VERSION.
 # Users with Docker build the same images from the Dockerfiles (services/*/Dockerfile, operator/Dockerfile).
@@ -23,10 +23,10 @@ log() { printf '[images] %s\n' "$*" >&2; }
 
 images=("$@")
 ((${#images[@]})) || images=(serve train operator)
-declare -A package=([serve]=mizzen-serve [train]=mizzen-train [operator]=mizzen-operator [registry]=mizzen-registry)
+declare -A package=([serve]=mizzen-serve [train]=mizzen-train [operator]=mizzen-operator [registry]=mizzen-registry [features]=mizzen-features)
 packages=()
 for i in "${images[@]}"; do
-  [[ -n ${package[$i]:-} ]] || { log "unknown image $i (serve, train, operator or registry)"; exit 2; }
+  [[ -n ${package[$i]:-} ]] || { log "unknown image $i (serve, train, operator, registry or features)"; exit 2; }
   packages+=(-p "${package[$i]}")
 done
 
@@ -49,7 +49,7 @@ for i in "${images[@]}"; do
   key=$({
     printf '%s\n' "${args[@]}"
     cat "$bin" "$HERE/oci.py"
-    [[ $i == operator || $i == registry ]] || cat "$ort"
+    [[ $i == operator || $i == registry || $i == features ]] || cat "$ort"
   } | sha256sum | cut -c1-16)
   tar=$CACHE/images/$name-$key.tar
   if [[ -f $tar ]]; then

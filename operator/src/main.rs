@@ -60,6 +60,9 @@ struct RunArgs {
     /// The mizzen-train image for TrainingJobs that do not name one.
     #[arg(long, env = "MIZZEN_TRAIN_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-train:", env!("CARGO_PKG_VERSION")))]
     train_image: String,
+    /// The mizzen-features image for FeatureSets that do not name one (their stores and materializations).
+    #[arg(long, env = "MIZZEN_FEATURES_IMAGE", default_value = concat!("ghcr.io/mizzen-dev/mizzen-features:", env!("CARGO_PKG_VERSION")))]
+    features_image: String,
     /// The model registry (mizzen-registry, http://HOST:PORT) as the operator and the pods reach it: registry://
     /// model URIs resolve through it and registry:// training outputs go to it.
     #[arg(long, env = "MIZZEN_REGISTRY_URL", value_name = "URL")]
@@ -168,6 +171,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         defaults: controller::Defaults {
             serve_image: args.serve_image,
             train_image: args.train_image,
+            features_image: args.features_image,
             registry_url: args.registry_url,
             registry_token_secret: args
                 .registry_token_secret

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 52")
         .message("metadata.name must be a DNS label of at most 52 characters that starts with a letter: it names the StatefulSet, its Service and its Jobs"),
     validation = Rule::new("self.spec.features.all(f, f.name != self.spec.entity.joinKey)")
-        .message("a feature must not have the entity's joinKey as its name")
+        .message("a feature must not have the entity's joinKey as its name"),
+    validation = Rule::new("self.spec.entity.joinKey == oldSelf.spec.entity.joinKey && self.spec.entity.type == oldSelf.spec.entity.type")
+        .message("entity.joinKey and entity.type cannot change: the stored rows are keyed by them; create a new FeatureSet")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureSetSpec {
@@ -217,7 +219,88 @@ pub struct Materialization {
     pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
     /// Source rows it read.
     pub rows: i64,
+    /// How long it took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
     /// The Job that ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+}
+
+/// What a feature store's stored rows depend on: the type of the key and the features' names and types, in
+/// order (rows are stored by feature position). The operator and mizzen-features both judge a change of
+/// spec by it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StoredLayout {
+    pub key_type: KeyType,
+    pub features: Vec<(String, ValueType)>,
+}
+
+impl FeatureSetSpec {
+    pub fn layout(&self) -> StoredLayout {
+        StoredLayout {
+            key_type: self.entity.key_type,
+            features: self.features.iter().map(|f| (f.name.clone(), f.value_type)).collect(),
+        }
+    }
+}
+
+impl StoredLayout {
+    /// Whether rows stored under this layout can be served under `new`: the same key type, and this layout's
+    /// features first in `new`, with the same names and types (features are only appended). Says why not.
+    pub fn can_become(&self, new: &StoredLayout) -> Result<(), String> {
+        if self.key_type != new.key_type {
+            return Err(format!(
+                "the entity key type changed from {:?} to {:?}",
+                self.key_type, new.key_type
+            ));
+        }
+        for (i, (name, kind)) in self.features.iter().enumerate() {
+            match new.features.get(i) {
+                Some((n, k)) if n == name && k == kind => {}
+                Some((n, k)) => {
+                    return Err(format!(
+                        "feature {} was {name} ({kind:?}) and is now {n} ({k:?}): features can only be appended \
+                         at the end, with the stored ones kept in their order and types",
+                        i + 1
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "feature {name} ({kind:?}) was removed: features can only be appended at the end"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn layout(features: &[(&str, ValueType)]) -> StoredLayout {
+        StoredLayout {
+            key_type: KeyType::String,
+            features: features.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        }
+    }
+
+    #[test]
+    fn features_can_only_be_appended() {
+        use ValueType::*;
+        let old = layout(&[("a", Float64), ("b", Int64)]);
+        assert!(old.can_become(&old).is_ok());
+        assert!(old.can_become(&layout(&[("a", Float64), ("b", Int64), ("c", String)])).is_ok());
+        let err = old.can_become(&layout(&[("a", Float64)])).unwrap_err();
+        assert!(err.contains("b (Int64) was removed"), "{err}");
+        let err = old.can_become(&layout(&[("b", Int64), ("a", Float64)])).unwrap_err();
+        assert!(err.contains("feature 1 was a (Float64) and is now b (Int64)"), "{err}");
+        let err = old.can_become(&layout(&[("a", Float32), ("b", Int64)])).unwrap_err();
+        assert!(err.contains("is now a (Float32)"), "{err}");
+        let mut int_key = old.clone();
+        int_key.key_type = KeyType::Int64;
+        assert!(old.can_become(&int_key).unwrap_err().contains("key type"));
+    }
 }

@@ -10,9 +10,7 @@
 //! - `apply` takes the actions in order, one small function per kind of action: the only code that writes;
 //! - [`update_status`] stores the status, only when it changed (shared by every kind).
 //!
-//! ModelDeployment and TrainingJob have their own; FeatureSet still records an honest initial condition
-//! (`NotImplemented`) through the default reconcile, which is the same shape with nothing to observe and
-//! nothing to apply.
+//! Each kind has its own (`model_deployment`, `training_job`, `feature_set`).
 
 pub mod feature_set;
 pub mod model_deployment;
@@ -63,6 +61,8 @@ pub struct Defaults {
     pub serve_image: String,
     /// mizzen-train, for TrainingJobs without `spec.trainer.image`.
     pub train_image: String,
+    /// mizzen-features, for FeatureSets without `spec.online.image`.
+    pub features_image: String,
     /// The model registry's URL as pods reach it (`MIZZEN_REGISTRY_URL` of servers and trainers).
     pub registry_url: Option<String>,
     /// The Secret (name, key), looked up in each trainer pod's own namespace, whose value trainer pods
@@ -227,6 +227,23 @@ impl Error {
 /// The namespace of a namespaced object (the API server always sets one).
 pub fn namespace<K: ResourceExt>(obj: &K) -> Result<String, Error> {
     obj.namespace().ok_or(Error::InvalidObject("a namespaced object without a namespace"))
+}
+
+/// A short, stable digest of `value`: nine base-36 digits of its canonical JSON's FNV-1a hash (64 bits),
+/// for names and change detection. Stable across Rust releases, unlike std's hasher; serde_json writes object
+/// keys in sorted order (no `preserve_order`), so the text is canonical.
+pub fn digest(value: &serde_json::Value) -> String {
+    let hash = value
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    let mut digits = String::new();
+    let mut n = hash;
+    for _ in 0..9 {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    digits
 }
 
 /// Names a failed API call for the error and its metric: `.map_err(call("apply_service"))`.
@@ -712,16 +729,6 @@ impl kube::runtime::utils::Backoff for NoBackoff {
     fn reset(&mut self) {}
 }
 
-/// The initial condition of a kind whose reconciler is not written yet: honest, and stable across passes.
-pub(crate) fn not_implemented(type_: &'static str, what: &str) -> Vec<Desired> {
-    vec![Desired::new(
-        type_,
-        crate::api::v1alpha1::common::status::UNKNOWN,
-        "NotImplemented",
-        format!("the operator does not reconcile {what} yet; the object is stored and validated only"),
-    )]
-}
-
 /// The events of the EndpointSlice cache, for the one kind that follows them (taken once).
 type SliceEvents = Arc<Mutex<Option<BoxStream<'static, Result<EndpointSlice, watcher::Error>>>>>;
 
@@ -748,6 +755,29 @@ impl Children {
         let children =
             watcher::watcher(self.scope.api::<PartialObjectMeta<C>>(&self.client), self.config.clone());
         controller.owns_stream(resilient(children.touched_objects()))
+    }
+
+    /// Adds a watch of the child kind `C` that wakes the object named by each child's `label` (in the
+    /// child's namespace), whoever owns the child.
+    pub fn watch_labelled<K: Kind, C>(&self, controller: Controller<K>, label: &'static str) -> Controller<K>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let children =
+            watcher::watcher(self.scope.api::<PartialObjectMeta<C>>(&self.client), self.config.clone());
+        controller.watches_stream(
+            resilient(children.touched_objects()),
+            move |child: PartialObjectMeta<C>| {
+                let name = child.labels().get(label)?.clone();
+                Some(reflector::ObjectRef::new(&name).within(&child.namespace()?))
+            },
+        )
     }
 
     /// Wakes `K` on changes of the EndpointSlices of its Services, which carry its name in `label` (they copy

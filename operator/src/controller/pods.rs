@@ -1,10 +1,13 @@
 //! What every pod the operator makes shares: a hardened security context, `pvc://CLAIM/PATH` URIs turned
 //! into a mounted claim and a `file://` path, and why a pod does not come up ([`trouble`]).
 
+use crate::api::v1alpha1::common::ContainerSpec;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerStateTerminated, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerStateTerminated, EnvVar, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// No privilege escalation, a read-only root file system, non-root, no capabilities.
 pub fn container_security() -> SecurityContext {
@@ -54,6 +57,51 @@ pub fn pvc_volume(name: &str, claim: &str, root: &str, read_only: bool) -> (Volu
             ..Default::default()
         },
     )
+}
+
+/// `spec` placed and hardened as the object's container settings ask: node selector, tolerations, service
+/// account and pull secrets from `c`, and the shared pod security context.
+pub fn placed(c: &ContainerSpec, spec: PodSpec) -> PodSpec {
+    PodSpec {
+        node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
+        tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
+        service_account_name: c.service_account_name.clone(),
+        image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
+        security_context: Some(pod_security()),
+        ..spec
+    }
+}
+
+/// A container named `name` running `c`'s image (else `default_image`) hardened, with `env` then the user's
+/// variables (last, so they can add credentials and override a setting on purpose), `c`'s resources, and
+/// the last log lines as termination message when it fails.
+pub fn container(name: &str, c: &ContainerSpec, default_image: &str, mut env: Vec<EnvVar>) -> Container {
+    env.extend(c.env.iter().cloned());
+    Container {
+        name: name.into(),
+        image: Some(c.image.clone().unwrap_or_else(|| default_image.to_string())),
+        image_pull_policy: Some(format!("{:?}", c.image_pull_policy)),
+        env: Some(env),
+        resources: c.resources.clone(),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// A probe of `GET path` on the container's port named `http`.
+pub fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
 }
 
 /// Why a pod does not come up, when something is wrong rather than slow: it cannot be scheduled, its image

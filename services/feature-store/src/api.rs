@@ -3,7 +3,7 @@
 //! Bodies are read as JSON whatever their content type says (older Feast clients send none). Every
 //! mistake of the client is a 4xx with `{"error": ...}`.
 
-use crate::schema::{Key, Row, Value, format_time, parse_time_micros};
+use crate::schema::{Key, Row, Value, csv_row, format_time, frame_row, parquet_row, parse_time_micros};
 use crate::store::{OFFLINE_FLAG, ONLINE_FLAG, Targets};
 use crate::{App, Error, metrics};
 use axum::Router;
@@ -282,7 +282,7 @@ async fn push(State(app): State<Arc<App>>, body: Bytes) -> Response {
             )));
         };
         let (to, name) = targets(&request.to)?;
-        let rows = schema.rows(&request.df, &source.timestamp, source.created.as_deref())?;
+        let rows = schema.rows(&request.df, &source.timestamp, source.created.as_deref(), frame_row)?;
         write(&app, rows, to, name).await
     })
     .await
@@ -362,7 +362,8 @@ async fn ingest(State(app): State<Arc<App>>, body: Bytes) -> Response {
             } else {
                 crate::ingest::csv_columns(&bytes, schema, &source.timestamp, source.created.as_deref())?
             };
-            schema.rows(&columns, &source.timestamp, source.created.as_deref())
+            let name = if parquet { parquet_row } else { csv_row };
+            schema.rows(&columns, &source.timestamp, source.created.as_deref(), name)
         })
         .await
         .map_err(|e| Error::internal(format!("the ingestion stopped: {e}")))?
@@ -371,8 +372,9 @@ async fn ingest(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let written = write_rows(&app, rows, to, name).await?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(source = %request.source, %uri, rows = n, seconds, "ingested");
+        let entities = app.store.entity_count()?;
         Ok(axum::Json(json!({"rows": written.rows, "ignored_older_values": written.ignored_older,
-                             "seconds": seconds}))
+                             "seconds": seconds, "entities": entities}))
         .into_response())
     })
     .await
@@ -403,7 +405,7 @@ async fn write_to_online_store(State(app): State<Arc<App>>, body: Bytes) -> Resp
             .find(|s| request.df.contains_key(&s.timestamp))
             .map(|s| (s.timestamp.clone(), s.created.clone()))
             .unwrap_or(("event_timestamp".into(), Some("created".into())));
-        let rows = schema.rows(&request.df, &timestamp, created.as_deref())?;
+        let rows = schema.rows(&request.df, &timestamp, created.as_deref(), frame_row)?;
         write(&app, rows, ONLINE_FLAG, "online").await
     })
     .await

@@ -87,7 +87,7 @@ pub fn csv_columns(
         .collect();
     let mut columns: Vec<Vec<Json>> = vec![Vec::new(); picked.len()];
     for (r, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| Error::invalid(format!("row {r}: {e}")))?;
+        let record = record.map_err(|e| Error::invalid(format!("{}: {e}", crate::schema::csv_row(r))))?;
         for (c, (i, _, kind)) in picked.iter().enumerate() {
             columns[c].push(cell(*kind, record.get(*i).unwrap_or_default()));
         }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod ingest;
+pub mod materialize;
 pub mod metrics;
 pub mod pit;
 pub mod schema;

@@ -87,12 +87,14 @@ impl Schema {
 
     /// Columns (`{column: [values]}`, Feast's `df`) as rows: the join key, the event time from
     /// `timestamp_column`, an optional created time, and the features present as columns. Every row is
-    /// checked before any is returned; an error names the row (from 0) and the column.
+    /// checked before any is returned; an error names the row (`row_name` of its index from 0: a data frame's
+    /// index for pushes, a line for files) and the column.
     pub fn rows(
         &self,
         df: &serde_json::Map<String, Json>,
         timestamp_column: &str,
         created_column: Option<&str>,
+        row_name: fn(usize) -> String,
     ) -> Result<Vec<Row>, Error> {
         let column = |name: &str| -> Result<&Vec<Json>, Error> {
             match df.get(name) {
@@ -136,7 +138,8 @@ impl Schema {
         }
         let mut rows = Vec::with_capacity(n);
         for r in 0..n {
-            let at = |column: &str, e: String| Error::invalid(format!("row {r}, column {column:?}: {e}"));
+            let at =
+                |column: &str, e: String| Error::invalid(format!("{}, column {column:?}: {e}", row_name(r)));
             let key = self.key(&keys[r]).map_err(|e| at(&self.join_key, e))?;
             let event_micros = parse_time_micros(&times[r]).map_err(|e| at(timestamp_column, e))?;
             let created_micros = match created.map(|c| &c[r]) {
@@ -196,6 +199,21 @@ impl Key {
             Key::Int(i) => Json::from(*i),
         }
     }
+}
+
+/// A pushed row's name: its index in the data frame, from 0 (as pandas numbers them).
+pub fn frame_row(r: usize) -> String {
+    format!("row {r}")
+}
+
+/// A CSV file's data row: counted from 1, and its line (the header is line 1).
+pub fn csv_row(r: usize) -> String {
+    format!("row {} (line {})", r + 1, r + 2)
+}
+
+/// A Parquet file's row, counted from 1.
+pub fn parquet_row(r: usize) -> String {
+    format!("row {}", r + 1)
 }
 
 /// A feature value.

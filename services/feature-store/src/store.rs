@@ -64,6 +64,7 @@ impl Store {
     pub fn open(dir: &Path, schema: Arc<Schema>, cache_bytes: u64) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+        keep_layout(dir, &schema)?;
         let db = redb::Database::create(dir.join("online.redb")).map_err(Error::db)?;
         let log_path = dir.join("offline.log");
         let mut log = OpenOptions::new()
@@ -281,6 +282,42 @@ impl Store {
         .map_err(|e| Error::internal(format!("reading the log: {e}")))?;
         Ok(out)
     }
+}
+
+/// The layout the data under `dir` was written with (`layout.json`): a schema that cannot read it is
+/// refused before anything is opened; one that can (features appended) becomes the recorded layout.
+fn keep_layout(dir: &Path, schema: &Schema) -> Result<(), Error> {
+    use mizzen_api::v1alpha1::feature_set::StoredLayout;
+    let path = dir.join("layout.json");
+    let new = StoredLayout { key_type: schema.key_type, features: schema.features.clone() };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let old: StoredLayout = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))?;
+            if old == new {
+                return Ok(());
+            }
+            old.can_become(&new).map_err(|why| {
+                Error::invalid(format!(
+                    "the data in {} was written for other features, and this FeatureSet cannot read it: {why}; \
+                     revert the change or serve the new features from a new FeatureSet",
+                    dir.display()
+                ))
+            })?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::internal(format!("reading {}: {e}", path.display()))),
+    }
+    // Written whole or not at all: a temporary file, synced, renamed over the old one.
+    let tmp = dir.join("layout.json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&new).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))
 }
 
 /// Reads whole, valid batches from the start of `log`, calling `each(flags, end offset, rows)`; returns

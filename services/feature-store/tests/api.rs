@@ -320,3 +320,68 @@ async fn concurrent_writes_and_reads_never_go_back_in_time() {
         json!(["2024-05-01T00:39:30Z", "2024-05-01T00:39:30Z"])
     );
 }
+
+/// The data written under one schema is kept when features are appended (old rows read with the new
+/// feature empty), and a schema that would misread it (a feature removed, reordered or retyped) is refused
+/// at start with a message, leaving the data as it was.
+#[tokio::test]
+async fn appended_features_keep_the_data_and_other_schema_changes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path()).await;
+    let (status, body) = push(
+        s.addr,
+        json!({"customer_id": [7], "ts": [ago(5)], "spend": [1.5], "visits": [2], "segment": ["a"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    s.stop().await;
+
+    let (name, spec) = mizzen_features::read_feature_set(FEATURE_SET).unwrap();
+    let open = |features: serde_json::Value| {
+        let mut spec = serde_json::to_value(&spec).unwrap();
+        spec["features"] = features;
+        let spec = serde_json::from_value(spec).unwrap();
+        mizzen_features::App::open(dir.path(), &name, &spec, 1 << 20).map(|_| ())
+    };
+    let refused = |features: serde_json::Value, why: &str| {
+        let err = open(features).expect_err("refused").message;
+        assert!(err.contains("cannot read it") && err.contains(why), "{err}");
+    };
+    refused(
+        json!([{"name": "spend", "type": "float64"}, {"name": "visits", "type": "int32"}]),
+        "segment (String) was removed",
+    );
+    refused(
+        json!([{"name": "visits", "type": "int32"}, {"name": "spend", "type": "float64"}, {"name": "segment", "type": "string"}]),
+        "feature 1 was spend (Float64) and is now visits (Int32)",
+    );
+    refused(
+        json!([{"name": "spend", "type": "float32"}, {"name": "visits", "type": "int32"}, {"name": "segment", "type": "string"}]),
+        "is now spend (Float32)",
+    );
+    let appended = json!([{"name": "spend", "type": "float64"}, {"name": "visits", "type": "int32"},
+                          {"name": "segment", "type": "string"}, {"name": "tier", "type": "int64"}]);
+    open(appended.clone()).unwrap();
+    // Once appended, going back would drop the new feature's data: refused too.
+    refused(
+        json!([{"name": "spend", "type": "float64"}, {"name": "visits", "type": "int32"}, {"name": "segment", "type": "string"}]),
+        "tier (Int64) was removed",
+    );
+
+    let mut spec = serde_json::to_value(&spec).unwrap();
+    spec["features"] = appended;
+    let spec = serde_json::from_value(spec).unwrap();
+    let app = mizzen_features::App::open(dir.path(), &name, &spec, 1 << 20).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task =
+        tokio::spawn(async move { axum::serve(listener, mizzen_features::router(app)).await.unwrap() });
+    let request = json!({"features": ["customers:spend", "customers:segment", "customers:tier"],
+                         "entities": {"customer_id": [7]}});
+    let (status, body) = post(addr, "/get-online-features", &request).await;
+    task.abort();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][1]["values"], json!([1.5]), "{body}");
+    assert_eq!(body["results"][2]["values"], json!(["a"]), "{body}");
+    assert_eq!(body["results"][3]["statuses"], json!(["NOT_FOUND"]), "{body}");
+}

@@ -12,8 +12,8 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec, SleepAction,
+    Container, ContainerPort, EnvVar, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -109,20 +109,8 @@ pub fn revision(spec: &ModelDeploymentSpec, served: &Served) -> String {
         "server": spec.server,
         "minReadySeconds": spec.strategy.blue_green.min_ready_seconds,
     });
-    // serde_json writes object keys in sorted order (no `preserve_order`), so the text is canonical.
-    let text = identity.to_string();
-    // FNV-1a, 64 bits: stable across Rust releases, unlike std's hasher.
-    let hash = text
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
     // Ten base-36 digits that start with a letter keep NAME-REVISION a valid DNS label.
-    let mut digits = String::new();
-    let mut n = hash;
-    for _ in 0..9 {
-        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
-        n /= 36;
-    }
-    format!("r{digits}")
+    format!("r{}", crate::controller::digest(&identity))
 }
 
 /// The name models are served under: `spec.model.name`, else the ModelDeployment's name.
@@ -201,20 +189,6 @@ pub fn deployment(
 /// takes to drop it from its Service's rules.
 pub const PRE_STOP_SECONDS: i64 = 5;
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Default::default()
-    }
-}
-
 fn pod(server: &ServerSpec, source: &ModelSource, served: &Served, defaults: &Defaults) -> PodSpec {
     let c = &server.container;
     let env = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
@@ -243,8 +217,6 @@ fn pod(server: &ServerSpec, source: &ModelSource, served: &Served, defaults: &De
     if let Some(n) = server.threads.inter_op {
         vars.push(env("MIZZEN_INTER_OP_THREADS", n.to_string()));
     }
-    // The user's variables come last, so they can add credentials but also override a setting on purpose.
-    vars.extend(c.env.iter().cloned());
     let port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
         container_port: port,
@@ -258,23 +230,14 @@ fn pod(server: &ServerSpec, source: &ModelSource, served: &Served, defaults: &De
         }
         None => (None, None),
     };
-    PodSpec {
+    let spec = PodSpec {
         containers: vec![Container {
-            name: "mizzen-serve".into(),
-            image: Some(c.image.clone().unwrap_or_else(|| defaults.serve_image.clone())),
-            image_pull_policy: Some(format!("{:?}", c.image_pull_policy)),
-            env: Some(vars),
             ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
-            resources: c.resources.clone(),
             // Ready means loaded and warmed up; the startup probe gives a slow model load up to 10 minutes
             // before liveness starts counting.
-            readiness_probe: Some(http_probe("/v2/health/ready", 2, 3)),
-            liveness_probe: Some(http_probe("/v2/health/live", 10, 3)),
-            startup_probe: Some(http_probe("/v2/health/live", 2, 300)),
-            security_context: Some(pods::container_security()),
-            // A server that cannot start says why in its last log lines, which become the termination
-            // message the operator reports.
-            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            readiness_probe: Some(pods::http_probe("/v2/health/ready", 2, 3)),
+            liveness_probe: Some(pods::http_probe("/v2/health/live", 10, 3)),
+            startup_probe: Some(pods::http_probe("/v2/health/live", 2, 300)),
             volume_mounts: mounts,
             // A pod being deleted leaves its Service's endpoints while it still serves: kube-proxy (and any
             // other load balancer) needs a moment to stop sending it new requests, and SIGTERM only comes
@@ -286,18 +249,16 @@ fn pod(server: &ServerSpec, source: &ModelSource, served: &Served, defaults: &De
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
+            // A server that cannot start says why in its last log lines, which become the termination
+            // message the operator reports.
+            ..pods::container("mizzen-serve", c, &defaults.serve_image, vars)
         }],
         volumes,
-        node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
-        tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
-        service_account_name: c.service_account_name.clone(),
-        image_pull_secrets: (!c.image_pull_secrets.is_empty()).then(|| c.image_pull_secrets.clone()),
         // The preStop wait, then mizzen-serve's own grace for in-flight requests (20 s) after SIGTERM.
         termination_grace_period_seconds: Some(30),
-        security_context: Some(pods::pod_security()),
         ..Default::default()
-    }
+    };
+    pods::placed(c, spec)
 }
 
 /// Service `NAME` (active) or `NAME-preview`, selecting one revision's pods.
@@ -417,6 +378,7 @@ spec:
         Defaults {
             serve_image: "mizzen-serve:test".into(),
             train_image: "mizzen-train:test".into(),
+            features_image: "features".into(),
             registry_url: None,
             registry_token_secret: None,
         }

@@ -223,7 +223,6 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
             });
         }
     }
-    env.extend(c.env.iter().cloned());
     // Claims: the data's read-only, the output's writable (one mount if they are the same claim).
     let data_claim = spec.dataset.uri.as_ref().and_then(|u| pods::pvc_path(&u.0, PVC_ROOT)).map(|(c, _)| c);
     let output_claim = pods::pvc_path(&output_uri(tj), PVC_ROOT).map(|(c, _)| c);
@@ -278,28 +277,18 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    containers: vec![Container {
-                        name: CONTAINER.into(),
-                        image: Some(c.image.clone().unwrap_or_else(|| defaults.train_image.clone())),
-                        image_pull_policy: Some(format!("{:?}", c.image_pull_policy)),
-                        env: Some(env),
-                        resources: c.resources.clone(),
-                        security_context: Some(pods::container_security()),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                spec: Some(pods::placed(
+                    c,
+                    PodSpec {
+                        restart_policy: Some("Never".into()),
+                        containers: vec![Container {
+                            volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                            ..pods::container(CONTAINER, c, &defaults.train_image, env)
+                        }],
+                        volumes: (!volumes.is_empty()).then_some(volumes),
                         ..Default::default()
-                    }],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    node_selector: (!c.node_selector.is_empty()).then(|| c.node_selector.clone()),
-                    tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
-                    service_account_name: c.service_account_name.clone(),
-                    image_pull_secrets: (!c.image_pull_secrets.is_empty())
-                        .then(|| c.image_pull_secrets.clone()),
-                    security_context: Some(pods::pod_security()),
-                    ..Default::default()
-                }),
+                    },
+                )),
             },
             ..Default::default()
         }),
@@ -326,6 +315,7 @@ mod tests {
         Defaults {
             serve_image: "mizzen-serve:test".into(),
             train_image: "mizzen-train:test".into(),
+            features_image: "features".into(),
             registry_url: None,
             registry_token_secret: None,
         }

@@ -195,6 +195,7 @@ fn defaults() -> controller::Defaults {
     controller::Defaults {
         serve_image: "serve".into(),
         train_image: "train".into(),
+        features_image: "features".into(),
         registry_url: None,
         registry_token_secret: None,
     }

@@ -36,6 +36,7 @@ fn defaults() -> Defaults {
     Defaults {
         serve_image: "serve".into(),
         train_image: "train".into(),
+        features_image: "features".into(),
         registry_url: None,
         registry_token_secret: None,
     }
