@@ -230,7 +230,11 @@ pub struct TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetConfig {
+    /// The table; with `feature_set`, the labels file the FeatureSet's features are joined onto.
     pub uri: String,
+    /// Join the FeatureSet's features point-in-time onto the rows of `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_set: Option<FeatureSetJoin>,
     /// `csv` or `parquet`; default from the file extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -241,6 +245,23 @@ pub struct DatasetConfig {
     /// Feature columns to one-hot encode even when their values look numeric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categorical: Vec<String>,
+}
+
+/// Where a training set's features come from: a FeatureSet's store, asked for each labelled row's feature
+/// values as of its time (`POST /get-historical-features`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureSetJoin {
+    /// `NAMESPACE/NAME`, recorded with the model.
+    pub name: String,
+    /// The store's base URL.
+    pub url: String,
+    /// The FeatureSet's name as the store serves it (`NAME:feature`).
+    pub view: String,
+    /// The features asked for.
+    pub features: Vec<String>,
+    /// The labels file's column of event times.
+    pub timestamp_column: String,
 }
 
 /// What a trainer pod reports when it ends: its termination message.

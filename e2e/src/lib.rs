@@ -234,8 +234,19 @@ impl Namespace {
 
     /// Then: waits until condition `type_` of a Mizzen object has `status`, and returns its reason.
     pub async fn wait_for_condition<K: Kind>(&self, name: &str, type_: &str, status: &str) -> Result<String> {
+        self.wait_for_condition_within::<K>(name, type_, status, Duration::from_secs(30)).await
+    }
+
+    /// [`Namespace::wait_for_condition`] with its own timeout.
+    pub async fn wait_for_condition_within<K: Kind>(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         let what = format!("{type_}={status}");
-        self.wait_for::<K, _>(name, &what, Duration::from_secs(30), |s| {
+        self.wait_for::<K, _>(name, &what, timeout, |s| {
             K::condition(s, type_).filter(|c| c.status == status).map(|c| c.reason.clone())
         })
         .await

@@ -2,12 +2,13 @@
 //! with MIZZEN_CLUSTER=kind). Run with `make e2e`; `cargo test -p mizzen-e2e --test e2e -- NAME` runs one.
 //!
 //! One module per subject: `api` (CRDs, validation, kubectl, the operator process), `local_cluster` (the
-//! test cluster's own fakes), `model_deployment` and `training_job` (on fake nodes), `real_pods` (on the
-//! real node).
+//! test cluster's own fakes), `model_deployment` and `training_job` (on fake nodes), `real_pods` and
+//! `feature_set` (on the real node).
 
 mod api;
 mod chaos;
 mod chart;
+mod feature_set;
 mod leader;
 mod local_cluster;
 mod model_deployment;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             false real_pods::a_slow_model_holds_the_pod_unready_until_it_is_loaded,
             false real_pods::training_job_trains_in_real_pods_and_its_model_is_served,
             false real_pods::the_operator_runs_in_the_cluster_from_its_image,
+            false feature_set::feature_set_serves_materializes_and_evolves_on_real_pods,
             false registry::a_moved_registry_alias_rolls_the_new_version_out,
             false chart::the_plain_manifests_are_the_chart_rendered,
             false leader::a_standby_takes_over_from_a_killed_or_stopped_leader,

@@ -23,7 +23,10 @@ const SETOSA: &str =
 
 /// Given the real node: the test's namespace, the models on a volume and the operator; `None` (and the
 /// test says it is skipped) when the cluster has no real node.
-async fn given_the_real_node(cluster: &Cluster, test: &str) -> Result<Option<(Namespace, Volume, Operator)>> {
+pub(crate) async fn given_the_real_node(
+    cluster: &Cluster,
+    test: &str,
+) -> Result<Option<(Namespace, Volume, Operator)>> {
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     if nodes.get_opt(NODE).await?.is_none() {
         println!("    skipped: the cluster has no real node (MIZZEN_REAL_NODE=0, or kind)");
@@ -51,17 +54,32 @@ pub(crate) fn given_models_on_a_volume(cluster: &Cluster, ns: &Namespace) -> Res
     for p in [dir.parent().context("volumes")?, &dir] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
     }
+    host_volume(cluster, ns, "models", "", "ReadWriteMany", dir)
+}
+
+/// A PersistentVolume on the real node's disk at `dir` (owned by the pods' uid), bound ahead to the claim
+/// `claim` of the namespace, with `class` as its storage class (empty: none); the claim is made here unless a
+/// StatefulSet makes it (`class` not empty). The volume goes when the returned guard is dropped.
+pub(crate) fn host_volume(
+    cluster: &Cluster,
+    ns: &Namespace,
+    claim: &str,
+    class: &str,
+    mode: &str,
+    dir: std::path::PathBuf,
+) -> Result<Volume> {
     std::os::unix::fs::chown(&dir, Some(65532), Some(65532))?;
+    let name = format!("{claim}-{}", ns.name);
     cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&format!(
         r#"
 apiVersion: v1
 kind: PersistentVolume
-metadata: {{name: models-{ns}}}
+metadata: {{name: {name}}}
 spec:
   capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  claimRef: {{namespace: {ns}, name: models}}
+  accessModes: [{mode}]
+  storageClassName: "{class}"
+  claimRef: {{namespace: {ns}, name: {claim}}}
   hostPath: {{path: {dir}, type: Directory}}
   nodeAffinity:
     required:
@@ -71,18 +89,20 @@ spec:
         dir = dir.display()
     )))
     .ok()?;
-    ns.apply(
-        r#"
+    if class.is_empty() {
+        ns.apply(&format!(
+            r#"
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {name: models}
+metadata: {{name: {claim}}}
 spec:
-  accessModes: [ReadWriteMany]
+  accessModes: [{mode}]
   storageClassName: ""
-  resources: {requests: {storage: 1Gi}}
-"#,
-    )?;
-    Ok(Volume { cluster: cluster.clone(), name: format!("models-{}", ns.name), dir })
+  resources: {{requests: {{storage: 1Gi}}}}
+"#
+        ))?;
+    }
+    Ok(Volume { cluster: cluster.clone(), name, dir })
 }
 
 /// A cluster-scoped PersistentVolume on the real node's disk at `dir`, deleted on drop.
@@ -557,13 +577,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The namespace's ModelDeployment, its children and its events, for a failure's message.
+/// The namespace's Mizzen objects, their children and its events, for a failure's message.
 pub(crate) fn what_the_cluster_shows(ns: &Namespace) -> String {
     let get = |args: &[&str]| ns.kubectl(args).ok().unwrap_or_else(|e| e.to_string());
     format!(
         "{}\n{}\n{}",
-        get(&["get", "mdep,deploy,rs,pods,endpointslices", "-o", "wide"]),
-        get(&["get", "mdep", "iris", "-o", "jsonpath={.status}"]),
+        get(&["get", "mdep,fset,deploy,rs,sts,pvc,jobs,pods,endpointslices", "-o", "wide"]),
+        get(&["get", "mdep,fset", "-o", "jsonpath={.items[*].status}"]),
         get(&["get", "events", "--sort-by=.lastTimestamp"]),
     )
 }

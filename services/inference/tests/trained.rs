@@ -50,6 +50,7 @@ async fn mizzen_serve_predicts_what_the_trainer_predicted() {
             label: "tier".into(),
             features: None,
             categorical: vec![],
+            feature_set: None,
         },
         algorithm: mizzen_common::training::Algorithm::Mlp,
         task: None,

@@ -126,6 +126,7 @@ fn config_of(args: &Args) -> Result<TrainConfig, TrainError> {
             label: need(&args.label, "label")?,
             features: args.features.clone(),
             categorical: args.categorical.clone(),
+            feature_set: None,
         },
         algorithm: need(&args.algorithm, "algorithm")?.parse().map_err(bad)?,
         task: args.task.as_deref().map(str::parse).transpose().map_err(bad)?,

@@ -121,6 +121,17 @@ pub fn task(algorithm: Algorithm, task: Option<ModelTask>) -> Result<Task, Train
     }
 }
 
+/// Where a model's inputs come from when it was trained from a FeatureSet: the FeatureSet and its features
+/// in the model's input order, recorded with the model (registry tags, ONNX metadata) so serving can fetch
+/// the same features.
+fn feature_set_tags(config: &TrainConfig) -> Vec<(String, String)> {
+    let Some(join) = &config.dataset.feature_set else { return Vec::new() };
+    vec![
+        ("mizzen.featureset".to_string(), join.name.clone()),
+        ("mizzen.featureset.features".to_string(), join.features.join(",")),
+    ]
+}
+
 /// Reads the dataset the configuration names.
 pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
     let algorithm = algorithm(config)?;
@@ -138,6 +149,11 @@ pub async fn load(config: &TrainConfig) -> Result<Dataset, TrainError> {
         task: task(algorithm, config.task)?,
     };
     let retries = data::read_retries()?;
+    if let Some(join) = &config.dataset.feature_set {
+        return Ok(
+            data::load_joined(&config.dataset.uri, config.dataset.format.as_deref(), join, &spec).await?
+        );
+    }
     Ok(data::load(&config.dataset.uri, config.dataset.format.as_deref(), &spec, retries).await?)
 }
 
@@ -401,6 +417,7 @@ async fn publish_to_registry(
     if let Some(by) = &config.requested_by {
         tags.push(("mizzen.trainingjob".to_string(), by.clone()));
     }
+    tags.extend(feature_set_tags(config));
     let run_name = match trial {
         Some(i) => format!("trial-{i}"),
         None => "train".to_string(),
@@ -486,7 +503,9 @@ pub async fn publish(
     let doc = ModelDoc {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: format!("{} trained by mizzen-train on {}", model.algorithm.name(), config.dataset.uri),
-        metadata: vec![("mizzen.dataset_sha256".into(), model.dataset_sha256.clone())],
+        metadata: std::iter::once(("mizzen.dataset_sha256".to_string(), model.dataset_sha256.clone()))
+            .chain(feature_set_tags(config))
+            .collect(),
     };
     let bytes = onnx::export(&model.prep, &model.network, model.classes.as_ref(), &doc)
         .map_err(|e| TrainError { reason: "ExportFailed", message: e.to_string(), permanent: true })?;

@@ -74,7 +74,12 @@ pub fn pods_service_name(fs: &FeatureSet) -> String {
 
 /// In-cluster URL of the feature store (its Service).
 pub fn url(fs: &FeatureSet) -> String {
-    format!("http://{}.{}.svc:{PORT}", fs.name_any(), fs.namespace().unwrap_or_default())
+    url_of(&fs.name_any(), &fs.namespace().unwrap_or_default())
+}
+
+/// In-cluster URL of the feature store of FeatureSet `name` in namespace `ns`.
+pub fn url_of(name: &str, ns: &str) -> String {
+    format!("http://{name}.{ns}.svc:{PORT}")
 }
 
 /// The URL of each replica, through the headless Service.

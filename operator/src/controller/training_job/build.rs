@@ -7,6 +7,7 @@
 //! itself once it has copied the results into the status, so a short ttl cannot lose them.
 
 use super::search;
+use crate::api::v1alpha1::FeatureSet;
 use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, Task, TrainingJob, TrainingJobSpec};
 use crate::controller::{Defaults, MANAGED_BY, pods};
 use k8s_openapi::api::batch::v1::{
@@ -20,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use mizzen_common::registry;
 use mizzen_common::training::{
-    self, CONFIG_ENV, DatasetConfig, Hyperparameter, Hyperparameters, TrainConfig,
+    self, CONFIG_ENV, DatasetConfig, FeatureSetJoin, Hyperparameter, Hyperparameters, TrainConfig,
 };
 use std::collections::BTreeMap;
 
@@ -103,8 +104,13 @@ fn algorithm(algorithm: Algorithm) -> training::Algorithm {
 }
 
 /// The trainer's configuration, or why the run cannot start.
-/// `registry` says whether the operator has a model registry for registry:// outputs.
-pub fn config(tj: &TrainingJob, registry: bool) -> Result<TrainConfig, Refusal> {
+/// `registry` says whether the operator has a model registry for registry:// outputs; `feature_set` is the
+/// FeatureSet a run from one reads (its features are the default inputs).
+pub fn config(
+    tj: &TrainingJob,
+    registry: bool,
+    feature_set: Option<&FeatureSet>,
+) -> Result<TrainConfig, Refusal> {
     let spec = &tj.spec;
     let output = output_uri(tj);
     if output.starts_with("registry://") && !registry {
@@ -118,11 +124,33 @@ pub fn config(tj: &TrainingJob, registry: bool) -> Result<TrainConfig, Refusal> 
             ),
         });
     }
-    let Some(data) = &spec.dataset.uri else {
-        return Err(Refusal {
-            reason: "FeatureSetUnsupported",
-            message: "training from a FeatureSet is not available in this release; set dataset.uri".into(),
-        });
+    let (data, join) = match (&spec.dataset.uri, &spec.dataset.feature_set) {
+        (Some(uri), _) => (uri.0.clone(), None),
+        (None, Some(source)) => {
+            // The features asked for, else all of the FeatureSet's; the labels file's key, time and other
+            // columns are not features. (Without the FeatureSet at hand, as once its Job is made, the Job
+            // already holds what it was told.)
+            let features = spec.dataset.features.clone().unwrap_or_else(|| {
+                feature_set
+                    .map(|fs| fs.spec.features.iter().map(|f| f.name.clone()).collect())
+                    .unwrap_or_default()
+            });
+            let ns = tj.namespace().unwrap_or_default();
+            let join = FeatureSetJoin {
+                name: format!("{ns}/{}", source.name),
+                url: crate::controller::feature_set::build::url_of(&source.name, &ns),
+                view: source.name.clone(),
+                features,
+                timestamp_column: source.timestamp_column.clone(),
+            };
+            (source.labels_uri.0.clone(), Some(join))
+        }
+        (None, None) => {
+            return Err(Refusal {
+                reason: "InvalidDataset",
+                message: "set dataset.uri or dataset.featureSet".into(),
+            });
+        }
     };
     let h = &spec.hyperparameters;
     let mut hyperparameters = Hyperparameters::new();
@@ -160,10 +188,11 @@ pub fn config(tj: &TrainingJob, registry: bool) -> Result<TrainConfig, Refusal> 
         .map_err(|message| Refusal { reason: "InvalidHyperparameter", message })?;
     Ok(TrainConfig {
         dataset: DatasetConfig {
-            uri: pods::pvc_path(&data.0, PVC_ROOT).map(|(_, u)| u).unwrap_or_else(|| data.0.clone()),
+            uri: pods::pvc_path(&data, PVC_ROOT).map(|(_, u)| u).unwrap_or_else(|| data.clone()),
             format: spec.dataset.format.map(|f| format!("{f:?}").to_ascii_lowercase()),
             label: spec.dataset.label.clone(),
-            features: spec.dataset.features.clone(),
+            features: join.as_ref().map(|j| j.features.clone()).or_else(|| spec.dataset.features.clone()),
+            feature_set: join,
             categorical: spec.dataset.categorical.clone(),
         },
         algorithm: algorithm(spec.algorithm),
@@ -224,7 +253,8 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
         }
     }
     // Claims: the data's read-only, the output's writable (one mount if they are the same claim).
-    let data_claim = spec.dataset.uri.as_ref().and_then(|u| pods::pvc_path(&u.0, PVC_ROOT)).map(|(c, _)| c);
+    let data = spec.dataset.uri.as_ref().or(spec.dataset.feature_set.as_ref().map(|f| &f.labels_uri));
+    let data_claim = data.and_then(|u| pods::pvc_path(&u.0, PVC_ROOT)).map(|(c, _)| c);
     let output_claim = pods::pvc_path(&output_uri(tj), PVC_ROOT).map(|(c, _)| c);
     let mut claims: Vec<(String, bool)> = Vec::new();
     if let Some(claim) = &output_claim {
@@ -338,7 +368,7 @@ mod tests {
             "{BASE}  backoffLimit: 3\n  activeDeadlineSeconds: 600\n  ttlSecondsAfterFinished: 5\n  suspend: true\n  \
              hyperparameters: {{l2: 0.5, maxIterations: 7}}\n"
         ));
-        let config = config(&t, false).unwrap();
+        let config = config(&t, false, None).unwrap();
         assert_eq!(config.hyperparameters[&Hyperparameter::L2], "0.5");
         assert_eq!(config.hyperparameters[&Hyperparameter::MaxIterations], "7");
         assert_eq!(config.algorithm, training::Algorithm::LogisticRegression);
@@ -376,14 +406,14 @@ mod tests {
             ("classification", Some(training::ModelTask::Classification), Metric::Accuracy),
         ] {
             let t = tj(&format!("{mlp}  task: {task}\n"));
-            assert_eq!(config(&t, false).unwrap().task, trainer, "{task}");
+            assert_eq!(config(&t, false, None).unwrap().task, trainer, "{task}");
             assert_eq!(objective(&t.spec).0, metric, "{task}");
-            let json = serde_json::to_value(config(&t, false).unwrap()).unwrap();
+            let json = serde_json::to_value(config(&t, false, None).unwrap()).unwrap();
             assert_eq!(json["task"], task);
         }
         let t = tj(&mlp);
-        assert_eq!(config(&t, false).unwrap().task, None);
-        assert!(serde_json::to_value(config(&t, false).unwrap()).unwrap().get("task").is_none());
+        assert_eq!(config(&t, false, None).unwrap().task, None);
+        assert!(serde_json::to_value(config(&t, false, None).unwrap()).unwrap().get("task").is_none());
     }
 
     #[test]
@@ -392,7 +422,7 @@ mod tests {
             "{BASE}  search:\n    algorithm: grid\n    maxTrials: 10\n    parallelism: 3\n    \
              objective: {{metric: logLoss}}\n    parameters: [{{name: l2, categorical: ['0.1', '1', '10']}}]\n"
         ));
-        let config = config(&t, false).unwrap();
+        let config = config(&t, false, None).unwrap();
         assert_eq!(config.trials.len(), 3);
         let s = job(&t, &config, &defaults()).spec.unwrap();
         assert_eq!((s.completions, s.parallelism), (Some(3), Some(3)));
@@ -404,7 +434,7 @@ mod tests {
         let t = tj(&BASE
             .replace("s3://data/iris.csv", "pvc://data/iris.csv")
             .replace("s3://models/iris/", "pvc://models/iris/"));
-        let config = config(&t, false).unwrap();
+        let config = config(&t, false, None).unwrap();
         assert_eq!(config.dataset.uri, "file:///mnt/pvc/data/iris.csv");
         assert_eq!(config.output_uri, "file:///mnt/pvc/models/iris/");
         let pod = job(&t, &config, &defaults()).spec.unwrap().template.spec.unwrap();
@@ -417,14 +447,25 @@ mod tests {
             "uri: s3://data/iris.csv, label: species",
             "featureSet: {name: customers, labelsUri: s3://data/labels.csv}, label: species",
         ));
-        assert_eq!(super::config(&t, false).unwrap_err().reason, "FeatureSetUnsupported");
+        let fs: FeatureSet = serde_saphyr::from_str(
+            "apiVersion: mizzen.dev/v1alpha1\nkind: FeatureSet\nmetadata: {name: customers, namespace: ml}\nspec:\n  \
+             entity: {name: c, joinKey: id}\n  features: [{name: spend, type: float64}, {name: visits, type: int64}]\n  \
+             sources: [{name: daily, uri: \"s3://d/a.csv\"}]\n",
+        )
+        .unwrap();
+        let config = super::config(&t, false, Some(&fs)).unwrap();
+        let join = config.dataset.feature_set.clone().unwrap();
+        assert_eq!((join.name.as_str(), join.url.as_str()), ("ml/customers", "http://customers.ml.svc:6566"));
+        assert_eq!(config.dataset.uri, "s3://data/labels.csv");
+        assert_eq!(config.dataset.features, Some(vec!["spend".to_string(), "visits".to_string()]));
+        assert_eq!(join.timestamp_column, "event_timestamp");
 
         // registry:// outputs (the default) need the operator's registry.
         let t = tj(&BASE.replace("  output: {uri: s3://models/iris/}\n", ""));
-        let refusal = super::config(&t, false).unwrap_err();
+        let refusal = super::config(&t, false, None).unwrap_err();
         assert_eq!(refusal.reason, "RegistryUnavailable");
         assert!(refusal.message.contains("registry://iris"), "{}", refusal.message);
-        let config = super::config(&t, true).unwrap();
+        let config = super::config(&t, true, None).unwrap();
         assert_eq!(config.output_uri, "registry://iris");
         assert_eq!(config.experiment.as_deref(), Some("iris"));
         let mut with_registry = defaults();
@@ -447,8 +488,12 @@ mod tests {
         assert_eq!(token.value, None, "never the token itself in the pod spec");
         // Not for outputs elsewhere.
         let s3 = tj(BASE);
-        let pod =
-            job(&s3, &super::config(&s3, true).unwrap(), &with_registry).spec.unwrap().template.spec.unwrap();
+        let pod = job(&s3, &super::config(&s3, true, None).unwrap(), &with_registry)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
         assert!(
             !pod.containers[0].env.clone().unwrap().iter().any(|e| e.name.starts_with("MIZZEN_REGISTRY"))
         );

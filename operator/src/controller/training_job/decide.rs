@@ -83,6 +83,22 @@ fn owned_by(job: &Job, tj: &TrainingJob) -> bool {
     job.owner_references().iter().any(|o| Some(&o.uid) == tj.uid().as_ref())
 }
 
+/// How often a TrainingJob waiting for its FeatureSet looks again.
+const FEATURE_SET_RETRY: Duration = Duration::from_secs(10);
+
+/// Why a run from a FeatureSet cannot start yet: the FeatureSet is missing or not materialized.
+fn waiting_for_feature_set(tj: &TrainingJob, observed: &Observed) -> Option<String> {
+    let source = tj.spec.dataset.feature_set.as_ref()?;
+    let Some(fs) = &observed.feature_set else {
+        return Some(format!("waiting for FeatureSet {} to be created in this namespace", source.name));
+    };
+    let materialized = fs
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Materialized" && c.status == TRUE));
+    (!materialized).then(|| format!("waiting for FeatureSet {} to be materialized", source.name))
+}
+
 fn time(now: i64) -> Time {
     Time(Timestamp::from_second(now).unwrap_or_default())
 }
@@ -96,8 +112,18 @@ pub fn decide(tj: &TrainingJob, observed: &Observed, now: i64) -> Decision {
         requeue: None,
     };
     let was_finished = finished(&stored);
+    // Training from a FeatureSet waits for it to be materialized (made with the TrainingJob, say).
+    if !was_finished
+        && observed.job.is_none()
+        && stored.job_name.is_none()
+        && let Some(why) = waiting_for_feature_set(tj, observed)
+    {
+        d.conditions.push(Desired::new("Created", FALSE, "WaitingForFeatureSet", why));
+        d.wake_within(FEATURE_SET_RETRY);
+        return d;
+    }
     if !was_finished {
-        match build::config(tj, observed.registry) {
+        match build::config(tj, observed.registry, observed.feature_set.as_ref()) {
             Err(refusal) => refuse(&mut d, refusal, now),
             Ok(config) => {
                 let name = tj.name_any();
@@ -377,6 +403,15 @@ fn register(tj: &TrainingJob, d: &mut Decision) {
     )];
     if let Some(data) = &tj.spec.dataset.uri {
         tags.push(("mizzen.dataset.uri".into(), data.0.clone()));
+    }
+    // What serving must fetch to give the model the inputs it was trained on.
+    if let Some(source) = &tj.spec.dataset.feature_set {
+        let ns = tj.namespace().unwrap_or_default();
+        tags.push(("mizzen.featureset".into(), format!("{ns}/{}", source.name)));
+        tags.push(("mizzen.dataset.uri".into(), source.labels_uri.0.clone()));
+        if let Some(features) = &tj.spec.dataset.features {
+            tags.push(("mizzen.featureset.features".into(), features.join(",")));
+        }
     }
     tags.extend(model.dataset_sha256.clone().map(|s| ("mizzen.dataset.sha256".to_string(), s)));
     tags.extend(model.sha256.clone().map(|s| ("mizzen.model.sha256".to_string(), s)));

@@ -3,8 +3,8 @@
 
 use super::build::TRAINING_JOB_LABEL;
 use super::decide::{finished, is_true};
-use crate::api::v1alpha1::ModelDeployment;
 use crate::api::v1alpha1::training_job::TrainingJob;
+use crate::api::v1alpha1::{FeatureSet, ModelDeployment};
 use crate::controller::{Context, Error, call, namespace};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -24,6 +24,8 @@ pub struct Observed {
     pub deploy_target: Option<ModelDeployment>,
     /// Whether the operator has a model registry (`--registry-url`) for registry:// outputs.
     pub registry: bool,
+    /// `spec.dataset.featureSet`, read only until the Job is made.
+    pub feature_set: Option<FeatureSet>,
 }
 
 pub async fn observe(tj: &TrainingJob, ctx: &Context) -> Result<Observed, Error> {
@@ -37,7 +39,9 @@ pub async fn observe(tj: &TrainingJob, ctx: &Context) -> Result<Observed, Error>
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let labelled = ListParams::default().labels(&format!("{TRAINING_JOB_LABEL}={name}"));
-    let (job, pods, deploy_target) = tokio::try_join!(
+    let source = tj.spec.dataset.feature_set.as_ref().filter(|_| !finished && stored.job_name.is_none());
+    let sets: Api<FeatureSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let (job, pods, deploy_target, feature_set) = tokio::try_join!(
         async {
             if !read_job {
                 return Ok(None);
@@ -54,6 +58,10 @@ pub async fn observe(tj: &TrainingJob, ctx: &Context) -> Result<Observed, Error>
             let Some(deploy) = deploy_target else { return Ok(None) };
             mds.get_opt(&deploy.model_deployment).await.map_err(call("read_model_deployment"))
         },
+        async {
+            let Some(source) = source else { return Ok(None) };
+            sets.get_opt(&source.name).await.map_err(call("read_feature_set"))
+        },
     )?;
-    Ok(Observed { job, pods, deploy_target, registry: ctx.registry.client().is_some() })
+    Ok(Observed { job, pods, deploy_target, registry: ctx.registry.client().is_some(), feature_set })
 }

@@ -208,6 +208,86 @@ pub async fn load(uri: &str, format: Option<&str>, spec: &Spec, retries: u32) ->
     }
 }
 
+/// A training set from a FeatureSet: the labels file at `uri` (CSV: the entity key, the event time and the
+/// label, and any other columns) sent to the FeatureSet's store, which answers each row with the features'
+/// values as of its time (point-in-time: no value from the row's future); the answer is read as a CSV
+/// dataset. The store's refusals (an unknown feature, a bad key or time, named by row) are the data's
+/// fault; an unreachable store is worth another try.
+pub async fn load_joined(
+    uri: &str,
+    format: Option<&str>,
+    join: &mizzen_common::training::FeatureSetJoin,
+    spec: &Spec,
+) -> Result<Dataset, DataError> {
+    if Format::pick(format, uri)? != Format::Csv {
+        return Err(DataError::Config(format!(
+            "the labels file {uri} must be CSV to be joined with FeatureSet {} (Parquet labels are not read yet)",
+            join.name
+        )));
+    }
+    let bytes = mizzen_common::storage::read(uri).await.map_err(storage_error)?;
+    let entities = labels_as_columns(&bytes, uri)?;
+    let request = serde_json::json!({
+        "features": join.features.iter().map(|f| format!("{}:{f}", join.view)).collect::<Vec<_>>(),
+        "entities": entities,
+        "timestamp_column": join.timestamp_column,
+        "format": "csv",
+    });
+    let url = format!("{}/get-historical-features", join.url.trim_end_matches('/'));
+    let unreachable = |e: String| {
+        DataError::Unreadable(format!("the feature store of FeatureSet {} ({url}): {e}", join.name))
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.into_owned());
+        let message = format!("joining {uri} with FeatureSet {}: {status}: {message}", join.name);
+        return Err(if status.is_client_error() {
+            DataError::Invalid(message)
+        } else {
+            unreachable(message)
+        });
+    }
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || read_csv(std::io::Cursor::new(body), &spec))
+        .await
+        .map_err(|e| DataError::Unreadable(e.to_string()))?
+}
+
+/// A CSV file's columns as JSON lists of strings (an empty cell: null), as the feature store takes entity
+/// rows.
+fn labels_as_columns(
+    bytes: &[u8],
+    uri: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, DataError> {
+    let mut reader = ::csv::ReaderBuilder::new().from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| DataError::Invalid(format!("{uri}: the header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut columns: Vec<Vec<serde_json::Value>> = vec![Vec::new(); header.len()];
+    for (r, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| DataError::Invalid(format!("{uri}: line {}: {e}", r + 2)))?;
+        for (c, column) in columns.iter_mut().enumerate() {
+            let cell = record.get(c).unwrap_or_default();
+            column.push(if cell.is_empty() { serde_json::Value::Null } else { cell.into() });
+        }
+    }
+    Ok(header.into_iter().zip(columns.into_iter().map(serde_json::Value::Array)).collect())
+}
+
 async fn load_once(uri: &str, format: Option<&str>, spec: &Spec) -> Result<Dataset, DataError> {
     let format = Format::pick(format, uri)?;
     let local = local_path(uri);

@@ -155,7 +155,7 @@ fn publish(reason: &str, note: &str) -> Action {
 fn a_new_run_creates_its_job_then_follows_it_to_success_with_one_event_per_phase() {
     let mut c = given("");
     let d = c.step();
-    let config = build::config(&c.tj, false).unwrap();
+    let config = build::config(&c.tj, false, None).unwrap();
     assert_eq!(
         d.actions,
         [Action::CreateJob(Box::new(config)), publish("JobCreated", "created Job churn with 1 trial(s)")]
@@ -287,7 +287,7 @@ fn a_job_deleted_before_the_run_finished_fails_it_rather_than_training_again() {
 #[test]
 fn someone_elses_job_of_the_same_name_is_waited_for_or_refused() {
     let mut c = given("");
-    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false).unwrap(), &defaults());
+    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false, None).unwrap(), &defaults());
     foreign.metadata.owner_references = None;
     foreign.metadata.deletion_timestamp = Some(time(NOW - 1));
     c.observed.job = Some(foreign);
@@ -434,7 +434,7 @@ fn the_job_goes_after_ttl_seconds_after_finished_and_the_status_stays() {
     assert_eq!(c.phase(), TrainingJobPhase::Succeeded);
     assert_eq!(c.decide().actions, [], "gone");
     // A Job of the same name that is not this TrainingJob's is never deleted.
-    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false).unwrap(), &defaults());
+    let mut foreign = build::job(&c.tj, &build::config(&c.tj, false, None).unwrap(), &defaults());
     foreign.metadata.owner_references = None;
     c.observed.job = Some(foreign);
     assert_eq!(c.decide().actions, []);
@@ -464,4 +464,54 @@ fn the_deploy_gate_knows_which_way_each_metric_is_better() {
     let mut none = spec_status("accuracy", 1.0);
     none.model = None;
     assert_eq!(gate(&none, &at_least).unwrap_err().reason, "NoModel");
+}
+
+/// A run from a FeatureSet waits until the FeatureSet exists and is materialized, then trains on the join
+/// (the trainer is told the store's URL and the features), and its registration names the FeatureSet.
+#[test]
+fn a_run_from_a_feature_set_waits_for_it_to_be_materialized() {
+    let mut c = given("");
+    c.tj.spec.dataset.uri = None;
+    c.tj.spec.dataset.feature_set = Some(
+        serde_json::from_value(serde_json::json!({"name": "customers", "labelsUri": "s3://data/labels.csv"}))
+            .unwrap(),
+    );
+    let d = c.step();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let (status, reason, message) = c.condition("Created");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "WaitingForFeatureSet"));
+    assert!(message.contains("customers to be created"), "{message}");
+    assert!(d.requeue.is_some());
+
+    let mut fs: crate::api::v1alpha1::FeatureSet = serde_saphyr::from_str(
+        "apiVersion: mizzen.dev/v1alpha1\nkind: FeatureSet\nmetadata: {name: customers, namespace: ml}\nspec:\n  \
+         entity: {name: c, joinKey: id}\n  features: [{name: spend, type: float64}]\n  \
+         sources: [{name: daily, uri: \"s3://d/a.csv\"}]\n",
+    )
+    .unwrap();
+    c.observed.feature_set = Some(fs.clone());
+    c.step();
+    assert!(c.condition("Created").2.contains("customers to be materialized"));
+
+    let materialized = crate::api::v1alpha1::common::Condition {
+        type_: "Materialized".into(),
+        status: "True".into(),
+        reason: "Materialized".into(),
+        message: String::new(),
+        last_transition_time: time(NOW),
+        observed_generation: Some(1),
+    };
+    fs.status = Some(crate::api::v1alpha1::feature_set::FeatureSetStatus {
+        conditions: vec![materialized],
+        ..Default::default()
+    });
+    c.observed.feature_set = Some(fs);
+    let d = c.step();
+    let Some(Action::CreateJob(config)) = d.actions.first() else { panic!("{:?}", d.actions) };
+    let join = config.dataset.feature_set.clone().unwrap();
+    assert_eq!(
+        (join.url.as_str(), join.features.clone()),
+        ("http://customers.ml.svc:6566", vec!["spend".to_string()])
+    );
+    assert_eq!(config.dataset.uri, "s3://data/labels.csv");
 }
