@@ -134,6 +134,20 @@ impl Written {
     }
 }
 
+#[cfg(test)]
+impl Defaults {
+    /// Images named like their component, no registry.
+    pub fn for_tests() -> Self {
+        Self {
+            serve_image: "serve".into(),
+            train_image: "train".into(),
+            features_image: "features".into(),
+            registry_url: None,
+            registry_token_secret: None,
+        }
+    }
+}
+
 impl Context {
     /// Publishes an event about `obj`; a failure is logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, notice: &Notice) {
@@ -732,6 +746,29 @@ impl kube::runtime::utils::Backoff for NoBackoff {
 /// The events of the EndpointSlice cache, for the one kind that follows them (taken once).
 type SliceEvents = Arc<Mutex<Option<BoxStream<'static, Result<EndpointSlice, watcher::Error>>>>>;
 
+/// A kind of child the operator watches.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<C> Child for C where
+    C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// How a controller watches its children: in its scope, only objects with the operator's label.
 pub struct Children {
     client: Client,
@@ -741,43 +778,31 @@ pub struct Children {
 }
 
 impl Children {
-    /// Adds an owned-child watch for the child kind `C`.
-    pub fn watch<K: Kind, C>(&self, controller: Controller<K>) -> Controller<K>
-    where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    /// The changes of the operator's children of kind `C` (metadata only).
+    fn changes<C: Child>(
+        &self,
+    ) -> impl futures::Stream<Item = Result<PartialObjectMeta<C>, watcher::Error>> + Send + 'static {
         let children =
             watcher::watcher(self.scope.api::<PartialObjectMeta<C>>(&self.client), self.config.clone());
-        controller.owns_stream(resilient(children.touched_objects()))
+        resilient(children.touched_objects())
+    }
+
+    /// Adds an owned-child watch for the child kind `C`.
+    pub fn watch<K: Kind, C: Child>(&self, controller: Controller<K>) -> Controller<K> {
+        controller.owns_stream(self.changes::<C>())
     }
 
     /// Adds a watch of the child kind `C` that wakes the object named by each child's `label` (in the
     /// child's namespace), whoever owns the child.
-    pub fn watch_labelled<K: Kind, C>(&self, controller: Controller<K>, label: &'static str) -> Controller<K>
-    where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        let children =
-            watcher::watcher(self.scope.api::<PartialObjectMeta<C>>(&self.client), self.config.clone());
-        controller.watches_stream(
-            resilient(children.touched_objects()),
-            move |child: PartialObjectMeta<C>| {
-                let name = child.labels().get(label)?.clone();
-                Some(reflector::ObjectRef::new(&name).within(&child.namespace()?))
-            },
-        )
+    pub fn watch_labelled<K: Kind, C: Child>(
+        &self,
+        controller: Controller<K>,
+        label: &'static str,
+    ) -> Controller<K> {
+        controller.watches_stream(self.changes::<C>(), move |child: PartialObjectMeta<C>| {
+            let name = child.labels().get(label)?.clone();
+            Some(reflector::ObjectRef::new(&name).within(&child.namespace()?))
+        })
     }
 
     /// Wakes `K` on changes of the EndpointSlices of its Services, which carry its name in `label` (they copy

@@ -2,6 +2,10 @@
 //! into a mounted claim and a `file://` path, and why a pod does not come up ([`trouble`]).
 
 use crate::api::v1alpha1::common::ContainerSpec;
+use k8s_openapi::api::batch::v1::{
+    PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
+    PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerStateTerminated, EnvVar, HTTPGetAction,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
@@ -86,6 +90,32 @@ pub fn container(name: &str, c: &ContainerSpec, default_image: &str, mut env: Ve
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
+    }
+}
+
+/// A Job's pod failure policy: `action` (`FailIndex`, `FailJob`) at once when `container` exits with
+/// `permanent` (a retry cannot help), and evictions and preemptions not counted as failures.
+pub fn failure_policy(container: &str, permanent: i32, action: &str) -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: action.into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(container.into()),
+                    operator: "In".into(),
+                    values: vec![permanent],
+                }),
+                ..Default::default()
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+                ..Default::default()
+            },
+        ],
     }
 }
 

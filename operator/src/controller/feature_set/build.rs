@@ -8,10 +8,7 @@ use crate::api::v1alpha1::FeatureSet;
 use crate::api::v1alpha1::feature_set::FeatureSetSpec;
 use crate::controller::{Defaults, MANAGED_BY, digest, pods};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{
-    CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec, PodFailurePolicy,
-    PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
-};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
     PodTemplateSpec, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
@@ -309,27 +306,7 @@ fn job_spec(fs: &FeatureSet, defaults: &Defaults, key: &str) -> JobSpec {
     JobSpec {
         backoff_limit: Some(3),
         active_deadline_seconds: Some(DEADLINE_SECONDS + 300),
-        pod_failure_policy: Some(PodFailurePolicy {
-            rules: vec![
-                PodFailurePolicyRule {
-                    action: "FailJob".into(),
-                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                        container_name: Some(JOB_CONTAINER.into()),
-                        operator: "In".into(),
-                        values: vec![PERMANENT_EXIT_CODE],
-                    }),
-                    ..Default::default()
-                },
-                PodFailurePolicyRule {
-                    action: "Ignore".into(),
-                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                        type_: "DisruptionTarget".into(),
-                        status: "True".into(),
-                    }]),
-                    ..Default::default()
-                },
-            ],
-        }),
+        pod_failure_policy: Some(pods::failure_policy(JOB_CONTAINER, PERMANENT_EXIT_CODE, "FailJob")),
         template: PodTemplateSpec {
             metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
             spec: Some(pods::placed(

@@ -10,10 +10,7 @@ use super::search;
 use crate::api::v1alpha1::FeatureSet;
 use crate::api::v1alpha1::training_job::{Algorithm, Goal, Metric, Task, TrainingJob, TrainingJobSpec};
 use crate::controller::{Defaults, MANAGED_BY, pods};
-use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
-    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
-};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector,
 };
@@ -284,27 +281,7 @@ pub fn job(tj: &TrainingJob, config: &TrainConfig, defaults: &Defaults) -> Job {
             backoff_limit_per_index: Some(spec.backoff_limit),
             active_deadline_seconds: spec.active_deadline_seconds,
             suspend: Some(spec.suspend),
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![
-                    PodFailurePolicyRule {
-                        action: "FailIndex".into(),
-                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                            container_name: Some(CONTAINER.into()),
-                            operator: "In".into(),
-                            values: vec![PERMANENT_EXIT_CODE],
-                        }),
-                        ..Default::default()
-                    },
-                    PodFailurePolicyRule {
-                        action: "Ignore".into(),
-                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                            type_: "DisruptionTarget".into(),
-                            status: "True".into(),
-                        }]),
-                        ..Default::default()
-                    },
-                ],
-            }),
+            pod_failure_policy: Some(pods::failure_policy(CONTAINER, PERMANENT_EXIT_CODE, "FailIndex")),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(pods::placed(

@@ -24,13 +24,7 @@ fn fs() -> FeatureSet {
 }
 
 fn defaults() -> Defaults {
-    Defaults {
-        serve_image: "serve".into(),
-        train_image: "train".into(),
-        features_image: "features".into(),
-        registry_url: None,
-        registry_token_secret: None,
-    }
+    Defaults::for_tests()
 }
 
 fn at(second: i64) -> Time {

@@ -192,13 +192,7 @@ impl Cluster {
 }
 
 fn defaults() -> controller::Defaults {
-    controller::Defaults {
-        serve_image: "serve".into(),
-        train_image: "train".into(),
-        features_image: "features".into(),
-        registry_url: None,
-        registry_token_secret: None,
-    }
+    controller::Defaults::for_tests()
 }
 
 fn time(s: i64) -> Time {

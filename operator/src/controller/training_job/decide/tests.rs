@@ -33,13 +33,7 @@ fn given(extra: &str) -> Cluster {
 }
 
 fn defaults() -> Defaults {
-    Defaults {
-        serve_image: "serve".into(),
-        train_image: "train".into(),
-        features_image: "features".into(),
-        registry_url: None,
-        registry_token_secret: None,
-    }
+    Defaults::for_tests()
 }
 
 fn completed(at: i64) -> JobStatus {
