@@ -440,11 +440,10 @@ fn default_format() -> String {
 async fn historical(State(app): State<Arc<App>>, body: Bytes) -> Response {
     measured(&app.clone(), "get-historical-features", async move {
         let request: HistoricalRequest = parse(&body)?;
-        let csv = match request.format.as_str() {
-            "json" => false,
-            "csv" => true,
-            other => return Err(Error::invalid(format!("format {other:?}: use json or csv"))),
-        };
+        let format = request.format.to_ascii_lowercase();
+        if !["json", "csv", "parquet"].contains(&format.as_str()) {
+            return Err(Error::invalid(format!("format {:?}: use json, csv or parquet", request.format)));
+        }
         let wanted = features(&app, request.features.as_deref(), request.feature_service.as_deref())?;
         let schema = app.store.schema().clone();
         let column = |name: &str| match request.entities.get(name) {
@@ -477,6 +476,8 @@ async fn historical(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 .map_err(|e| Error::invalid(format!("row {i}, {:?}: {e}", request.timestamp_column)))?;
             rows.push((key, at));
         }
+        let (row_keys, row_times): (Vec<Key>, Vec<i64>) =
+            if format == "parquet" { rows.iter().cloned().unzip() } else { Default::default() };
         let (store_app, wanted_in) = (app.clone(), wanted.clone());
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Value>>, Error> {
             let wanted_keys = rows.iter().map(|(k, _)| k.clone()).collect();
@@ -501,6 +502,27 @@ async fn historical(State(app): State<Arc<App>>, body: Bytes) -> Response {
         })
         .await
         .map_err(|e| Error::internal(format!("the join stopped: {e}")))??;
+        if format == "parquet" {
+            let features = wanted
+                .iter()
+                .zip(joined)
+                .map(|(&f, values)| {
+                    (
+                        feature_name(&app, f, request.full_feature_names),
+                        app.store.schema().features[f].1,
+                        values,
+                    )
+                })
+                .collect();
+            let table = crate::export::Table {
+                key: (&app.store.schema().join_key, row_keys),
+                time: (&request.timestamp_column, row_times),
+                extra: extra.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect(),
+                features,
+            };
+            let bytes = crate::export::to_parquet(table)?;
+            return Ok(([(header::CONTENT_TYPE, "application/vnd.apache.parquet")], bytes).into_response());
+        }
         let mut names: Vec<String> =
             vec![app.store.schema().join_key.clone(), request.timestamp_column.clone()];
         names.extend(extra.iter().map(|(n, _)| (*n).clone()));
@@ -508,7 +530,7 @@ async fn historical(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let mut columns: Vec<Vec<Json>> = vec![keys.clone(), times.clone()];
         columns.extend(extra.iter().map(|(_, v)| (*v).clone()));
         columns.extend(joined.iter().map(|c| c.iter().map(Value::to_json).collect()));
-        if csv {
+        if format == "csv" {
             return Ok(([(header::CONTENT_TYPE, "text/csv")], to_csv(&names, &columns)).into_response());
         }
         Ok(axum::Json(json!({"columns": names, "values": columns})).into_response())

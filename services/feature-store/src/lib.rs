@@ -6,6 +6,7 @@
 //! entity rows with the values as of each row's time (point-in-time correct), from the offline log.
 
 pub mod api;
+pub mod export;
 pub mod ingest;
 pub mod materialize;
 pub mod metrics;

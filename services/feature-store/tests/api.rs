@@ -270,6 +270,45 @@ async fn historical_retrieval_is_point_in_time_and_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(csv, "customer_id,event_timestamp,visits\n1,2024-05-01T02:30:00Z,2\n");
+
+    // As Parquet: the same answer, each column typed (the key as int64, times as UTC microseconds, the
+    // feature as its type, the label as the booleans it holds).
+    let mut parquet_request = request.clone();
+    parquet_request["format"] = json!("parquet");
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/get-historical-features", s.addr))
+        .body(parquet_request.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/vnd.apache.parquet");
+    let bytes = response.bytes().await.unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.map(Result::unwrap).next().unwrap();
+    let fields: Vec<String> =
+        batch.schema().fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    assert_eq!(
+        fields,
+        ["customer_id:Int64", "event_timestamp:Timestamp(µs, \"UTC\")", "label:Boolean", "visits:Int32"]
+    );
+    use arrow_array::cast::AsArray as _;
+    let visits: Vec<Option<i32>> =
+        batch.column(3).as_primitive::<arrow_array::types::Int32Type>().iter().collect();
+    assert_eq!(visits, [None, Some(1), Some(3), None, Some(9), None]);
+    let at = batch.column(1).as_primitive::<arrow_array::types::TimestampMicrosecondType>().value(1);
+    assert_eq!(at, 1_714_523_400_000_000, "2024-05-01T00:30:00Z");
+    let (status, body) = post(
+        s.addr,
+        "/get-historical-features",
+        &json!({"features": ["customers:visits"],
+        "format": "xml", "entities": {"customer_id": [1], "event_timestamp": ["2024-05-01T02:30:00Z"]}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("use json, csv or parquet"), "{body}");
 }
 
 #[tokio::test]
