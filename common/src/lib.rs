@@ -2,6 +2,7 @@
 //! artifacts from storage URIs ([`storage`]) and resolving `registry://` URIs ([`registry`]).
 
 pub mod features;
+pub mod http;
 pub mod metrics;
 pub mod registry;
 pub mod shutdown;

@@ -31,6 +31,8 @@ struct Args {
     cache_bytes: u64,
     #[command(flatten)]
     log: telemetry::LogArgs,
+    #[command(flatten)]
+    limits: mizzen_common::http::LimitArgs,
 }
 
 #[derive(Subcommand)]
@@ -104,9 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, feature_set = %name, data_dir = %args.data_dir.display(), "mizzen-features ready");
     let stop = mizzen_common::shutdown::on_signal();
-    axum::serve(listener, mizzen_features::router(app))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
+    mizzen_common::http::serve(listener, mizzen_features::router(app), stop, args.limits.limits()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Durability: mizzen-features killed with SIGKILL at random moments while clients push, 100 times; after
-//! each restart (no manual step) every acknowledged row is there.
+//! The binary: killed with SIGKILL at random moments while clients push, 100 times, every acknowledged row
+//! is there after each restart (no manual step); slow and surplus connections are cut off; SIGTERM stops it.
 
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
@@ -129,4 +129,57 @@ async fn every_acknowledged_push_survives_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
     println!("{total} acknowledged pushes across 100 kill -9s, all there");
+}
+
+/// The binary as a hostile client finds it: a request whose headers never end is cut off after
+/// `--header-timeout-seconds`, connections past `--max-connections` are closed, and SIGTERM stops it
+/// promptly with its data intact.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_sigterm_stops_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mizzen-features"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--feature-set", FEATURE_SET])
+        .args(["--header-timeout-seconds", "1", "--max-connections", "4"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    ready(&client, port).await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"POST /push HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "a stalled request held its connection for {waited:?}");
+    // Four connections held: a fifth gets nothing.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), over.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "answered past the connection limit: {}", String::from_utf8_lossy(&answer));
+    drop(held);
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(25), "SIGTERM did not stop it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -27,6 +27,8 @@ struct Args {
     upload_stall_seconds: u64,
     #[command(flatten)]
     log: telemetry::LogArgs,
+    #[command(flatten)]
+    limits: mizzen_common::http::LimitArgs,
 }
 
 #[tokio::main]
@@ -39,23 +41,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e.message))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %args.data_dir.display(), "mizzen-registry ready");
-    axum::serve(listener, mizzen_registry::router(app)).with_graceful_shutdown(shutdown()).await?;
+    let stop = mizzen_common::shutdown::on_signal();
+    mizzen_common::http::serve(listener, mizzen_registry::router(app), stop, args.limits.limits()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C: stop accepting, finish what is in flight.
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
