@@ -225,7 +225,26 @@ pub async fn load_joined(
             join.name
         )));
     }
-    let bytes = mizzen_common::storage::read(uri).await.map_err(storage_error)?;
+    // The store takes at most 64 MiB of JSON; a larger labels file is refused before it is read whole.
+    let reader = mizzen_common::storage::blocking_reader(uri).await.map_err(storage_error)?;
+    let read_uri = uri.to_string();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        reader
+            .take(MAX_LABELS_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| DataError::Unreadable(format!("{read_uri}: {e}")))?;
+        if bytes.len() as u64 > MAX_LABELS_BYTES {
+            return Err(DataError::Invalid(format!(
+                "the labels file {read_uri} is larger than {} MiB, the most one join sends to the feature store: \
+                 split it into several TrainingJobs' labels or sample it",
+                MAX_LABELS_BYTES >> 20
+            )));
+        }
+        Ok(bytes)
+    })
+    .await
+    .map_err(|e| DataError::Unreadable(e.to_string()))??;
     let entities = labels_as_columns(&bytes, uri)?;
     let request = serde_json::json!({
         "features": join.features.iter().map(|f| format!("{}:{f}", join.view)).collect::<Vec<_>>(),
@@ -263,6 +282,9 @@ pub async fn load_joined(
         .await
         .map_err(|e| DataError::Unreadable(e.to_string()))?
 }
+
+/// The largest labels file joined with a FeatureSet: as JSON it must fit the store's 64 MiB body limit.
+pub const MAX_LABELS_BYTES: u64 = 32 << 20;
 
 /// A CSV file's columns as JSON lists of strings (an empty cell: null), as the feature store takes entity
 /// rows.
