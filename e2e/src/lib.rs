@@ -433,9 +433,21 @@ pub async fn http_with(
     json: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<(u16, String)> {
+    http_within(addr, (method, path, json, headers), Duration::from_secs(2), Duration::from_secs(5)).await
+}
+
+/// A request (method, path, JSON body, headers) that fails when the connection is not made within
+/// `connect` or the whole answer has not come within `answer` after it was sent; the error says which.
+pub async fn http_within(
+    addr: std::net::SocketAddr,
+    (method, path, json, headers): (&str, &str, Option<&str>, &[(&str, &str)]),
+    connect: Duration,
+    answer: Duration,
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
+    let mut stream = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("no connection to {addr} in {connect:?}"))??;
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         request += &format!("{name}: {value}\r\n");
@@ -447,7 +459,9 @@ pub async fn http_with(
     }
     stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await??;
+    tokio::time::timeout(answer, stream.read_to_end(&mut buf))
+        .await
+        .with_context(|| format!("no complete answer from {addr} in {answer:?}"))??;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code =
