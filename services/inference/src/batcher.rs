@@ -51,11 +51,25 @@ pub struct Batcher {
     /// Requests running inline: in flight, but never joining a batch.
     inline: Arc<AtomicUsize>,
     config: BatchConfig,
+    /// How long one row takes when that is short enough for requests of a few rows to run on the thread
+    /// that parsed them, whatever else is in flight: a hand-off to a model worker and back (two thread
+    /// wake-ups) costs more than such a run, and joining such runs saves less than the hand-off costs.
+    quick: Option<Duration>,
 }
 
+/// Most rows in a request that runs there.
+const QUICK_ROWS: usize = 16;
+
 impl Batcher {
-    /// Starts one worker thread per runner.
-    pub fn start(info: Arc<ModelInfo>, runners: Vec<Runner>, config: BatchConfig, metrics: Metrics) -> Self {
+    /// Starts one worker thread per runner. `quick`: how long a one-row run takes, when requests of a few
+    /// rows are to run on the thread that parsed them.
+    pub fn start(
+        info: Arc<ModelInfo>,
+        runners: Vec<Runner>,
+        config: BatchConfig,
+        metrics: Metrics,
+        quick: Option<Duration>,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.max_queue_size.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let runners: Arc<Vec<Mutex<Runner>>> = Arc::new(runners.into_iter().map(Mutex::new).collect());
@@ -70,7 +84,7 @@ impl Batcher {
                 tracing::error!(%e, "cannot start a model worker");
             }
         }
-        Self { tx, metrics, info, runners, inline, config }
+        Self { tx, metrics, info, runners, inline, config, quick }
     }
 
     /// Whether a request of `rows` rows may be joined with others (its inputs are then copied once more).
@@ -78,21 +92,26 @@ impl Batcher {
         self.config.enabled && self.info.batchable && rows < self.config.max_batch_size
     }
 
-    /// Runs a request on the calling thread when nothing else is queued or in flight and a session is
-    /// free: a lone request then skips two thread hand-offs. Gives the request back otherwise.
+    /// Runs a request on the calling thread, skipping two thread hand-offs, when it is quick (a few rows
+    /// of a model that runs in microseconds: then it waits for a session, which is shorter than a
+    /// hand-off), or when nothing else is queued or in flight and a session is free (the async thread is
+    /// handed over to others while it runs). Gives the request back otherwise.
     pub fn try_inline(&self, checked: Checked, deadline: Instant) -> Result<Reply, Checked> {
-        if self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1 {
+        let quick = self.quick.is_some() && checked.rows <= QUICK_ROWS;
+        if !quick && (self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1) {
             return Err(checked);
         }
-        let Some(mut runner) = self.runners.iter().find_map(|r| r.try_lock().ok()) else {
+        let free = self.runners.iter().find_map(|r| r.try_lock().ok());
+        let waited = || if quick { self.runners.first().and_then(|r| r.lock().ok()) } else { None };
+        let Some(mut runner) = free.or_else(waited) else {
             return Err(checked);
         };
         let started = Instant::now();
         let Checked { inputs, outputs, rows, held } = checked;
         self.inline.fetch_add(1, Ordering::Relaxed);
+        let run = || guarded(|| runner.run(&self.info, inputs, Some(deadline)));
         let result =
-            tokio::task::block_in_place(|| guarded(|| runner.run(&self.info, inputs, Some(deadline))))
-                .map(|outs| select(outs, &outputs));
+            if quick { run() } else { tokio::task::block_in_place(run) }.map(|outs| select(outs, &outputs));
         drop(held);
         self.inline.fetch_sub(1, Ordering::Relaxed);
         self.metrics.compute_duration.observe(started.elapsed().as_secs_f64());

@@ -55,6 +55,17 @@ struct Args {
     /// Let ONNX Runtime's threads spin between runs (lower latency when the CPUs are otherwise idle).
     #[arg(long, env = "MIZZEN_ORT_SPINNING", default_value_t = false, action = clap::ArgAction::Set)]
     ort_spinning: bool,
+    /// Threads that accept connections, read and parse requests, run quick models and write answers.
+    /// Default: half the CPUs available (at least one), leaving the rest to ONNX Runtime. More threads
+    /// than the load needs cost more than they give: each hand-off between them wakes a sleeping one
+    /// (measured in the README's benchmarks).
+    #[arg(long, env = "MIZZEN_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    io_threads: Option<u16>,
+    /// Requests of a few rows run on the thread that parsed them, whatever else is in flight, when one row
+    /// of the model runs in at most this many microseconds (measured after the warm-up): a hand-off to a
+    /// model worker would cost more than the run, and batching such runs gains less than it costs. 0: never.
+    #[arg(long, env = "MIZZEN_QUICK_RUN_MICROSECONDS", default_value_t = 20)]
+    quick_run_microseconds: u64,
     /// Model workers, each with its own ONNX Runtime session.
     #[arg(long, env = "MIZZEN_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
@@ -132,6 +143,11 @@ struct Args {
 }
 
 impl Args {
+    fn io_threads(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        self.io_threads.map_or((cpus / 2).max(1), usize::from)
+    }
+
     fn limits(&self) -> Limits {
         let ms = Duration::from_millis;
         Limits {
@@ -194,15 +210,16 @@ fn main() -> anyhow::Result<()> {
             .exec();
         eprintln!("mizzen-serve: cannot set {}, running without it: {err}", MALLOC_MMAP_THRESHOLD.0);
     }
+    let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.io_threads())
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(serve())
+        .block_on(serve(args))
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn serve(args: Args) -> anyhow::Result<()> {
     mizzen_common::tls::install_crypto_provider();
     telemetry::init(args.log_format, &args.log_filter).map_err(anyhow::Error::msg)?;
     let (metrics, registry) = Metrics::new(&args.model_name);
@@ -322,14 +339,15 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
     };
     let (workers, name, version) =
         (args.workers as usize, args.model_name.clone(), args.model_version.clone());
-    let (info, runners) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (info, runners, one_row) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (info, mut runners) = model::load(&env, &bytes, &cfg, workers, &name, &version)?;
         for runner in &mut runners {
             runner
                 .run(&info, model::warmup_inputs(&info), None)
                 .map_err(|e| anyhow::anyhow!("the warm-up inference failed: {e}"))?;
         }
-        Ok((info, runners))
+        let one_row = model::one_row_run(&info, &mut runners[0]);
+        Ok((info, runners, one_row))
     })
     .await??;
     let info = Arc::new(info);
@@ -339,6 +357,7 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         max_queue_delay: Duration::from_micros(args.max_queue_delay_microseconds),
         max_queue_size: args.max_queue_size.max(1),
     };
+    let quick = (one_row <= Duration::from_micros(args.quick_run_microseconds)).then_some(one_row);
     let load_time = start.elapsed();
     metrics.model_load_seconds.set(load_time.as_secs_f64());
     tracing::info!(
@@ -346,10 +365,12 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         version = %info.version,
         inputs = ?info.inputs.iter().map(|i| (&i.name, i.datatype.name(), &i.shape)).collect::<Vec<_>>(),
         batchable = info.batchable,
+        one_row_run_us = one_row.as_micros() as u64,
+        quick = quick.is_some(),
         load_ms = load_time.as_millis() as u64,
         "model loaded and warmed up"
     );
-    let batcher = Batcher::start(info.clone(), runners, config, metrics);
+    let batcher = Batcher::start(info.clone(), runners, config, metrics, quick);
     Ok(Loaded { info, batcher })
 }
 

@@ -537,6 +537,21 @@ fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, InferError> {
     Ok(Tensor { name: name.to_string(), shape, data })
 }
 
+/// How long a run of [`warmup_inputs`] takes once warm: the shortest of a few (the machine's noise only
+/// adds). A model whose runs fail is never taken for a quick one.
+pub fn one_row_run(info: &ModelInfo, runner: &mut Runner) -> std::time::Duration {
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            match runner.run(info, warmup_inputs(info), None) {
+                Ok(_) => t.elapsed(),
+                Err(_) => std::time::Duration::MAX,
+            }
+        })
+        .min()
+        .unwrap_or(std::time::Duration::MAX)
+}
+
 /// Inputs of the right types and shapes (variable dimensions as 1), zeros, for the warm-up run.
 pub fn warmup_inputs(info: &ModelInfo) -> Vec<Tensor> {
     info.inputs

@@ -417,15 +417,14 @@ async fn memory_stays_within_the_budget_under_the_largest_bodies() {
         attacks.push(("fits", send(fits.clone(), vec![])));
     }
     // 30 million empty strings in one 60 MB gRPC message.
-    let grpc = {
-        let mut c = grpc_client(&s).await;
+    let strings = || {
         let contents =
             pb::InferTensorContents { bytes_contents: vec![vec![]; 30_000_000], ..Default::default() };
-        let request = grpc_request(
-            "iris",
-            vec![input("float_input", "BYTES", vec![30_000_000], Some(contents))],
-            vec![],
-        );
+        grpc_request("iris", vec![input("float_input", "BYTES", vec![30_000_000], Some(contents))], vec![])
+    };
+    let mut c = grpc_client(&s).await;
+    let grpc = {
+        let (mut c, request) = (c.clone(), strings());
         tokio::spawn(async move { c.model_infer(request).await })
     };
     let mut statuses = Vec::new();
@@ -448,8 +447,11 @@ async fn memory_stays_within_the_budget_under_the_largest_bodies() {
         }
         statuses.push((what, r.status));
     }
+    // Refused as too large once it is read whole; while the burst holds the budget, its bytes arriving
+    // may find no room first: 503 then, said so.
     let e = grpc.await.unwrap().unwrap_err();
-    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(matches!(e.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable), "{e:?}");
+    assert!(!e.message().is_empty(), "{e:?}");
     let (peak, _) = memory(s.pid());
     // The budget, the model and the runtime, and the allocator's slack; the README states the bound.
     let bound = base + 256 * MIB + 96 * MIB;
@@ -463,6 +465,9 @@ async fn memory_stays_within_the_budget_under_the_largest_bodies() {
     // The budget is all given back: the same requests that fit are served.
     assert_eq!(metric(&s, "mizzen_inference_inflight_request_bytes{model=\"iris\"}"), 0.0);
     assert_eq!(racing(port, &[], &fits).status, 200);
+    // Alone, the strings are refused for what they would take decoded.
+    let e = c.model_infer(strings()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert_serves(port);
 }
 

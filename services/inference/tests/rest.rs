@@ -295,20 +295,15 @@ fn mlp_request(rows: &[f32]) -> Vec<u8> {
     .unwrap()
 }
 
-#[test]
-fn concurrent_requests_are_batched_and_split_back_correctly() {
-    // The wide MLP takes long enough per run that a burst overlaps in the server; batching off gives the
-    // reference answers. Single-row requests: more than one row per run can only come from joining.
-    let batched = Serve::start(
-        "mlp_10mb.onnx",
-        "mlp",
-        &["--max-queue-delay-microseconds", "20000", "--max-batch-size", "64"],
-    );
-    let single = Serve::start("mlp_10mb.onnx", "mlp", &["--batching", "false"]);
+/// Sixteen single-row MLP requests sent at once to `model` served with `args`: checks every answer against
+/// the same model with batching off, and returns the server's metrics afterwards.
+fn burst_of_single_rows(model: &str, args: &[&str]) -> impl Fn(&str) -> f64 {
+    let served = Serve::start(model, "mlp", args);
+    let single = Serve::start(model, "mlp", &["--batching", "false"]);
     let requests: Vec<Vec<u8>> = (0..16).map(|i| mlp_request(&mlp_rows(1, i))).collect();
     let expected: Vec<Value> =
         requests.iter().map(|b| single.post("/v2/models/mlp/infer", b).json()["outputs"].clone()).collect();
-    let port = batched.http_port;
+    let port = served.http_port;
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(requests.len()));
     let handles: Vec<_> = requests
         .into_iter()
@@ -327,23 +322,55 @@ fn concurrent_requests_are_batched_and_split_back_correctly() {
         let (g, w) = (got[0]["data"].as_array().unwrap(), want[0]["data"].as_array().unwrap());
         assert_eq!(got[0]["shape"], want[0]["shape"]);
         for (a, b) in g.iter().zip(w) {
-            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4, "batched {a} vs single {b}");
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4, "served {a} vs single {b}");
         }
     }
-    let metrics = String::from_utf8(batched.get("/metrics").body).unwrap();
-    let value = |name: &str| -> f64 {
+    let metrics = String::from_utf8(served.get("/metrics").body).unwrap();
+    move |name: &str| -> f64 {
         metrics
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
-    };
+    }
+}
+
+#[test]
+fn concurrent_requests_are_batched_and_split_back_correctly() {
+    // The wide MLP takes long enough per run that a burst overlaps in the server (and far too long to run
+    // where it was parsed); batching off gives the reference answers. Single-row requests: more than one
+    // row per run can only come from joining.
+    let value = burst_of_single_rows(
+        "mlp_10mb.onnx",
+        &[
+            "--max-queue-delay-microseconds",
+            "20000",
+            "--max-batch-size",
+            "64",
+            "--quick-run-microseconds",
+            "0",
+        ],
+    );
     let runs = value("mizzen_inference_batch_size_count");
     let rows = value("mizzen_inference_batch_size_sum");
     // Sixteen single-row requests in fewer runs than requests: some were joined. (How many depends on
-    // scheduling; the exactness of the split is checked above for every request.)
-    assert!(rows == 16.0 && runs < 16.0, "no batching: {rows} rows in {runs} runs\n{metrics}");
+    // scheduling; the exactness of the split is checked for every request.)
+    assert!(rows == 16.0 && runs < 16.0, "no batching: {rows} rows in {runs} runs");
+}
+
+#[test]
+fn quick_requests_run_where_they_were_parsed_and_never_queue() {
+    // The small MLP counts as quick here whatever the machine; a queued request would wait up to 20 ms for
+    // company. Every request is its own run and none waited in the queue.
+    let value = burst_of_single_rows(
+        "mlp.onnx",
+        &["--max-queue-delay-microseconds", "20000", "--quick-run-microseconds", "1000000"],
+    );
+    assert_eq!(value("mizzen_inference_batch_size_count"), 16.0);
+    assert_eq!(value("mizzen_inference_batch_size_sum"), 16.0);
+    assert_eq!(value("mizzen_inference_queue_duration_seconds_sum"), 0.0);
+    assert_eq!(value("mizzen_inference_queue_duration_seconds_count"), 16.0);
 }
 
 #[test]
