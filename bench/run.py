@@ -108,9 +108,9 @@ def mlserver(args, model_file, name):
                   f"http://127.0.0.1:{http}/v2/models/{name}/infer", f"127.0.0.1:{grpc}", name)
 
 
-def load(args, kind, server, body, concurrency, seconds):
-    cmd = [args.loadgen, kind, "--concurrency", str(concurrency), "--seconds", str(seconds), "--body", body]
-    cmd += ["--url", server.http] if kind == "http" else ["--addr", server.grpc, "--model", server.model]
+def load(args, kind, server, body, concurrency, seconds, extra=(), url=None):
+    cmd = [args.loadgen, kind, "--concurrency", str(concurrency), "--seconds", str(seconds), "--body", body, *extra]
+    cmd += ["--url", url or server.http] if kind == "http" else ["--addr", server.grpc, "--model", server.model]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         sys.exit(f"load generator failed: {out.stderr}")
@@ -149,6 +149,11 @@ def main():
         for make in (mizzen, fastapi, mlserver):
             server = make(args, path, model)
             try:
+                if server.name == "mizzen":
+                    # The bare round trip of this server and load generator: an empty GET, same run.
+                    live = server.http.rsplit("/v2/", 1)[0] + "/v2/health/live"
+                    floor = load(args, "http", server, body, 1, args.seconds, ["--get"], live)
+                    results["overhead"][model]["get_p50_us"] = floor["p50_us"]
                 kinds = ["http", "grpc"] if server.name == "mizzen" else ["http"]
                 for kind in kinds:
                     for conc in (1, 32):
@@ -159,6 +164,7 @@ def main():
                         rows.append((model, label, conc, r["rps"], r["p50_us"], r["p99_us"], r["errors"]))
                         if server.name == "mizzen" and conc == 1:
                             results["overhead"][model][f"{kind}_p50_us"] = r["p50_us"]
+                            results["overhead"][model][f"{kind}_p99_us"] = r["p99_us"]
             finally:
                 server.stop()
 
@@ -175,13 +181,17 @@ def main():
                 server.stop()
     path = os.path.join(args.models, "mlp.onnx")
 
-    # The bare HTTP round trip of this machine and load generator: an empty GET on the same server.
-    server = mizzen(args, path, "mlp")
+    # Large tensors: 4 MiB of FP32 (1,024 rows of 1,024) into a model that only sums each row, so moving the
+    # tensor is the cost; against this machine's memcpy bandwidth on buffers out of the caches.
+    memcpy = subprocess.run([args.loadgen, "memcpy", "--bytes", str(4 << 20)], capture_output=True, text=True, check=True)
+    results["large"] = {"memcpy_gb_per_s": round(json.loads(memcpy.stdout.strip().splitlines()[-1])["gb_per_s"], 2)}
+    big = body_file(tmp, "wide", 1024, 1024)
+    server = mizzen(args, os.path.join(args.models, "wide_sum.onnx"), "wide")
     try:
-        out = subprocess.run([args.loadgen, "http", "--get", "--url", server.http.rsplit("/v2/", 1)[0] + "/v2/health/live",
-                              "--concurrency", "1", "--seconds", str(args.seconds), "--body", body],
-                             capture_output=True, text=True, check=True)
-        results["http_floor_p50_us"] = json.loads(out.stdout.strip().splitlines()[-1])["p50_us"]
+        for label, kind, extra in (("REST binary", "http", ["--binary"]), ("gRPC raw", "grpc", []), ("REST JSON", "http", [])):
+            r = load(args, kind, server, big, 1, args.seconds, extra)
+            results["large"][label] = {"p50_us": r["p50_us"], "p99_us": r["p99_us"],
+                                       "gb_per_s": round((4 << 20) / max(r["p50_us"], 1) / 1e3, 3)}
     finally:
         server.stop()
 
@@ -216,13 +226,19 @@ def main():
         ratios.append(f"- {model}, concurrency 32: mizzen REST {m32[3] / f32[3]:.1f}x FastAPI and {m32[3] / s32[3]:.1f}x MLServer "
                       f"throughput (gRPC {g32[3] / f32[3]:.1f}x and {g32[3] / s32[3]:.1f}x); p99 {m32[5] / max(f32[5], 1):.2f} of FastAPI's")
         o = results["overhead"][model]
-        ratios.append(f"- {model}, concurrency 1: in-process ONNX Runtime p50 {o['inproc_p50_us']} µs; REST p50 {o['http_p50_us']} µs "
-                      f"(+{o['http_p50_us'] - o['inproc_p50_us']} µs), gRPC p50 {o['grpc_p50_us']} µs (+{o['grpc_p50_us'] - o['inproc_p50_us']} µs)")
+        ratios.append(f"- {model}, concurrency 1: in-process ONNX Runtime p50 {o['inproc_p50_us']} µs; the same server's empty GET "
+                      f"p50 {o['get_p50_us']} µs; REST infer p50 {o['http_p50_us']} µs (GET +{o['http_p50_us'] - o['get_p50_us']} µs, "
+                      f"p99 {o['http_p99_us'] / max(o['http_p50_us'], 1):.1f}x p50), gRPC p50 {o['grpc_p50_us']} µs "
+                      f"(GET +{o['grpc_p50_us'] - o['get_p50_us']} µs, p99 {o['grpc_p99_us'] / max(o['grpc_p50_us'], 1):.1f}x p50)")
+        ratios.append(f"- {model}, concurrency 32: gRPC {g32[3] / m32[3]:.2f}x REST's throughput")
     b = results["batching"]
     for file in ("mlp.onnx", "mlp_10mb.onnx"):
         on, off = b[f"{file} on"]["rps"], b[f"{file} off"]["rps"]
         ratios.append(f"- {file}, concurrency 64: batching on {on:,.0f} req/s vs off {off:,.0f} req/s: {on / off:.2f}x")
-    ratios.append(f"- the bare HTTP round trip (empty GET, same server and load generator): p50 {results['http_floor_p50_us']} µs")
+    large = results["large"]
+    moved = ", ".join(f"{k} {v['gb_per_s']} GB/s (p50 {v['p50_us']:,} µs, {v['gb_per_s'] / large['memcpy_gb_per_s']:.0%} of memcpy)"
+                      for k, v in large.items() if k != "memcpy_gb_per_s")
+    ratios.append(f"- a 4 MiB FP32 input, concurrency 1: {moved}; memcpy {large['memcpy_gb_per_s']} GB/s")
     mem = results["memory"]
     ratios.append(f"- RSS with the MLP loaded, after load: mizzen {mem['mlp_rss_mib_after_load']} MiB, FastAPI (all workers) "
                   f"{mem['fastapi_mlp_rss_mib']} MiB, MLServer (all processes) {mem['mlserver_mlp_rss_mib']} MiB")

@@ -40,6 +40,9 @@ enum Command {
         url: String,
         #[arg(long)]
         get: bool,
+        /// Send the body's inputs through the binary tensor data extension, and ask for binary outputs.
+        #[arg(long)]
+        binary: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -55,6 +58,12 @@ enum Command {
         connections: usize,
         #[command(flatten)]
         load: Load,
+    },
+    /// This machine's memcpy bandwidth for buffers of the given size (what moving a tensor is measured
+    /// against).
+    Memcpy {
+        #[arg(long, default_value_t = 4 << 20)]
+        bytes: usize,
     },
     /// Run the body's inputs through ONNX Runtime in this process (the floor a server adds to).
     Inproc {
@@ -82,6 +91,28 @@ fn inputs_of(body: &[u8]) -> anyhow::Result<Vec<Tensor>> {
     Ok(out)
 }
 
+/// The body's inputs in the binary tensor data extension: a JSON header naming each input's
+/// `binary_data_size`, asking for binary outputs, then the raw bytes. Returns the body and the header's
+/// length.
+fn binary_body(json: &[u8]) -> anyhow::Result<(Bytes, Option<String>)> {
+    let tensors = inputs_of(json)?;
+    let inputs: Vec<serde_json::Value> = tensors
+        .iter()
+        .map(|t| {
+            serde_json::json!({"name": t.name, "shape": t.shape, "datatype": t.datatype().name(),
+                "parameters": {"binary_data_size": t.data.raw_len()}})
+        })
+        .collect();
+    let header = serde_json::to_vec(
+        &serde_json::json!({"inputs": inputs, "parameters": {"binary_data_output": true}}),
+    )?;
+    let mut body = header.clone();
+    for t in &tensors {
+        body.extend_from_slice(&t.data.to_raw());
+    }
+    Ok((Bytes::from(body), Some(header.len().to_string())))
+}
+
 fn report(kind: &str, concurrency: usize, elapsed: f64, mut latencies: Vec<u64>, errors: usize) {
     latencies.sort_unstable();
     let pct = |p: f64| {
@@ -102,14 +133,16 @@ fn report(kind: &str, concurrency: usize, elapsed: f64, mut latencies: Vec<u64>,
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Http { url, get, load } => {
-            let body = Bytes::from(std::fs::read(&load.body)?);
+        Command::Http { url, get, binary, load } => {
+            let json = std::fs::read(&load.body)?;
+            let (body, header_length) = if binary { binary_body(&json)? } else { (Bytes::from(json), None) };
             let uri: hyper::Uri = url.parse()?;
             let authority = uri.authority().context("url without host")?.to_string();
             // Origin-form request target: some servers (uvicorn) refuse the absolute form.
             let uri: hyper::Uri = uri.path_and_query().context("url without path")?.as_str().parse()?;
             run(load.clone(), "http", move || {
-                let (body, uri, authority) = (body.clone(), uri.clone(), authority.clone());
+                let (body, uri, authority, header_length) =
+                    (body.clone(), uri.clone(), authority.clone(), header_length.clone());
                 async move {
                     let stream = tokio::net::TcpStream::connect(&authority).await?;
                     stream.set_nodelay(true)?;
@@ -122,10 +155,17 @@ async fn main() -> anyhow::Result<()> {
                         } else {
                             hyper::Request::post(uri.clone())
                         };
-                        let req = builder
-                            .header("host", authority.as_str())
-                            .header("content-type", "application/json")
-                            .body(Full::new(if get { Bytes::new() } else { body.clone() }));
+                        let builder = match &header_length {
+                            Some(n) => builder
+                                .header("content-type", "application/octet-stream")
+                                .header("inference-header-content-length", n.as_str()),
+                            None => builder.header("content-type", "application/json"),
+                        };
+                        let req = builder.header("host", authority.as_str()).body(Full::new(if get {
+                            Bytes::new()
+                        } else {
+                            body.clone()
+                        }));
                         let fut = req.map(|r| sender.send_request(r));
                         async move {
                             let resp = fut?.await?;
@@ -223,6 +263,29 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await
+        }
+        Command::Memcpy { bytes } => {
+            // Each copy moves another block of 256 MiB buffers, so it reads and writes memory, not the
+            // caches (a request's buffers are new too).
+            let blocks = ((256usize << 20) / bytes.max(1)).max(2);
+            let src: Vec<u8> = (0..bytes * blocks).map(|i| i as u8).collect();
+            let mut dst = vec![1u8; bytes * blocks];
+            let mut runs = Vec::new();
+            for i in 0..blocks * 4 {
+                let b = (i * 7) % blocks;
+                let range = b * bytes..(b + 1) * bytes;
+                let t = Instant::now();
+                dst[range.clone()].copy_from_slice(std::hint::black_box(&src[range]));
+                std::hint::black_box(&mut dst);
+                runs.push(t.elapsed().as_secs_f64());
+            }
+            runs.sort_by(f64::total_cmp);
+            let median = runs[runs.len() / 2];
+            println!(
+                "{}",
+                serde_json::json!({"kind": "memcpy", "bytes": bytes, "gb_per_s": bytes as f64 / median / 1e9})
+            );
+            Ok(())
         }
         Command::Inproc { model, ort_dylib_path, iterations, body } => {
             let tensors = inputs_of(&std::fs::read(&body)?)?;

@@ -76,12 +76,26 @@ def multi_io(out):
     save(model, out, "multi_io.onnx")
 
 
+def wide_sum(out):
+    """A model that does almost nothing to a wide input (a row sum of [N, 1024] floats): moving a large tensor
+    in and out of the server is what a run of it costs."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    node = helper.make_node("ReduceSum", ["float_input", "axes"], ["sum"], keepdims=1)
+    graph = helper.make_graph(
+        [node], "wide_sum", [helper.make_tensor_value_info("float_input", TensorProto.FLOAT, ["N", 1024])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 1])], initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+    onnx.checker.check_model(model)
+    save(model, out, "wide_sum.onnx")
+
+
 def main():
     warnings.filterwarnings("ignore")
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     X, Xm = sklearn_models(out)
     multi_io(out)
+    wide_sum(out)
     rng = np.random.default_rng(0)
     np.savez(
         os.path.join(out, "inputs.npz"),
