@@ -89,7 +89,15 @@ impl Batcher {
 
     /// Whether a request of `rows` rows may be joined with others (its inputs are then copied once more).
     pub fn may_join(&self, rows: usize) -> bool {
-        self.config.enabled && self.info.batchable && rows < self.config.max_batch_size
+        self.config.enabled
+            && self.info.batchable
+            && rows < self.config.max_batch_size
+            && !self.is_quick(rows)
+    }
+
+    /// Whether a request of `rows` rows runs on the thread that parsed it, whatever else is in flight.
+    fn is_quick(&self, rows: usize) -> bool {
+        self.quick.is_some() && rows <= QUICK_ROWS
     }
 
     /// Runs a request on the calling thread, skipping two thread hand-offs, when it is quick (a few rows
@@ -97,7 +105,7 @@ impl Batcher {
     /// hand-off), or when nothing else is queued or in flight and a session is free (the async thread is
     /// handed over to others while it runs). Gives the request back otherwise.
     pub fn try_inline(&self, checked: Checked, deadline: Instant) -> Result<Reply, Checked> {
-        let quick = self.quick.is_some() && checked.rows <= QUICK_ROWS;
+        let quick = self.is_quick(checked.rows);
         if !quick && (self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1) {
             return Err(checked);
         }
