@@ -100,18 +100,17 @@ impl Batcher {
         self.quick.is_some() && rows <= QUICK_ROWS
     }
 
-    /// Runs a request on the calling thread, skipping two thread hand-offs, when it is quick (a few rows
-    /// of a model that runs in microseconds: then it waits for a session, which is shorter than a
-    /// hand-off), or when nothing else is queued or in flight and a session is free (the async thread is
-    /// handed over to others while it runs). Gives the request back otherwise.
+    /// Runs a request on the calling thread when a session is free, skipping two thread hand-offs: when
+    /// it is quick (a few rows of a model that runs in microseconds), or when nothing else is queued or in
+    /// flight (the async thread is then handed over to others while it runs). Gives the request back
+    /// otherwise: a session that is busy may be running a long batch, which an async thread must not wait
+    /// for.
     pub fn try_inline(&self, checked: Checked, deadline: Instant) -> Result<Reply, Checked> {
         let quick = self.is_quick(checked.rows);
         if !quick && (self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1) {
             return Err(checked);
         }
-        let free = self.runners.iter().find_map(|r| r.try_lock().ok());
-        let waited = || if quick { self.runners.first().and_then(|r| r.lock().ok()) } else { None };
-        let Some(mut runner) = free.or_else(waited) else {
+        let Some(mut runner) = self.runners.iter().find_map(|r| r.try_lock().ok()) else {
             return Err(checked);
         };
         let started = Instant::now();

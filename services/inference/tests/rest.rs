@@ -362,10 +362,18 @@ fn concurrent_requests_are_batched_and_split_back_correctly() {
 #[test]
 fn quick_requests_run_where_they_were_parsed_and_never_queue() {
     // The small MLP counts as quick here whatever the machine; a queued request would wait up to 20 ms for
-    // company. Every request is its own run and none waited in the queue.
+    // company. One I/O thread: its one session is always free when it looks. Every request is its own run
+    // and none waited in the queue.
     let value = burst_of_single_rows(
         "mlp.onnx",
-        &["--max-queue-delay-microseconds", "20000", "--quick-run-microseconds", "1000000"],
+        &[
+            "--max-queue-delay-microseconds",
+            "20000",
+            "--quick-run-microseconds",
+            "1000000",
+            "--io-threads",
+            "1",
+        ],
     );
     assert_eq!(value("mizzen_inference_batch_size_count"), 16.0);
     assert_eq!(value("mizzen_inference_batch_size_sum"), 16.0);
