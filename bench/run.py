@@ -89,7 +89,8 @@ def mizzen(args, model_file, name, extra=()):
 def fastapi(args, model_file, name):
     http = free_port()
     cmd = [os.path.join(args.bench_venv, "bin/python"), "-m", "uvicorn", "fastapi_server:app", "--host", "127.0.0.1",
-           "--port", str(http), "--workers", str(os.cpu_count()), "--log-level", "warning", "--app-dir", HERE]
+           "--port", str(http), "--workers", str(os.cpu_count()), "--loop", "uvloop", "--http", "httptools",
+           "--log-level", "warning", "--app-dir", HERE]
     return Server("fastapi", cmd, {"MODEL": model_file, "MODEL_NAME": name}, f"http://127.0.0.1:{http}/v2/health/ready",
                   f"http://127.0.0.1:{http}/v2/models/{name}/infer", None, name)
 
