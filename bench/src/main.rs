@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
                         contents: None,
                     })
                     .collect(),
-                raw_input_contents: tensors.iter().map(|t| t.data.to_raw()).collect(),
+                raw_input_contents: tensors.iter().map(|t| Bytes::from(t.data.to_raw())).collect(),
                 ..Default::default()
             };
             // Encoded once, like the REST body: the load generator's cost per request is the same small

@@ -120,7 +120,7 @@ impl GrpcInferenceService for Service {
                 model_version: loaded.info.version.clone(),
                 id: r.id,
                 parameters: Default::default(),
-                raw_output_contents: outputs.iter().map(|t| t.data.to_raw()).collect(),
+                raw_output_contents: outputs.iter().map(|t| t.data.to_raw().into()).collect(),
                 outputs: outputs
                     .into_iter()
                     .map(|t| pb::model_infer_response::InferOutputTensor {

@@ -235,7 +235,7 @@ mod tests {
                         + std::mem::size_of::<InferRequestedOutputTensor>()
                 })
                 .sum::<usize>()
-            + r.raw_input_contents.iter().map(|b| b.capacity() + 24).sum::<usize>()
+            + r.raw_input_contents.iter().map(|b| b.len() + 32).sum::<usize>()
     }
 
     fn param() -> impl Strategy<Value = pb::InferParameter> {
@@ -305,7 +305,7 @@ mod tests {
                 parameters,
                 inputs,
                 outputs,
-                raw_input_contents: raw,
+                raw_input_contents: raw.into_iter().map(bytes::Bytes::from).collect(),
             })
     }
 

@@ -151,7 +151,12 @@ async fn grpc_client(s: &Serve) -> GrpcInferenceServiceClient<tonic::transport::
 }
 
 fn grpc_request(model: &str, inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> pb::ModelInferRequest {
-    pb::ModelInferRequest { model_name: model.into(), inputs, raw_input_contents: raw, ..Default::default() }
+    pb::ModelInferRequest {
+        model_name: model.into(),
+        inputs,
+        raw_input_contents: raw.into_iter().map(Into::into).collect(),
+        ..Default::default()
+    }
 }
 
 fn input(

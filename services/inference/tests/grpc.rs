@@ -100,7 +100,7 @@ async fn errors_map_to_grpc_codes() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("1 elements"), "{}", status.message());
     let mut mismatched = base();
-    mismatched.raw_input_contents = vec![vec![0; 4], vec![0; 4]];
+    mismatched.raw_input_contents = vec![vec![0u8; 4].into(), vec![0u8; 4].into()];
     assert_eq!(code(c.model_infer(mismatched).await), Code::InvalidArgument);
     let mut wrong_type = base();
     wrong_type.inputs[0].datatype = "INT32".into();
