@@ -51,25 +51,33 @@ pub struct Batcher {
     /// Requests running inline: in flight, but never joining a batch.
     inline: Arc<AtomicUsize>,
     config: BatchConfig,
-    /// How long one row takes when that is short enough for requests of a few rows to run on the thread
-    /// that parsed them, whatever else is in flight: a hand-off to a model worker and back (two thread
-    /// wake-ups) costs more than such a run, and joining such runs saves less than the hand-off costs.
-    quick: Option<Duration>,
+    /// The most input bytes of a request that runs on the thread that parsed it, whatever else is in
+    /// flight, when the model is quick: a hand-off to a model worker and back (two thread wake-ups) costs
+    /// more than such a run, and joining such runs saves less than the hand-off costs.
+    quick_bytes: Option<usize>,
 }
 
-/// Most rows in a request that runs there.
+/// A quick request's inputs are at most this many times the one-row warm-up's (by their raw size, so a
+/// variable dimension or a long string cannot make a "few rows" long).
 const QUICK_ROWS: usize = 16;
 
+/// Input bytes, as the raw contents would carry them.
+fn input_bytes(inputs: &[Tensor]) -> usize {
+    inputs.iter().map(|t| t.data.raw_len()).sum()
+}
+
 impl Batcher {
-    /// Starts one worker thread per runner. `quick`: how long a one-row run takes, when requests of a few
-    /// rows are to run on the thread that parsed them.
+    /// Starts one worker thread per runner. `quick`: whether the model's one-row run is short enough for
+    /// requests of a few rows to run on the thread that parsed them.
     pub fn start(
         info: Arc<ModelInfo>,
         runners: Vec<Runner>,
         config: BatchConfig,
         metrics: Metrics,
-        quick: Option<Duration>,
+        quick: bool,
     ) -> Self {
+        let quick_bytes =
+            quick.then(|| input_bytes(&crate::model::warmup_inputs(&info)).max(1).saturating_mul(QUICK_ROWS));
         let (tx, rx) = std::sync::mpsc::sync_channel(config.max_queue_size.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let runners: Arc<Vec<Mutex<Runner>>> = Arc::new(runners.into_iter().map(Mutex::new).collect());
@@ -84,20 +92,12 @@ impl Batcher {
                 tracing::error!(%e, "cannot start a model worker");
             }
         }
-        Self { tx, metrics, info, runners, inline, config, quick }
+        Self { tx, metrics, info, runners, inline, config, quick_bytes }
     }
 
     /// Whether a request of `rows` rows may be joined with others (its inputs are then copied once more).
     pub fn may_join(&self, rows: usize) -> bool {
-        self.config.enabled
-            && self.info.batchable
-            && rows < self.config.max_batch_size
-            && !self.is_quick(rows)
-    }
-
-    /// Whether a request of `rows` rows runs on the thread that parsed it, whatever else is in flight.
-    fn is_quick(&self, rows: usize) -> bool {
-        self.quick.is_some() && rows <= QUICK_ROWS
+        self.config.enabled && self.info.batchable && rows < self.config.max_batch_size
     }
 
     /// Runs a request on the calling thread when a session is free, skipping two thread hand-offs: when
@@ -106,7 +106,7 @@ impl Batcher {
     /// otherwise: a session that is busy may be running a long batch, which an async thread must not wait
     /// for.
     pub fn try_inline(&self, checked: Checked, deadline: Instant) -> Result<Reply, Checked> {
-        let quick = self.is_quick(checked.rows);
+        let quick = self.quick_bytes.is_some_and(|most| input_bytes(&checked.inputs) <= most);
         if !quick && (self.metrics.queue_depth.get() != 0 || self.metrics.inflight.get() > 1) {
             return Err(checked);
         }

@@ -61,9 +61,10 @@ struct Args {
     /// (measured in the README's benchmarks).
     #[arg(long, env = "MIZZEN_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     io_threads: Option<u16>,
-    /// Requests of a few rows run on the thread that parsed them, whatever else is in flight, when one row
-    /// of the model runs in at most this many microseconds (measured after the warm-up): a hand-off to a
-    /// model worker would cost more than the run, and batching such runs gains less than it costs. 0: never.
+    /// Requests of a few rows (inputs up to 16 times the one-row warm-up's size) run on the thread that
+    /// parsed them, whatever else is in flight, when one row of the model runs in at most this many
+    /// microseconds (timed after the warm-up): a hand-off to a model worker would cost more than the run,
+    /// and batching such runs gains less than it costs. 0: never.
     #[arg(long, env = "MIZZEN_QUICK_RUN_MICROSECONDS", default_value_t = 20)]
     quick_run_microseconds: u64,
     /// Model workers, each with its own ONNX Runtime session.
@@ -339,15 +340,16 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
     };
     let (workers, name, version) =
         (args.workers as usize, args.model_name.clone(), args.model_version.clone());
-    let (info, runners, one_row) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let quick_run = Duration::from_micros(args.quick_run_microseconds);
+    let (info, runners, quick) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (info, mut runners) = model::load(&env, &bytes, &cfg, workers, &name, &version)?;
         for runner in &mut runners {
             runner
                 .run(&info, model::warmup_inputs(&info), None)
                 .map_err(|e| anyhow::anyhow!("the warm-up inference failed: {e}"))?;
         }
-        let one_row = model::one_row_run(&info, &mut runners[0]);
-        Ok((info, runners, one_row))
+        let quick = quick_run > Duration::ZERO && model::runs_within(&info, &mut runners[0], quick_run);
+        Ok((info, runners, quick))
     })
     .await??;
     let info = Arc::new(info);
@@ -357,7 +359,6 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         max_queue_delay: Duration::from_micros(args.max_queue_delay_microseconds),
         max_queue_size: args.max_queue_size.max(1),
     };
-    let quick = (one_row <= Duration::from_micros(args.quick_run_microseconds)).then_some(one_row);
     let load_time = start.elapsed();
     metrics.model_load_seconds.set(load_time.as_secs_f64());
     tracing::info!(
@@ -365,8 +366,7 @@ async fn load(args: &Args, metrics: Metrics) -> anyhow::Result<Loaded> {
         version = %info.version,
         inputs = ?info.inputs.iter().map(|i| (&i.name, i.datatype.name(), &i.shape)).collect::<Vec<_>>(),
         batchable = info.batchable,
-        one_row_run_us = one_row.as_micros() as u64,
-        quick = quick.is_some(),
+        quick,
         load_ms = load_time.as_millis() as u64,
         "model loaded and warmed up"
     );

@@ -537,19 +537,22 @@ fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, InferError> {
     Ok(Tensor { name: name.to_string(), shape, data })
 }
 
-/// How long a run of [`warmup_inputs`] takes once warm: the shortest of a few (the machine's noise only
-/// adds). A model whose runs fail is never taken for a quick one.
-pub fn one_row_run(info: &ModelInfo, runner: &mut Runner) -> std::time::Duration {
-    (0..5)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            match runner.run(info, warmup_inputs(info), None) {
-                Ok(_) => t.elapsed(),
-                Err(_) => std::time::Duration::MAX,
-            }
-        })
-        .min()
-        .unwrap_or(std::time::Duration::MAX)
+/// Whether a run of [`warmup_inputs`] (one row) takes at most `limit` once warm: the first of up to five
+/// runs that does says yes (the machine's noise only adds). A run ten times over the limit says no at
+/// once, so a large model is not run again and again at start; so does a run that fails.
+pub fn runs_within(info: &ModelInfo, runner: &mut Runner, limit: std::time::Duration) -> bool {
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let ok = runner.run(info, warmup_inputs(info), None).is_ok();
+        let took = t.elapsed();
+        if !ok || took > limit.saturating_mul(10) {
+            return false;
+        }
+        if took <= limit {
+            return true;
+        }
+    }
+    false
 }
 
 /// Inputs of the right types and shapes (variable dimensions as 1), zeros, for the warm-up run.
